@@ -1,0 +1,44 @@
+"""BERT's input embeddings: word + position + token type, then LayerNorm (and dropout, in the model).
+
+Dimensions: B = batch, T = tokens, H = hidden, V = vocabulary.
+
+Forward:   e[b, t] = W_word[ids[b, t]] + W_pos[t] + W_type[types[b, t]]
+Backward:  a lookup is a sparse matmul with a one-hot matrix, so its gradient is a scatter-add:
+           dW_word[v] = sum of de[b, t] over every (b, t) whose id is v   (likewise for the others)
+minadapt never trains the embeddings; the backward is here for completeness and gradient checks.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..backend import get_xp
+
+
+class EmbeddingCache(NamedTuple):
+    input_ids: object  # (B, T) int
+    token_type_ids: object  # (B, T) int
+    shapes: tuple  # shapes of (W_word, W_pos, W_type)
+
+
+def forward(input_ids, token_type_ids, w_word, w_pos, w_type):
+    """Inputs: ids and types (B, T) ints; tables (V, H), (P, H), (2, H). Returns (e (B, T, H), cache)."""
+    T = input_ids.shape[1]
+    e = w_word[input_ids]  # (B, T, H), a gather
+    e += w_pos[:T]  # broadcast over the batch
+    e += w_type[token_type_ids]
+    return e, EmbeddingCache(input_ids, token_type_ids, (w_word.shape, w_pos.shape, w_type.shape))
+
+
+def backward(de, cache):
+    """Inputs: de (B, T, H). Returns (dW_word, dW_pos, dW_type)."""
+    xp = get_xp(de)
+    ids, types, (s_word, s_pos, s_type) = cache
+    H = de.shape[-1]
+    rows = de.reshape(-1, H)
+    dw_word = xp.zeros(s_word, de.dtype)
+    xp.add.at(dw_word, ids.reshape(-1), rows)  # add.at sums repeated ids; fancy-index += would not
+    dw_pos = xp.zeros(s_pos, de.dtype)
+    dw_pos[: de.shape[1]] = de.sum(axis=0)
+    dw_type = xp.zeros(s_type, de.dtype)
+    xp.add.at(dw_type, types.reshape(-1), rows)
+    return dw_word, dw_pos, dw_type
