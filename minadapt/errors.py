@@ -1,0 +1,26 @@
+"""Errors that are the user's to fix, not the program's.
+
+The contract with the command line: `minadapt.cli` catches `MinadaptError`, prints its message as
+one clean line (or a few), and exits with status 1, without a traceback. So the message of a
+`MinadaptError` must stand on its own: say which file or setting is at fault, what was expected,
+what was found, and how to fix it. Anything else that escapes (ValueError, KeyError, ...) is a bug
+in minadapt or in code calling it, and keeps its traceback.
+
+Each area adds its own subclass here, so callers can catch one kind of trouble on its own.
+"""
+
+
+class MinadaptError(Exception):
+    """Base for user-facing errors: the CLI prints the message alone, without a traceback."""
+
+
+class DataError(MinadaptError):
+    """A data set is missing, unreadable or malformed (names the file and, where it can, the line)."""
+
+
+class ConfigError(MinadaptError):
+    """A model config (config.json) is missing, unreadable, or lacks a required field."""
+
+
+class WeightsError(MinadaptError):
+    """A checkpoint or adapter file is missing, truncated, or has a wrong key or shape."""

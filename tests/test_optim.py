@@ -1,0 +1,227 @@
+"""AdamW against closed forms and a scalar re-implementation; schedule and clipping values."""
+import math
+
+import numpy as np
+import pytest
+
+from minadapt.optim import AdamW, clip_grad_norm, lr_schedule
+
+
+def make_params(seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return {
+        "encoder.layer.0.output.adapters.sst2.adapter_down.0.weight": rng.normal(size=(4, 6)).astype(dtype),
+        "encoder.layer.0.output.adapters.sst2.adapter_down.0.bias": rng.normal(size=4).astype(dtype),
+        "encoder.layer.0.output.LayerNorm.weight": rng.normal(size=6).astype(dtype),
+        "heads.sst2.1.weight": rng.normal(size=(2, 6)).astype(dtype),
+    }
+
+
+def make_grads(params, seed):
+    rng = np.random.default_rng(seed)
+    return {k: rng.normal(size=p.shape).astype(p.dtype) for k, p in params.items()}
+
+
+def scalar_adamw(p, grads, lrs, b1=0.9, b2=0.999, eps=1e-8, wd=0.0):
+    """torch.optim.AdamW for one scalar parameter, in plain Python floats, written out longhand."""
+    m = v = 0.0
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        p = p - lr * wd * p
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat = m / (1 - b1**t)
+        v_hat = v / (1 - b2**t)
+        p = p - lr * m_hat / (math.sqrt(v_hat) + eps)
+    return p
+
+
+def test_first_step_closed_form():
+    # At t=1, m_hat = g and v_hat = g^2, so the step is lr * g / (|g| + eps): about lr * sign(g).
+    params = make_params()
+    before = {k: p.copy() for k, p in params.items()}
+    grads = make_grads(params, 1)
+    grads["heads.sst2.1.weight"][0, :3] = [1e-9, -3e-8, 0.0]  # where eps matters
+    AdamW(params, lr=0.01, weight_decay=0.0).step(params, grads)
+    for k in params:
+        g = grads[k]
+        np.testing.assert_allclose(params[k], before[k] - 0.01 * g / (np.abs(g) + 1e-8), rtol=1e-12, atol=1e-15)
+
+
+def test_three_steps_match_scalar_reimplementation():
+    params = make_params()
+    start = {k: p.copy() for k, p in params.items()}
+    grads = [make_grads(params, s) for s in (1, 2, 3)]
+    lrs = [0.1, 0.05, 0.02]  # per-step rates, as a schedule passes them
+    opt = AdamW(params, lr=123.0, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.3)
+    for g, lr in zip(grads, lrs):
+        opt.step(params, g, lr=lr)
+    for k in params:
+        wd = 0.0 if (k.endswith("bias") or "LayerNorm" in k) else 0.3
+        for i in np.ndindex(params[k].shape):
+            expected = scalar_adamw(start[k][i], [g[k][i] for g in grads], lrs, 0.8, 0.95, 1e-6, wd)
+            assert params[k][i] == pytest.approx(expected, rel=1e-12, abs=1e-15), (k, i)
+
+
+def test_weight_decay_applied_before_update_and_skipped_for_bias_and_layernorm():
+    params = make_params()
+    start = {k: p.copy() for k, p in params.items()}
+    zero = {k: np.zeros_like(p) for k, p in params.items()}
+    # With g = 0 the Adam step is 0, so only decay moves p: p <- (1 - lr * wd) p, once per step.
+    opt = AdamW(params, lr=0.1, weight_decay=0.5)
+    opt.step(params, zero)
+    opt.step(params, zero)
+    for k in params:
+        factor = 1.0 if (k.endswith("bias") or "LayerNorm" in k) else (1 - 0.1 * 0.5) ** 2
+        np.testing.assert_allclose(params[k], factor * start[k], rtol=1e-14)
+    # Decay first: p1 = (1 - lr wd) p0 - lr g/(|g|+eps); decaying after the step would give
+    # (1 - lr wd)(p0 - lr g/(|g|+eps)), which differs by lr^2 wd g/|g|.
+    p = {"w": np.array([2.0])}
+    AdamW(p, lr=0.1, weight_decay=0.5).step(p, {"w": np.array([3.0])})
+    assert p["w"][0] == pytest.approx((1 - 0.05) * 2.0 - 0.1 * 3.0 / (3.0 + 1e-8), rel=1e-14)
+
+
+def test_custom_no_decay():
+    p = {"a": np.ones(3), "b": np.ones(3)}
+    AdamW(p, lr=0.1, weight_decay=0.5, no_decay=lambda name: name == "a").step(p, {k: np.zeros(3) for k in p})
+    assert np.all(p["a"] == 1.0) and np.allclose(p["b"], 0.95)
+
+
+def test_params_not_in_grads_untouched_and_arrays_updated_in_place():
+    params = make_params()
+    arrays = {k: p for k, p in params.items()}
+    start = {k: p.copy() for k, p in params.items()}
+    only = "heads.sst2.1.weight"
+    opt = AdamW(params, lr=0.1)
+    opt.step(params, {only: np.ones_like(params[only])})
+    for k in params:
+        assert params[k] is arrays[k]  # same array objects, updated in place
+        assert np.array_equal(params[k], start[k]) == (k != only)
+    assert opt.state_dict()["step"] == {k: int(k == only) for k in params}
+
+
+def test_unknown_gradient_name_is_an_error():
+    params = make_params()
+    with pytest.raises(KeyError, match="does not own"):
+        AdamW(params).step(params, {"not.a.param": np.zeros(2)})
+
+
+def test_state_dict_round_trip_continues_identically():
+    params = make_params(dtype=np.float32)
+    opt = AdamW(params, lr=0.01)
+    for s in (1, 2):
+        opt.step(params, make_grads(params, s))
+    state = opt.state_dict()
+    saved = {k: p.copy() for k, p in params.items()}
+    assert all(isinstance(a, np.ndarray) for part in ("m", "v") for a in state[part].values())
+
+    opt.step(params, make_grads(params, 3))  # the original run goes on
+    opt.step(params, make_grads(params, 4))
+    # the state dict is a snapshot, not a view of the live buffers
+    assert state["step"] == {k: 2 for k in params}
+
+    resumed = {k: p.copy() for k, p in saved.items()}
+    opt2 = AdamW(resumed, lr=0.01)
+    opt2.load_state_dict(state, resumed)
+    opt2.step(resumed, make_grads(resumed, 3))
+    opt2.step(resumed, make_grads(resumed, 4))
+    for k in params:
+        assert np.array_equal(resumed[k], params[k]), k
+        assert opt2.m[k].dtype == np.float32
+    # a fresh optimiser (no state) would not reproduce it: the test above can fail
+    fresh = {k: p.copy() for k, p in saved.items()}
+    opt3 = AdamW(fresh, lr=0.01)
+    opt3.step(fresh, make_grads(fresh, 3))
+    opt3.step(fresh, make_grads(fresh, 4))
+    assert not all(np.array_equal(fresh[k], params[k]) for k in params)
+
+
+def test_state_dict_snapshot_not_aliased():
+    params = make_params()
+    opt = AdamW(params)
+    opt.step(params, make_grads(params, 1))
+    state = opt.state_dict()
+    m0 = {k: a.copy() for k, a in state["m"].items()}
+    opt.step(params, make_grads(params, 2))
+    assert all(np.array_equal(state["m"][k], m0[k]) for k in params)
+    opt2 = AdamW(params)
+    opt2.load_state_dict(state, params)
+    opt2.step(params, make_grads(params, 3))
+    assert all(np.array_equal(state["m"][k], m0[k]) for k in params)
+
+
+def test_load_state_dict_rejects_mismatch():
+    params = make_params()
+    state = AdamW(params).state_dict()
+    other = dict(params, extra=np.zeros(3))
+    with pytest.raises(ValueError, match="missing \\['extra'\\]"):
+        AdamW(other).load_state_dict(state, other)
+    name = "heads.sst2.1.weight"
+    state["m"][name] = np.zeros((3, 6))
+    with pytest.raises(ValueError, match="heads.sst2.1.weight.*shape"):
+        AdamW(params).load_state_dict(state, params)
+
+
+def test_lr_schedule_values():
+    base, total, warm = 2e-3, 1000, 100
+    assert lr_schedule(0, total, warm, base) == 0.0
+    assert lr_schedule(50, total, warm, base) == pytest.approx(1e-3)
+    assert lr_schedule(warm, total, warm, base) == pytest.approx(base)
+    assert lr_schedule(550, total, warm, base) == pytest.approx(1e-3)  # halfway down the decay
+    assert lr_schedule(total, total, warm, base) == 0.0
+    assert lr_schedule(total + 10, total, warm, base) == 0.0
+    assert lr_schedule(0, total, 0, base) == pytest.approx(base)  # no warm-up
+
+
+def test_clip_grad_norm_scales_large_and_leaves_small():
+    grads = {"a": np.array([3.0, 0.0], dtype=np.float32), "b": np.array([[4.0]], dtype=np.float32)}
+    norm = clip_grad_norm(grads, 1.0)
+    assert isinstance(norm, float) and norm == pytest.approx(5.0)
+    assert grads["a"].dtype == np.float32
+    after = math.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grads.values()))
+    assert after == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(grads["a"], [0.6, 0.0], rtol=1e-5)  # direction kept
+    np.testing.assert_allclose(grads["b"], [[0.8]], rtol=1e-5)
+
+    small = {"a": np.array([0.3, 0.4])}
+    assert clip_grad_norm(small, 1.0) == pytest.approx(0.5)
+    assert np.array_equal(small["a"], [0.3, 0.4])
+
+
+def test_clip_grad_norm_accumulates_in_float64():
+    # Summing a million float32 squares in float32 is off by ~1e-7 relative; in float64, by ~1e-10.
+    g = np.random.default_rng(0).normal(size=2**20).astype(np.float32)
+    exact = math.sqrt(float(np.sum(g.astype(np.float64) ** 2)))
+    assert clip_grad_norm({"g": g}, 1e9) == pytest.approx(exact, rel=1e-9)
+
+
+def test_clip_grad_norm_non_finite_leaves_grads():
+    grads = {"a": np.array([np.inf, 1.0])}
+    assert clip_grad_norm(grads, 1.0) == math.inf
+    assert grads["a"][1] == 1.0
+
+
+@pytest.mark.gpu
+def test_adamw_and_clipping_on_cupy_match_numpy():
+    from minadapt.backend import gpu_available
+
+    if not gpu_available():
+        pytest.skip("needs CuPy and a CUDA device")
+    import cupy
+
+    params = make_params(dtype=np.float32)
+    on_gpu = {k: cupy.asarray(p) for k, p in params.items()}
+    opt, opt_gpu = AdamW(params, lr=0.01), AdamW(on_gpu, lr=0.01)
+    for seed in (1, 2, 3):
+        grads = make_grads(params, seed)
+        grads_gpu = {k: cupy.asarray(g) for k, g in grads.items()}
+        assert clip_grad_norm(grads_gpu, 1.0) == pytest.approx(clip_grad_norm(grads, 1.0), rel=1e-6)
+        opt.step(params, grads)
+        opt_gpu.step(on_gpu, grads_gpu)
+    for k in params:
+        assert isinstance(on_gpu[k], cupy.ndarray)
+        np.testing.assert_allclose(cupy.asnumpy(on_gpu[k]), params[k], rtol=1e-5, atol=1e-7)
+    state = opt_gpu.state_dict()
+    assert all(isinstance(a, np.ndarray) for a in state["m"].values())
+    resumed = AdamW(on_gpu)
+    resumed.load_state_dict(state, on_gpu)
+    assert all(isinstance(a, cupy.ndarray) for a in resumed.v.values())
