@@ -1,0 +1,120 @@
+"""Reading and writing parameters as safetensors files, keyed by HuggingFace names.
+
+A safetensors file is an 8-byte header length, a JSON header (name -> dtype, shape, byte offsets,
+plus a free-form `__metadata__` of strings), then the raw bytes. It cannot run code on load (unlike
+a pickle), which is why checkpoints and minadapt's adapter files use it.
+
+Checkpoints: any BERT-family `model.safetensors` loads, with or without the `bert.` prefix that
+task models (BertForSequenceClassification, ...) put on the encoder's names, and with or without a
+pooler. Every expected key and shape is checked against the config, so a wrong file fails here with
+a message naming the file, the key and the two shapes, rather than somewhere inside a matmul.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .config import BertConfig
+from .errors import WeightsError
+
+# Keys a checkpoint may carry that the encoder does not use: the pooler (BertModel's tanh layer on
+# [CLS], not used by adapter heads), the position_ids buffer, and pre-training heads (`cls.`).
+OPTIONAL_PREFIXES = ("pooler.", "embeddings.position_ids", "cls.")
+
+
+def expected_shapes(cfg: BertConfig) -> dict[str, tuple]:
+    """Every encoder parameter's HuggingFace name and shape (torch layout: Linear weights (out, in))."""
+    H, F = cfg.hidden_size, cfg.intermediate_size
+    shapes = {
+        "embeddings.word_embeddings.weight": (cfg.vocab_size, H),
+        "embeddings.position_embeddings.weight": (cfg.max_position_embeddings, H),
+        "embeddings.token_type_embeddings.weight": (cfg.type_vocab_size, H),
+        "embeddings.LayerNorm.weight": (H,),
+        "embeddings.LayerNorm.bias": (H,),
+    }
+    for i in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        for name, shape in [
+            ("attention.self.query", (H, H)), ("attention.self.key", (H, H)),
+            ("attention.self.value", (H, H)), ("attention.output.dense", (H, H)),
+            ("intermediate.dense", (F, H)), ("output.dense", (H, F)),
+        ]:
+            shapes[p + name + ".weight"] = shape
+            shapes[p + name + ".bias"] = shape[:1]
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[p + ln + ".weight"] = (H,)
+            shapes[p + ln + ".bias"] = (H,)
+    return shapes
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """All tensors of a safetensors file as NumPy arrays, and its metadata; clear errors for a
+    missing, truncated or malformed file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            metadata = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        size = path.stat().st_size
+        raise WeightsError(f"{path}: not a readable safetensors file ({size:,} bytes; truncated or "
+                           f"corrupt? delete it and download again): {e}") from None
+    return tensors, metadata
+
+
+def load_checkpoint(path: str | Path, cfg: BertConfig, dtype=np.float32) -> dict[str, np.ndarray]:
+    """A BERT `model.safetensors` as {HF name: array of `dtype`}, checked against `cfg`."""
+    tensors, _ = read_safetensors(path)
+    params = {}
+    for key, value in tensors.items():
+        name = key[len("bert."):] if key.startswith("bert.") else key
+        if name.startswith(OPTIONAL_PREFIXES):
+            continue
+        params[name] = value
+    expected = expected_shapes(cfg)
+    missing = [k for k in expected if k not in params]
+    if missing:
+        raise WeightsError(f"{path}: missing key {missing[0]!r} (expected shape {expected[missing[0]]})"
+                           + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    unexpected = sorted(set(params) - set(expected))
+    if unexpected:
+        raise WeightsError(f"{path}: unexpected key {unexpected[0]!r} with shape "
+                           f"{tuple(params[unexpected[0]].shape)}: is this a BERT checkpoint that "
+                           "matches its config.json?")
+    for name, shape in expected.items():
+        if tuple(params[name].shape) != shape:
+            raise WeightsError(f"{path}: key {name!r} has shape {tuple(params[name].shape)}, "
+                               f"expected {shape} from config.json")
+    return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
+
+
+def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> None:
+    """Write NumPy arrays to `path` atomically (a temporary file, then a rename), so an interrupted
+    save never leaves a half-written file under the real name."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def file_sha256(path: str | Path, chunk=1 << 20) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def json_meta(d: dict) -> str:
+    return json.dumps(d, sort_keys=True)
