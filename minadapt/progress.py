@@ -83,6 +83,15 @@ class Progress:
             self.file.write("\n")
             self.file.flush()
 
+    def write(self, message: str) -> None:
+        """Print a line of its own above the bar (the bar is redrawn below it on a terminal)."""
+        if self.tty:
+            self.file.write("\r" + " " * len(self._last) + "\r")
+        self.file.write(message + "\n")
+        self.file.flush()
+        if self.tty:
+            self._draw()
+
     def __enter__(self) -> "Progress":
         return self
 
