@@ -3,8 +3,8 @@
 Dimensions: B = batch, Tq = query tokens, Tk = key tokens, H = hidden, nh = heads,
 hs = H / nh = head size. Usually Tq = Tk = T; the last layer may ask for the [CLS] query alone.
 
-Forward, per head (q, k, v already projected; `split` makes (B, nh, T, hs)):
-    s = q k^T / sqrt(hs) + m        m = 0 for real keys, -inf (finfo.min) for [PAD] keys
+Forward, per head (q, k, v already projected; `split_heads` makes (B, nh, T, hs)):
+    s = q k^T / sqrt(hs) + m        m = 0 for real keys, finfo.min for [PAD] keys
     a = softmax(s)                  over the keys
     a~ = dropout(a)
     c = a~ v                        then heads are merged back to (B, Tq, H)
@@ -14,13 +14,16 @@ Backward:
     ds  = a * (da - sum_j(da * a))          the softmax Jacobian applied to da
     dq  = ds k / sqrt(hs),   dk = ds^T q / sqrt(hs)
 The mask needs no backward: it is a constant, and padded keys get a = 0, hence no gradient.
+
+The elementwise work on the (B, nh, Tq, Tk) scores (scale, mask, softmax; and its backward) runs
+one sentence-block at a time through `backend.blockwise`, so it stays in cache and uses every core.
 """
 from __future__ import annotations
 
 import math
 from typing import NamedTuple
 
-from ..backend import get_xp
+from ..backend import blockwise, get_xp
 from . import dropout
 
 
@@ -29,6 +32,7 @@ class AttentionCache(NamedTuple):
     k: object  # (B, nh, Tk, hs)
     v: object  # (B, nh, Tk, hs)
     a: object  # (B, nh, Tq, Tk) attention probabilities, before dropout
+    a_drop: object  # the same after dropout (a itself at evaluation)
     drop: object  # dropout cache of a (None at evaluation)
 
 
@@ -40,51 +44,60 @@ def mask_bias(attention_mask, dtype):
 
 
 def split_heads(x, n_heads):
-    """(B, T, H) -> (B, nh, T, hs)"""
+    """(B, T, H) -> (B, nh, T, hs), a view"""
     B, T, H = x.shape
     return x.reshape(B, T, n_heads, H // n_heads).transpose(0, 2, 1, 3)
 
 
 def merge_heads(x):
-    """(B, nh, T, hs) -> (B, T, H)"""
+    """(B, nh, T, hs) -> (B, T, H), a copy"""
     B, nh, T, hs = x.shape
     return x.transpose(0, 2, 1, 3).reshape(B, T, nh * hs)
+
+
+def _softmax_block(s, bias, scale):
+    """In place on a block of sentences: s <- softmax(s * scale + bias) along the last axis."""
+    xp = get_xp(s)
+    s *= scale
+    s += bias
+    s -= s.max(axis=-1, keepdims=True)  # shift by the row maximum so exp never overflows
+    xp.exp(s, out=s)
+    s /= s.sum(axis=-1, keepdims=True)
+
+
+def _softmax_backward_block(a, da, scale):
+    """In place: da <- a * (da - sum_j da_j a_j) * scale, the gradient w.r.t. q k^T."""
+    row = (da * a).sum(axis=-1, keepdims=True)
+    da -= row
+    da *= a
+    da *= scale
 
 
 def forward(q, k, v, bias, n_heads, p_drop=0.0, rng=None, train=False):
     """Inputs: q (B, Tq, H), k and v (B, Tk, H), bias (B, 1, 1, Tk) from `mask_bias`.
     Returns (context (B, Tq, H), cache)."""
-    xp = get_xp(q)
     q, k, v = (split_heads(t, n_heads) for t in (q, k, v))
     scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
-    s = q @ k.transpose(0, 1, 3, 2)  # (B, nh, Tq, Tk)
-    s *= scale
-    s += bias
-    # softmax, shifted by the row maximum so exp never overflows
-    s -= s.max(axis=-1, keepdims=True)
-    a = xp.exp(s, out=s)
-    a /= a.sum(axis=-1, keepdims=True)
+    a = q @ k.transpose(0, 1, 3, 2)  # (B, nh, Tq, Tk), the raw scores q k^T
+    blockwise(lambda s, m: _softmax_block(s, m, scale), a, bias)  # now the probabilities
     a_drop, drop = dropout.forward(a, p_drop, rng, train)
     c = a_drop @ v  # (B, nh, Tq, hs)
-    return merge_heads(c), AttentionCache(q, k, v, a, drop)
+    return merge_heads(c), AttentionCache(q, k, v, a, a_drop, drop)
 
 
 def backward(dc, cache):
     """Inputs: dc (B, Tq, H). Returns (dq (B, Tq, H), dk (B, Tk, H), dv (B, Tk, H))."""
-    q, k, v, a, drop = cache
+    q, k, v, a, a_drop, drop = cache
     dc = split_heads(dc, q.shape[1])
     scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
-    a_drop = a if drop is None else a * drop.scale
     # in the forward pass this was: c = a~ v
     dv = a_drop.transpose(0, 1, 3, 2) @ dc
     da = dc @ v.transpose(0, 1, 3, 2)
     # a~ = dropout(a)
     (da,) = dropout.backward(da, drop)
-    # a = softmax(s): ds = a * (da - sum_j da_j a_j)
-    ds = da - (da * a).sum(axis=-1, keepdims=True)
-    ds *= a
-    ds *= scale
-    # s = q k^T * scale
-    dq = ds @ k
-    dk = ds.transpose(0, 1, 3, 2) @ q
+    # a = softmax(s), s = q k^T * scale + m: da becomes ds * scale, in place
+    blockwise(lambda a_, da_: _softmax_backward_block(a_, da_, scale), a, da)
+    # s = q k^T
+    dq = da @ k
+    dk = da.transpose(0, 1, 3, 2) @ q
     return merge_heads(dq), merge_heads(dk), merge_heads(dv)

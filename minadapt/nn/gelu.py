@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from ..backend import erf, get_xp
+from ..backend import blockwise, erf, get_xp
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -25,22 +25,36 @@ class GeluCache(NamedTuple):
 
 def forward(x):
     """Inputs: x of any shape. Returns (y, cache), y of the same shape."""
-    cdf = erf(x * x.dtype.type(_INV_SQRT2))
+    xp = get_xp(x)
+    y, cdf = xp.empty_like(x), xp.empty_like(x)
+    rows = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+    blockwise(_forward_block, rows(x), rows(y), rows(cdf))  # cache-sized row blocks, all cores
+    return y, GeluCache(x, cdf)
+
+
+def _forward_block(x, y, cdf):
+    erf(x * x.dtype.type(_INV_SQRT2), out=cdf)
     cdf += 1.0
-    cdf *= 0.5
-    return x * cdf, GeluCache(x, cdf)
+    cdf *= 0.5  # Phi(x)
+    get_xp(x).multiply(x, cdf, out=y)
 
 
 def backward(dy, cache):
     """Inputs: dy like x. Returns (dx,)."""
-    xp = get_xp(dy)
     x, cdf = cache
+    dx = get_xp(dy).empty_like(dy)
+    rows = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+    blockwise(_backward_block, rows(x), rows(cdf), rows(dy), rows(dx))
+    return (dx,)
+
+
+def _backward_block(x, cdf, dy, dx):
+    xp = get_xp(x)
     # in the forward pass this was: y = x Phi(x)  ->  dy/dx = Phi(x) + x phi(x)
-    pdf = x * x
-    pdf *= -0.5
-    xp.exp(pdf, out=pdf)
-    pdf *= x.dtype.type(_INV_SQRT_2PI)
-    pdf *= x
-    pdf += cdf
-    pdf *= dy
-    return (pdf,)
+    xp.multiply(x, x, out=dx)
+    dx *= -0.5
+    xp.exp(dx, out=dx)
+    dx *= x.dtype.type(_INV_SQRT_2PI)  # phi(x)
+    dx *= x
+    dx += cdf
+    dx *= dy

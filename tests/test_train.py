@@ -1,0 +1,108 @@
+"""The training loop on the real checkpoint and a small slice of SST-2-shaped data: frozen weights
+stay bit-identical, an interrupted run resumes to exactly the same result, and a saved adapter
+reloads to the same logits."""
+import json
+
+import numpy as np
+import pytest
+
+import minadapt
+from minadapt.errors import MinadaptError, WeightsError
+from minadapt.train import Interrupted, TrainConfig, train
+
+SENTENCES = ["a gorgeous , witty , seductive movie .", "dull and lifeless", "the best film of the year",
+             "an utter waste of time", "charming and funny", "painfully boring", "i loved it",
+             "it 's a mess", "warm , moving and wise", "flat , tired and predictable"] * 4
+LABELS = np.array([1, 0, 1, 0, 1, 0, 1, 0, 1, 0] * 4)
+DATA = {"train": (SENTENCES, LABELS), "dev": (SENTENCES[:10], LABELS[:10])}
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(out=str(tmp_path / "run"), max_steps=6, batch_size=8, bottleneck=8, eval_every=3,
+                log_every=2, lr=1e-2, seed=1)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def frozen_copy(checkpoint_dir):
+    m = minadapt.load_model(checkpoint_dir)
+    return {k: v.copy() for k, v in m.params.items()}
+
+
+def test_training_changes_only_trainable(tmp_path, checkpoint_dir, frozen_copy):
+    model = minadapt.load_model(checkpoint_dir)
+    r = train(_cfg(tmp_path), model=model, data=DATA, progress=False)
+    assert r.steps == 6 and 0 <= r.dev_accuracy <= 1
+    for k, v in frozen_copy.items():
+        assert np.array_equal(model.params[k], v), k  # bit-identical
+    up = [k for k in model.trainable if "adapter_up.weight" in k]
+    assert all(np.abs(model.params[k]).max() > 0 for k in up)  # the adapters moved off identity
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["kind"] == "train"] == [2, 4, 6]
+    assert [x["step"] for x in lines if x["kind"] == "eval"] == [3, 6]
+    assert (tmp_path / "run" / "training.png").stat().st_size > 1000
+
+
+def test_resume_gives_the_uninterrupted_result(tmp_path, checkpoint_dir):
+    straight = minadapt.load_model(checkpoint_dir)
+    train(_cfg(tmp_path / "a"), model=straight, data=DATA, progress=False)
+
+    def stop_at_4(step, loss):
+        if step == 4:
+            raise Interrupted()
+
+    first = minadapt.load_model(checkpoint_dir)
+    r = train(_cfg(tmp_path / "b"), model=first, data=DATA, callback=stop_at_4, progress=False)
+    assert r.interrupted and r.steps == 4
+    resumed = minadapt.load_model(checkpoint_dir)
+    r2 = train(_cfg(tmp_path / "b"), model=resumed, data=DATA, resume=True, progress=False)
+    assert r2.steps == 6
+    for k in straight.trainable:
+        assert np.array_equal(straight.params[k], resumed.params[k]), k
+    a = (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()
+    b = (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(x).items()
+                            if k not in ("elapsed_s", "sentences_per_s")} for x in lines]
+    assert strip(a) == strip(b)
+
+
+def test_resume_refuses_other_settings(tmp_path, checkpoint_dir):
+    train(_cfg(tmp_path, max_steps=2), model=minadapt.load_model(checkpoint_dir), data=DATA,
+          progress=False)
+    with pytest.raises(MinadaptError, match="bottleneck"):
+        train(_cfg(tmp_path, max_steps=2, bottleneck=4), model=minadapt.load_model(checkpoint_dir),
+              data=DATA, resume=True, progress=False)
+
+
+def test_save_load_predict_same_logits(tmp_path, checkpoint_dir):
+    model = minadapt.load_model(checkpoint_dir)
+    r = train(_cfg(tmp_path, max_steps=3), model=model, data=DATA, progress=False)
+    b = model.tokenizer.encode(["what a lovely surprise", "i want my two hours back"])
+    want = model.logits(*b)
+    fresh = minadapt.load_model(checkpoint_dir)
+    meta = fresh.load_adapter(r.adapter_path)
+    assert json.loads(meta["training"])["bottleneck"] == 8
+    assert np.array_equal(fresh.logits(*b), want)
+    n = sum(fresh.params[k].size for k in fresh.trainable)  # 12 adapters of 2*8*384+8+384, head
+    assert n == 12 * (2 * 8 * 384 + 8 + 384) + 384 * 384 + 384 + 2 * 384 + 2
+    assert 4 * n < r.adapter_path.stat().st_size < 4 * n + 20_000  # float32 + a small header
+
+
+def test_adapter_for_another_backbone_is_refused(tmp_path, checkpoint_dir):
+    from tests.conftest import tiny_model
+
+    tiny = tiny_model(dtype=np.float32)
+    tiny.backbone["sha256"] = "0" * 64
+    tiny.add_adapter("sst2", bottleneck=2)
+    tiny.add_classification_head("sst2")
+    path = tiny.save_adapter(tmp_path / "tiny.safetensors")
+    with pytest.raises(WeightsError, match="made for backbone tiny"):
+        minadapt.load_model(checkpoint_dir).load_adapter(path)
+
+
+def test_not_an_adapter_file(tmp_path, checkpoint_dir):
+    from minadapt.weights import save_tensors
+
+    save_tensors(tmp_path / "x.safetensors", {"a": np.zeros(3, np.float32)}, {"hello": "world"})
+    with pytest.raises(WeightsError, match="not a minadapt adapter"):
+        minadapt.load_model(checkpoint_dir).load_adapter(tmp_path / "x.safetensors")
