@@ -11,21 +11,23 @@ Usage::
     python benchmarks/torch_step.py --seq-len 64 --batch-size 32 --warmup 5 --steps 20 \
         --weights weights/all-MiniLM-L6-v2 --threads 2 --json OUT.json
 
-Inputs are random token ids (never [PAD]/[CLS]/[SEP]...: ids drawn from the ordinary vocabulary),
-attention_mask all ones, so every row has ``seq-len`` real tokens; random labels; fixed seed.
+Inputs are random token ids from the ordinary vocabulary ([1000, 30000): never [PAD]/[SEP]/...)
+with [CLS] (101) first, as minadapt's side draws them; attention_mask all ones, so every row has ``seq-len`` real tokens; random labels; fixed seed.
 
 Training step (train mode, dropout on), each phase timed with ``time.perf_counter``::
 
     fwd:  optimizer.zero_grad(set_to_none=True); loss = model(..., labels=labels).loss
     bwd:  loss.backward()
-    opt:  optimizer.step()
+    opt:  clip_grad_norm_(params, max_grad_norm); optimizer.step()
+
+(minadapt's step clips the global gradient norm to 1.0 too, as `minadapt train` does.)
 
 ``warmup`` untimed steps, then ``steps`` timed ones. Peak RSS (``ru_maxrss``, KB on Linux) is read
 right after the training steps. Then inference (eval mode, ``torch.inference_mode()``, forward
 only) with the same warm-up/timed counts. The JSON written::
 
     {"impl": "torch", "torch_version", "transformers_version", "adapters_version", "threads",
-     "batch_size", "seq_len", "warmup", "steps",
+     "batch_size", "seq_len", "warmup", "steps", "max_grad_norm",
      "train_ms"/"fwd_ms"/"bwd_ms"/"opt_ms"/"infer_ms": {"median", "min", "max"},
      "peak_rss_mb", "peak_rss_after_infer_mb", "trainable_params"}
 """
@@ -66,6 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", type=Path, default=REPO / "weights" / "all-MiniLM-L6-v2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-grad-norm", type=float, default=1.0,
+                    help="clip the gradients' global norm to this before each step (0: no clipping)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
@@ -104,7 +108,8 @@ def main(argv=None) -> int:
     g = torch.Generator().manual_seed(args.seed)
     # ids 1000.. are ordinary wordpieces in the BERT uncased vocab ([PAD]=0, [unusedN], [UNK]=100,
     # [CLS]=101, [SEP]=102, [MASK]=103 all lie below 1000)
-    ids = torch.randint(1000, model.config.vocab_size, (B, L), generator=g, dtype=torch.int64)
+    ids = torch.randint(1000, min(30000, model.config.vocab_size), (B, L), generator=g, dtype=torch.int64)
+    ids[:, 0] = 101  # [CLS]
     mask = torch.ones(B, L, dtype=torch.int64)
     types = torch.zeros(B, L, dtype=torch.int64)
     labels = torch.randint(0, 2, (B,), generator=g, dtype=torch.int64)
@@ -117,6 +122,8 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
+        if args.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
         opt.step()
         t3 = time.perf_counter()
         if i >= args.warmup:
@@ -148,6 +155,7 @@ def main(argv=None) -> int:
         "seq_len": L,
         "warmup": args.warmup,
         "steps": args.steps,
+        "max_grad_norm": args.max_grad_norm,
         "train_ms": stats(tot),
         "fwd_ms": stats(fwd),
         "bwd_ms": stats(bwd),

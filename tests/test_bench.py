@@ -1,0 +1,295 @@
+"""`minadapt bench`: its options, FLOP count, table, profile aggregation, epoch estimate, and the
+worker and parent end to end on a tiny random checkpoint. No assertion here is about speed."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minadapt import bench
+from minadapt.cli import build_parser
+from minadapt.config import BertConfig
+from minadapt.weights import save_tensors
+
+from conftest import TINY, tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- options ---------------------------------------------------------------------------------------
+def parse(*argv):
+    return build_parser().parse_args(["bench", *argv])
+
+
+def test_defaults():
+    a = parse()
+    assert a.lengths == [16, 32, 64, 128]
+    assert (a.batch_size, a.warmup, a.steps, a.threads) == (32, 5, 20, 2)
+    assert a.compare == "none" and a.torch_python == sys.executable and a.json == "bench.json"
+    assert not (a.profile or a.blas or a.worker)
+    assert a.weights is None and a.device is None  # added by cli.py
+
+
+def test_options():
+    a = parse("--lengths", "64,16,16", "--compare", "torch", "--torch-python", "/x/python",
+              "--steps", "3", "--warmup", "0", "--profile", "--blas", "--json", "out.json")
+    assert a.lengths == [16, 64]  # sorted, duplicates dropped
+    assert (a.compare, a.torch_python, a.steps, a.warmup, a.json) == ("torch", "/x/python", 3, 0, "out.json")
+    assert a.profile and a.blas
+
+
+@pytest.mark.parametrize("argv", [["--lengths", "16,x"], ["--lengths", "0,16"], ["--lengths", ""],
+                                  ["--steps", "0"], ["--warmup", "-1"], ["--compare", "jax"]])
+def test_bad_options(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(*argv)
+    assert e.value.code == 2
+    assert "bench" in capsys.readouterr().err
+
+
+def test_runs_interleave():
+    assert bench.plan_runs([16, 32], "torch") == [("minadapt", 16), ("torch", 16),
+                                                  ("minadapt", 32), ("torch", 32)]
+    assert bench.plan_runs([16, 32], "none") == [("minadapt", 16), ("minadapt", 32)]
+
+
+def test_thread_env():
+    env = bench.thread_env(2, 0)
+    assert env == {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    assert bench.thread_env(1, 4)["OPENBLAS_THREAD_TIMEOUT"] == "4"
+
+
+# --- FLOPs -----------------------------------------------------------------------------------------
+def test_flops_hand_count():
+    # H=8, F=12, nh=2 (hs=4), 2 layers, adapters m=2, 2 labels; B=3, L=4, so N = B*L = 12 rows.
+    cfg = BertConfig(**TINY)
+    # layer 0, all 12 rows:
+    #   fwd: qkv 2*12*8*24=4608, scores 2*(3*2)*4*4*4=768, context 768, attn out 2*12*8*8=1536,
+    #        2 adapters x (down 2*12*8*2=384 + up 384) = 1536, ffn in 2*12*8*12=2304, ffn out 2304
+    l0_fwd = 4608 + 768 + 768 + 1536 + 1536 + 2304 + 2304
+    #   bwd: no qkv dx (nothing below layer 0 trains), attention 4*768, attn out dx 1536,
+    #        2 adapters x 4 products (dx, dW of down and up) x 384, ffn in dx 2304, ffn out dx 2304
+    l0_bwd = 4 * 768 + 1536 + 2 * 4 * 384 + 2304 + 2304
+    # layer 1 ([CLS] only: 3 rows after attention, keys/values from all 12):
+    #   fwd: q 2*3*8*8=384, kv 2*12*8*16=3072, scores 2*6*1*4*4=192, context 192, attn out 384,
+    #        adapters 4*(2*3*8*2)=384, ffn in 2*3*8*12=576, ffn out 576
+    l1_fwd = 384 + 3072 + 192 + 192 + 384 + 384 + 576 + 576
+    #   bwd: q dx 384, kv dx 3072, attention 4*192, attn out dx 384, adapters 8*96, ffn 2*576
+    l1_bwd = 384 + 3072 + 4 * 192 + 384 + 8 * 96 + 2 * 576
+    # head: dense 2*3*8*8=384, out 2*3*8*2=96; backward: dx and dW of both
+    head_fwd, head_bwd = 384 + 96, 2 * (384 + 96)
+    fwd = l0_fwd + l1_fwd + head_fwd
+    bwd = l0_bwd + l1_bwd + head_bwd
+    assert (fwd, bwd) == (20064, 19776)
+    f = bench.step_flops(cfg, B=3, L=4, bottleneck=2, num_labels=2)
+    assert f == {"train": fwd + bwd, "train_fwd": fwd, "train_bwd": bwd, "infer": fwd}
+
+
+def test_flops_real_config_shape():
+    # all-MiniLM-L6-v2 at B=32: the dense layers grow linearly in L, attention quadratically
+    cfg = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                     intermediate_size=1536)
+    f64 = bench.step_flops(cfg, 32, 64)["train"]
+    assert 75e9 < f64 < 90e9
+    f128 = bench.step_flops(cfg, 32, 128)["train"]
+    assert 2.0 < f128 / f64 < 2.3
+    # the frozen backward (dx only) costs about as much as the forward
+    f = bench.step_flops(cfg, 32, 64)
+    assert 0.9 < f["train_bwd"] / f["train_fwd"] < 1.15
+
+
+def test_gemm_operands_match_shapes():
+    """The BLAS ceiling times each product with the layout the step uses; check each one computes
+    a result of the shape and size its FLOP count claims."""
+    gemms = bench.step_gemms(BertConfig(**TINY), B=3, L=4, bottleneck=2)
+    assert {g.expr for g in gemms} == {"x @ W.T", "dy @ W", "dy.T @ x", "q @ k.T", "a @ v", "a.T @ dc"}
+    rng = np.random.default_rng(0)
+    for g in gemms:
+        out = bench.gemm_operands(g, rng)()
+        assert out.shape == (*g.batch, g.m, g.n), g
+        assert out.dtype == np.float32
+
+
+# --- profile aggregation ---------------------------------------------------------------------------
+def test_aggregate_profile():
+    pkg = str(bench.PACKAGE)
+    lin = (pkg + "/nn/linear.py", 20, "forward")
+    gelu = (pkg + "/nn/gelu.py", 10, "forward")
+    erf = (pkg + "/backend.py", 100, "erf")  # a helper: counted in its caller
+    npsum = ("~", 0, "<method 'sum' of 'numpy.ndarray' objects>")
+    loop = (pkg + "/bench.py", 1, "train_step")  # the benchmark itself: outside
+    stats = {
+        loop: (1, 1, 0.5, 10.0, {}),
+        lin: (2, 2, 4.0, 4.0, {loop: (2, 2, 4.0, 4.0)}),
+        gelu: (1, 1, 1.0, 4.0, {loop: (1, 1, 1.0, 4.0)}),
+        erf: (1, 1, 2.0, 2.0, {gelu: (1, 1, 2.0, 2.0)}),
+        # sum is called from gelu (1 s through that edge) and from linear (3 s)
+        npsum: (2, 2, 1.0, 1.0, {gelu: (1, 1, 0.25, 0.25), lin: (1, 1, 0.75, 0.75)}),
+    }
+    agg = bench.aggregate_profile(stats)
+    own = {r["function"]: r["self_s"] for r in agg["functions"]}
+    assert own == {"nn/linear.py:forward": 4.75, "nn/gelu.py:forward": 3.25,
+                   "(outside minadapt)": 0.5}
+    assert agg["total_s"] == pytest.approx(8.5)
+    assert [r["function"] for r in agg["functions"]][0] == "nn/linear.py:forward"
+    assert {r["file"]: r["share"] for r in agg["files"]}["nn/gelu.py"] == round(3.25 / 8.5, 4)
+
+
+# --- epoch estimate --------------------------------------------------------------------------------
+def test_interpolate():
+    xs, ys = [16, 32, 64], [100.0, 200.0, 500.0]
+    assert bench.interpolate(16, xs, ys) == 100
+    assert bench.interpolate(48, xs, ys) == 350
+    assert bench.interpolate(8, xs, ys) == 50  # extended along the first segment
+    assert bench.interpolate(80, xs, ys) == 650  # and along the last
+    assert bench.interpolate(1, xs, ys) == 10  # never below a tenth of the smallest time
+    assert bench.interpolate(8, [16], [100.0]) == 50
+
+
+def test_epoch_estimate():
+    # 64 sentences of length 10 and 64 of length 20, batch 32, step time = L ms: the batches are cut
+    # from length-sorted pools of 50 batches, so every batch holds one length
+    lengths = np.array([10] * 64 + [20] * 64)
+    est = bench.epoch_estimate({16: 16.0, 32: 32.0}, lengths, batch_size=32)
+    assert est["steps"] == 4
+    assert est["seconds"] == pytest.approx((2 * 10 + 2 * 20) / 1e3)
+    assert est["mean_padded_len"] == 15.0
+    # a last, smaller batch costs in proportion to its rows
+    est = bench.epoch_estimate({16: 16.0, 32: 32.0}, np.array([10] * 48), batch_size=32)
+    assert est["seconds"] == pytest.approx((10 + 5) / 1e3)
+
+
+# --- the table -------------------------------------------------------------------------------------
+def timing(median, lo, hi):
+    return {"median": median, "min": lo, "max": hi}
+
+
+def fake_row(L, with_torch):
+    a = {"train_ms": timing(250.5, 240, 260), "fwd_ms": timing(120, 115, 130),
+         "bwd_ms": timing(125, 120, 130), "opt_ms": timing(3.2, 3, 4), "infer_ms": timing(99.9, 98, 120),
+         "peak_rss_mb": 254.0, "gflops_per_s": {"train": 80.7}}
+    t = None
+    if with_torch:
+        t = {"train_ms": timing(500.0, 490, 1510), "infer_ms": timing(50.0, 49, 51), "peak_rss_mb": 508.0}
+    r = {"train": bench.ratio(a, t, "train_ms"), "infer": bench.ratio(a, t, "infer_ms"),
+         "rss": bench.ratio(a, t, "peak_rss_mb")} if t else None
+    return {"L": L, "minadapt": a, "torch": t, "ratio": r}
+
+
+def test_format_table():
+    table = bench.format_table([fake_row(16, True), fake_row(128, False)])
+    lines = table.splitlines()
+    assert len(lines) == 4
+    assert len({len(line) for line in lines}) == 1  # fixed-width columns
+    header, _, with_torch, without = lines
+    assert header.split("|")[0].strip() == "L"
+    assert "250.5 [240-260]" in with_torch and "120/125/3" in with_torch and "99.9 [98-120]" in with_torch
+    assert "500.0 [490-1510]" in with_torch and "0.50/2.00/0.50" in with_torch
+    assert with_torch.split("|")[5].strip() == "81"  # GFLOP/s
+    cells = [c.strip() for c in without.split("|")]
+    assert cells[0] == "128" and cells[6:] == ["-", "-", "-", "-"]
+
+
+def test_ratio():
+    assert bench.ratio({"t": timing(3, 1, 5)}, {"t": timing(4, 1, 5)}, "t") == 0.75
+    assert bench.ratio({"rss": 300.0}, {"rss": 600.0}, "rss") == 0.5
+    assert bench.ratio({"t": None}, {"t": timing(4, 1, 5)}, "t") is None
+    assert bench.ratio({"t": timing(3, 1, 5)}, None, "t") is None
+
+
+# --- end to end on a tiny random checkpoint --------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """config.json + model.safetensors of the 2-layer tests' BERT (no tokenizer: no epoch estimate)."""
+    d = tmp_path_factory.mktemp("tiny_ckpt")
+    model = tiny_model(dtype=np.float32)
+    save_tensors(d / "model.safetensors", model.params, {})
+    (d / "config.json").write_text(json.dumps(TINY))
+    return d
+
+
+def run_cli(*argv, cwd=None):
+    return subprocess.run([sys.executable, "-m", "minadapt.cli", "bench", *map(str, argv)],
+                          capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_worker_end_to_end(tiny_checkpoint):
+    r = run_cli("--worker", "--weights", tiny_checkpoint, "--lengths", 8, "--batch-size", 4,
+                "--steps", 3, "--warmup", 1)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (res["impl"], res["seq_len"], res["batch_size"], res["steps"]) == ("minadapt", 8, 4, 3)
+    for key in ("train_ms", "fwd_ms", "bwd_ms", "opt_ms", "infer_ms"):
+        s = res[key]
+        assert 0 < s["min"] <= s["median"] <= s["max"], key
+    # the parts are measured inside the same steps as the total
+    assert res["fwd_ms"]["min"] + res["bwd_ms"]["min"] + res["opt_ms"]["min"] <= res["train_ms"]["max"] * 1.01
+    assert res["peak_rss_mb"] > 10
+    assert res["trainable_params"] == 2 * 2 * (2 * 8 * 64 + 64 + 8) + (8 * 8 + 8) + (2 * 8 + 2)
+    assert res["flops"] == bench.step_flops(BertConfig(**TINY), 4, 8, 64, 2)
+    assert np.isfinite(res["final_train_loss"])
+
+
+def test_worker_wants_one_length(tiny_checkpoint):
+    r = run_cli("--worker", "--weights", tiny_checkpoint, "--lengths", "4,8", "--steps", 1)
+    assert r.returncode == 1 and "one --lengths value" in r.stderr and "Traceback" not in r.stderr
+
+
+FAKE_TORCH = '''#!{python}
+"""Stands in for a python with torch: answers the import check, and for torch_step.py writes a
+result that is always twice as slow (fixed numbers) and logs the order it was called in."""
+import json, sys
+if sys.argv[1] == "-c":
+    sys.exit(0)
+args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
+with open({log!r}, "a") as f:
+    f.write("torch " + args["--seq-len"] + "\\n")
+t = {{"median": 1000.0, "min": 900.0, "max": 1100.0}}
+json.dump({{"impl": "torch", "seq_len": int(args["--seq-len"]), "train_ms": t, "fwd_ms": t,
+           "bwd_ms": t, "opt_ms": t, "infer_ms": t, "peak_rss_mb": 1000.0}}, open(args["--json"], "w"))
+'''
+
+
+def test_parent_end_to_end_with_fake_torch(tiny_checkpoint, tmp_path):
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fake-python"
+    fake.write_text(textwrap.dedent(FAKE_TORCH.format(python=sys.executable, log=str(log))))
+    fake.chmod(0o755)
+    out = tmp_path / "b.json"
+    r = run_cli("--weights", tiny_checkpoint, "--lengths", "4,8", "--batch-size", 2, "--steps", 1,
+                "--warmup", 0, "--compare", "torch", "--torch-python", fake, "--json", out,
+                "--data-dir", tmp_path / "no-data", "--profile", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert log.read_text().split("\n")[:2] == ["torch 4", "torch 8"]
+    # the progress lines show the interleaving: minadapt 4, torch 4, minadapt 8, torch 8
+    order = [line.split()[1:3] for line in r.stderr.splitlines() if line.endswith("...")
+             and "L=" in line and "profile" not in line]
+    assert order == [["minadapt", "L=4"], ["torch", "L=4"], ["minadapt", "L=8"], ["torch", "L=8"]]
+    report = json.loads(out.read_text())
+    assert set(report) >= {"machine", "config", "rows", "profile"}
+    assert report["machine"]["cores"] >= 1 and report["machine"]["numpy"] == np.__version__
+    assert report["config"]["env"]["OPENBLAS_NUM_THREADS"] == "2"
+    assert "epoch_estimate" not in report  # no data, no tokenizer: skipped quietly
+    assert [row["L"] for row in report["rows"]] == [4, 8]
+    for row in report["rows"]:
+        a = row["minadapt"]
+        assert a["seq_len"] == row["L"] and row["torch"]["seq_len"] == row["L"]
+        assert row["ratio"]["train"] == round(a["train_ms"]["median"] / 1000.0, 3)
+        assert row["ratio"]["rss"] == round(a["peak_rss_mb"] / 1000.0, 3)
+        assert a["process"]["wall_s"] > 0
+    prof = report["profile"]
+    assert prof["seq_len"] == 8 and prof["total_s"] > 0
+    assert any(f["function"].startswith("nn/linear.py:") for f in prof["functions"])
+    assert sum(f["share"] for f in prof["files"]) == pytest.approx(1, abs=0.01)
+    # the printed table has a row per length, with torch's fixed numbers in it
+    assert "1000.0 [900-1100]" in r.stdout and "profile:" in r.stdout
+
+
+def test_compare_torch_without_torch(tmp_path, tiny_checkpoint):
+    r = run_cli("--weights", tiny_checkpoint, "--lengths", 4, "--compare", "torch",
+                "--torch-python", tmp_path / "nope", "--json", tmp_path / "b.json")
+    assert r.returncode == 1 and "cannot run it" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "b.json").exists()  # it stops before timing anything
