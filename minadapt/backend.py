@@ -18,12 +18,16 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 def _cupy():
     """Import CuPy, or raise an error that says how to get it."""
+    from .errors import DeviceError
+
     try:
         import cupy
     except ImportError as e:  # pragma: no cover - depends on the machine
-        raise RuntimeError(
-            "device 'gpu' needs CuPy: pip install 'minadapt[gpu]' (CUDA 12) or cupy-cuda13x (CUDA 13)"
-        ) from e
+        raise DeviceError(
+            "device 'gpu' needs CuPy: pip install 'minadapt[gpu]' (CUDA 12 driver) or "
+            "'minadapt[gpu-cuda13]' (CUDA 13)") from e
+    if not gpu_available():
+        raise DeviceError("device 'gpu': CuPy is installed but finds no CUDA device")
     return cupy
 
 

@@ -24,3 +24,7 @@ class ConfigError(MinadaptError):
 
 class WeightsError(MinadaptError):
     """A checkpoint or adapter file is missing, truncated, or has a wrong key or shape."""
+
+
+class DeviceError(MinadaptError, RuntimeError):
+    """A GPU was asked for but CuPy is missing or finds no CUDA device."""

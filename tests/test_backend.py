@@ -1,0 +1,62 @@
+"""The backend switch, without a GPU: device and dtype resolution, erf, and the rule that layer
+maths takes its array module from its input (no `np.` inside an op's forward or backward)."""
+import ast
+import inspect
+import math
+
+import numpy as np
+import pytest
+
+from minadapt import backend, nn
+
+
+def test_resolve_device(monkeypatch):
+    monkeypatch.delenv("MINADAPT_DEVICE", raising=False)
+    assert backend.resolve_device(None) == "cpu"
+    assert backend.resolve_device("cuda") == "gpu"
+    monkeypatch.setenv("MINADAPT_DEVICE", "gpu")
+    assert backend.resolve_device(None) == "gpu"
+    with pytest.raises(ValueError, match="unknown device"):
+        backend.resolve_device("tpu")
+
+
+def test_resolve_dtype():
+    assert backend.resolve_dtype("float32") == np.float32
+    assert backend.resolve_dtype(np.float64) == np.float64
+    with pytest.raises(ValueError):
+        backend.resolve_dtype("float16")
+
+
+def test_erf_float32_and_float64():
+    x = np.linspace(-7, 7, 20001)
+    exact = np.array([math.erf(v) for v in x])
+    assert np.abs(backend.erf(x) - exact).max() == 0
+    assert np.abs(backend.erf(x.astype(np.float32)) - exact).max() < 5e-7
+
+
+def test_blockwise_covers_every_row():
+    x = np.arange(3 * 5000 * 7, dtype=np.float64).reshape(3 * 5000, 7)
+    y = np.zeros_like(x)
+    backend.blockwise(lambda a, b: np.multiply(a, 2, out=b), x, y)
+    assert np.array_equal(y, 2 * x)
+
+
+def test_ops_take_their_array_module_from_the_input():
+    """Forward and backward code in minadapt.nn never names NumPy: the same lines run on CuPy."""
+    for name in nn.__all__:
+        module = getattr(nn, name)
+        for fn_name in ("forward", "backward"):
+            src = inspect.getsource(getattr(module, fn_name))
+            names = {n.value.id for n in ast.walk(ast.parse(src))
+                     if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
+            assert "np" not in names and "numpy" not in names, f"{name}.{fn_name} uses np."
+
+
+def test_gpu_request_without_cupy_is_a_clear_error():
+    if backend.gpu_available():
+        pytest.skip("a GPU is present")
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="pip install 'minadapt\\[gpu\\]'"):
+            backend.xp_for("gpu")
