@@ -1,0 +1,49 @@
+"""Cell constructors shared by the lesson sources, and the cells every lesson starts with."""
+import textwrap
+
+import nbformat.v4 as nbf
+
+
+def md(text: str):
+    """A markdown cell (the text is dedented and stripped)."""
+    return nbf.new_markdown_cell(textwrap.dedent(text).strip("\n"))
+
+
+def code(text: str):
+    """A code cell with no outputs (the text is dedented and stripped)."""
+    return nbf.new_code_cell(textwrap.dedent(text).strip("\n"))
+
+
+# Every lesson runs with lessons/ as its working directory (that is what nbmake does); this finds
+# the repository root from there, or from anywhere below it, and imports minadapt from it.
+SETUP = code('''
+    # Setup: find the repository root (the folder holding pyproject.toml) and import from it.
+    import pathlib
+    import sys
+
+    ROOT = pathlib.Path.cwd().resolve()
+    while not (ROOT / "pyproject.toml").is_file():
+        if ROOT == ROOT.parent:
+            raise RuntimeError("run this notebook from inside the minadapt repository")
+        ROOT = ROOT.parent
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    %matplotlib inline
+    plt.rcParams["figure.dpi"] = 100
+    np.set_printoptions(precision=4, suppress=False, linewidth=110)
+''')
+
+WEIGHTS = code('''
+    # The pretrained checkpoint: weights/all-MiniLM-L6-v2 under the repository root.
+    # ensure_checkpoint downloads it (about 90 MB, once) when it is not there yet.
+    from minadapt.hub import ensure_checkpoint
+
+    WEIGHTS = ROOT / "weights" / "all-MiniLM-L6-v2"
+    if not (WEIGHTS / "model.safetensors").is_file():
+        WEIGHTS = ensure_checkpoint(weights_dir=ROOT / "weights")
+    print(WEIGHTS.relative_to(ROOT), sorted(p.name for p in WEIGHTS.iterdir()))
+''')
