@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import importlib
 import pathlib
 import sys
@@ -34,7 +35,7 @@ def build(name: str, module: str) -> nbformat.NotebookNode:
     sys.path.insert(0, str(LESSONS))
     src = importlib.import_module(f"_src.{module}")
     nb = nbformat.v4.new_notebook()
-    nb.cells = list(src.CELLS)
+    nb.cells = copy.deepcopy(src.CELLS)  # shared cells (SETUP, WEIGHTS) must not carry one run's outputs
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
