@@ -84,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=_non_negative, default=5, help="untimed steps first")
     p.add_argument("--steps", type=_positive, default=20, help="timed steps (median, min, max)")
     p.add_argument("--threads", type=_positive, default=2,
-                   help="BLAS/OpenMP threads (OPENBLAS/OMP/MKL_NUM_THREADS of each subprocess)")
+                   help="threads of each subprocess (OPENBLAS/OMP/MKL_NUM_THREADS, MINADAPT_THREADS)")
     p.add_argument("--openblas-timeout", type=_non_negative, default=0, metavar="N",
                    help="OPENBLAS_THREAD_TIMEOUT for the subprocesses (idle OpenBLAS threads "
                    "spin for 2^N cycles before sleeping; N is clamped to 4..30; 0: leave unset)")
@@ -232,8 +232,10 @@ def blas_runtime() -> dict:
 
 
 def thread_env(threads: int, openblas_timeout: int = 0) -> dict:
-    """The environment variables that fix a subprocess's BLAS/OpenMP thread count."""
-    env = {k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    """The environment variables that fix a subprocess's thread counts: BLAS, OpenMP, and
+    minadapt's own threads for element-wise work (backend.blockwise)."""
+    env = {k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                     "MINADAPT_THREADS")}
     if openblas_timeout:
         env["OPENBLAS_THREAD_TIMEOUT"] = str(openblas_timeout)
     return env

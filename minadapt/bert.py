@@ -108,6 +108,16 @@ def _qkv_backward(dy, cache, i, first, grads, need_dx=True):
     return dx
 
 
+def _qkv_frozen(i, run) -> bool:
+    """Q, K and V share one fused matmul, so they train together or not at all."""
+    names = [f"encoder.layer.{i}.attention.self.{n}.{t}" for n in QKV for t in ("weight", "bias")]
+    trainable = [n in run.trainable for n in names]
+    if any(trainable) and not all(trainable):
+        raise ValueError(f"layer {i}: query, key and value (weights and biases) must be trainable "
+                         "together (they are one fused matmul)")
+    return not trainable[0]
+
+
 def _ln_forward(x, params, prefix, cfg, run):
     trainable = prefix + "weight" in run.trainable
     return layernorm.forward(x, params[prefix + "weight"], params[prefix + "bias"],
@@ -149,7 +159,7 @@ def layer_forward(params, i, x, bias, qkv, cfg: BertConfig, run: Run, cls_only=F
     p = f"encoder.layer.{i}."
     H, nh = cfg.hidden_size, cfg.num_attention_heads
     w_qkv, b_qkv = qkv
-    qkv_frozen = p + "attention.self.query.weight" not in run.trainable
+    qkv_frozen = _qkv_frozen(i, run)
     p_hidden = cfg.hidden_dropout_prob
     # --- self-attention ---
     if cls_only:  # queries for [CLS] alone; keys and values for every token
@@ -204,6 +214,9 @@ def layer_backward(dout, cache: LayerCache, i, run: Run, need_dx=True):
     dx_res = da
     # a = adapter_attn(dropout(c Wo^T + bo))
     da = _adapter_backward(da, cache.adapter1, i, "attention.output", run, grads)
+    below = p + "attention.output.dense.weight" in run.trainable or not _qkv_frozen(i, run)
+    if not need_dx and not below:  # the adapter's own gradients are all this layer still owes
+        return None, grads
     (da,) = dropout.backward(da, cache.drop1)
     dc = _linear_backward(da, cache.attn_out, p + "attention.output.dense.", grads)
     # c = attention(q, k, v)
@@ -243,15 +256,17 @@ def encoder_forward(params, qkv, cfg: BertConfig, input_ids, attention_mask, tok
     return x, (emb_cache, caches)
 
 
-def encoder_backward(dh, caches, run: Run, lowest=0):
+def encoder_backward(dh, caches, run: Run, lowest=0, return_dx=False):
     """Backward through the layers, top to bottom, down to layer `lowest`: the lowest one with a
-    trainable parameter, since nothing below it needs a gradient. lowest = 0 also returns the
-    gradient w.r.t. the embeddings' output; lowest = -1 goes on into the embeddings (full
-    fine-tuning). Returns (dx (B, T, H) or None, grads dict)."""
+    trainable parameter, since nothing below it needs a gradient (and inside that layer, nothing
+    below its lowest trainable parameter). lowest = -1 goes on into the embeddings (full
+    fine-tuning). return_dx=True also returns the gradient w.r.t. the embeddings' output.
+    Returns (dx (B, T, H) or None, grads dict)."""
     emb_cache, layer_caches = caches
     grads = {}
-    for i in range(len(layer_caches) - 1, max(lowest, 0) - 1, -1):
-        need_dx = i > lowest or lowest == 0
+    bottom = max(lowest, 0)
+    for i in range(len(layer_caches) - 1, bottom - 1, -1):
+        need_dx = i > bottom or lowest < 0 or return_dx
         dh, layer_grads = layer_backward(dh, layer_caches[i], i, run, need_dx=need_dx)
         grads.update(layer_grads)
     if lowest < 0:

@@ -177,7 +177,7 @@ class Model:
         if lowest is not None:
             dh = self.xp.zeros(h_shape, dcls.dtype)  # (B, 1, H): only [CLS] reaches the head
             dh[:, 0] = dcls
-            _, enc_grads = bert.encoder_backward(dh, enc_caches, run, max(lowest, 0) if lowest > 0 else lowest)
+            _, enc_grads = bert.encoder_backward(dh, enc_caches, run, lowest)
             grads.update(enc_grads)
         assert set(grads) == self.trainable, set(grads) ^ self.trainable
         return loss, logits, grads

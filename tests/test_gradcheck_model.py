@@ -98,7 +98,7 @@ def test_encoder_gradient_wrt_embeddings_output():
 
     h, caches = bert.encoder_forward(model.params, model.qkv, model.cfg, ids, mask, types, run)
     dh = np.random.default_rng(2).standard_normal(h.shape)
-    dx, grads = bert.encoder_backward(dh, caches, run, lowest=0)
+    dx, grads = bert.encoder_backward(dh, caches, run, lowest=0, return_dx=True)
     assert grads == {}
     assert rel_error(dx, numerical_grad(layers, x0, dh)) < TOL
 
@@ -112,3 +112,11 @@ def test_cls_only_last_layer_matches_full():
     cls, _ = bert.encoder_forward(model.params, model.qkv, model.cfg, ids, mask, types, run, cls_only=True)
     assert cls.shape == (3, 1, 8)
     assert rel_error(full[:, :1], cls) < 1e-14
+
+
+def test_query_key_value_train_together():
+    model = tiny_model()
+    model.add_classification_head("a")
+    model.trainable.add("encoder.layer.1.attention.self.key.weight")
+    with pytest.raises(ValueError, match="trainable together"):
+        model.loss_and_grads(*tiny_batch(), train=False)

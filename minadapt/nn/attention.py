@@ -39,7 +39,7 @@ class AttentionCache(NamedTuple):
 def mask_bias(attention_mask, dtype):
     """(B, Tk) of 1 (token) / 0 ([PAD]) -> (B, 1, 1, Tk) additive bias: 0 or the dtype's minimum."""
     xp = get_xp(attention_mask)
-    m = (1.0 - attention_mask.astype(dtype)) * xp.finfo(dtype).min
+    m = xp.where(attention_mask > 0, 0.0, xp.finfo(dtype).min).astype(dtype)
     return m[:, None, None, :]
 
 

@@ -7,8 +7,8 @@ Forward:   y = x W^T + b
 Backward:  dx = dy W          (always: the gradient must flow on to the layers below)
            dW = dy^T x,  db = sum over rows of dy      (only when the weight is trainable)
 
-A frozen weight needs no dW, which is a third of the layer's backward FLOPs, and no saved input:
-that is the whole reason adapter training is cheap.
+A frozen weight needs no dW, which is half of the layer's backward FLOPs (a third of forward plus
+backward), and no saved input: that is the whole reason adapter training is cheap.
 """
 from __future__ import annotations
 
