@@ -78,7 +78,7 @@ def _non_negative(text: str) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `minadapt bench` (cli.py adds --weights and --device)."""
-    p.add_argument("--lengths", type=_lengths, default=[16, 32, 64, 128], metavar="L,L,...",
+    p.add_argument("--lengths", type=_lengths, default="16,32,64,128", metavar="L,L,...",
                    help="sequence lengths to time (every row has L real tokens)")
     p.add_argument("--batch-size", type=_positive, default=32)
     p.add_argument("--warmup", type=_non_negative, default=5, help="untimed steps first")
@@ -99,6 +99,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also measure the BLAS's GFLOP/s on the step's own matrix shapes")
     p.add_argument("--data-dir", metavar="DIR", help="folder with SST-2's train.tsv, for the epoch "
                    "estimate (default: $MINADAPT_DATA/sst2 or the cache; skipped when absent)")
+    p.add_argument("--wait-quiet", type=_non_negative, default=0, metavar="SECONDS",
+                   help="before each subprocess, wait up to SECONDS for other processes to leave "
+                   "the CPU idle (on a shared machine; 0: start at once)")
     p.add_argument("--worker", action="store_true",
                    help="internal: run one configuration in this process and print its JSON")
 
@@ -548,20 +551,49 @@ def plan_runs(lengths, compare: str) -> list[tuple[str, int]]:
     return [(impl, L) for L in lengths for impl in impls]
 
 
+def machine_busy_s() -> float | None:
+    """CPU seconds all processes have spent so far, from /proc/stat (None where there is none)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(max_seconds: float, threshold: float = 0.1, window: float = 2.0) -> float | None:
+    """Wait until the CPU time used by all processes over `window` seconds is below `threshold`
+    cores (nothing else runs), or `max_seconds` pass. Returns the last busy-cores reading."""
+    deadline = time.monotonic() + max_seconds
+    busy = None
+    while time.monotonic() < deadline:
+        b0 = machine_busy_s()
+        if b0 is None:
+            return None
+        time.sleep(window)
+        busy = round((machine_busy_s() - b0) / window, 2)
+        if busy < threshold:
+            break
+    return busy
+
+
 def _spawn(cmd, env_extra, what) -> tuple[str, dict]:
-    """Run one subprocess with the thread variables set; returns (its stdout, {wall_s, cpu_s}).
-    cpu_s / wall_s near `threads` while it mostly waits means BLAS threads spinning."""
+    """Run one subprocess with the thread variables set; returns (its stdout, usage), usage =
+    {wall_s, cpu_s: the subprocess's CPU time, others_cores: the cores that *other* processes kept
+    busy meanwhile, on average}. others_cores above ~0.1 means the timings were disturbed."""
     env = {**os.environ, **env_extra}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, busy0 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy_s()
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after, busy1 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy_s()
     if r.returncode != 0:
         tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-15:])
         raise BenchError(f"{what} failed (exit {r.returncode}): {' '.join(map(str, cmd))}\n{tail}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return r.stdout, {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+    others = None if busy0 is None else round(max(0.0, busy1 - busy0 - cpu) / wall, 2)
+    return r.stdout, {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "others_cores": others}
 
 
 def _last_json(out: tuple[str, dict], what: str) -> dict:
@@ -700,7 +732,7 @@ def _num(x, fmt="{:.1f}") -> str:
 
 TABLE_COLUMNS = [("L", 4), ("train ms [min-max]", 22), ("fwd/bwd/opt ms", 17), ("infer ms", 20),
                  ("RSS MB", 7), ("GFLOP/s", 7), ("torch train", 22), ("torch infer", 20),
-                 ("torch RSS", 9), ("ratio tr/inf/rss", 17)]
+                 ("torch RSS", 9), ("ratio tr/inf/rss", 17), ("others", 9)]
 
 
 def format_table(rows: list[dict]) -> str:
@@ -715,11 +747,12 @@ def format_table(rows: list[dict]) -> str:
         if a.get("fwd_ms") and a.get("bwd_ms"):
             split = "/".join(f"{a[k]['median']:.0f}" for k in ("fwd_ms", "bwd_ms", "opt_ms"))
         ratios = "-" if not t else "/".join(_num(r.get(k), "{:.2f}") for k in ("train", "infer", "rss"))
+        others = "/".join(_num(x.get("process", {}).get("others_cores"), "{:.1f}") for x in (a, t) if x)
         out.append(line([row["L"], _ms(a["train_ms"]), split, _ms(a["infer_ms"]),
                          _num(a["peak_rss_mb"], "{:.0f}"),
                          _num((a.get("gflops_per_s") or {}).get("train"), "{:.0f}"),
                          _ms(t and t["train_ms"]), _ms(t and t["infer_ms"]),
-                         _num(t and t["peak_rss_mb"], "{:.0f}"), ratios]))
+                         _num(t and t["peak_rss_mb"], "{:.0f}"), ratios, others]))
     return "\n".join(out)
 
 
@@ -793,15 +826,21 @@ def main(args) -> int:
     results: dict = {}
     loads: dict = {}
     tmp_json = Path(args.json).with_name(Path(args.json).name + ".torch.tmp")
+
+    def spawn(cmd, what):
+        if args.wait_quiet:
+            wait_quiet(args.wait_quiet)
+        print(f"bench: {what} (load average {_load():.2f}) ...", file=sys.stderr, flush=True)
+        return _spawn(cmd, env, what)
+
     for impl, L in plan_runs(args.lengths, args.compare):
         loads[(impl, L)] = _load()
-        print(f"bench: {impl} L={L} (load average {loads[(impl, L)]:.2f}) ...", file=sys.stderr, flush=True)
         if impl == "minadapt":
-            res = _last_json(_spawn(worker_command(args, L, weights=weights), env, f"minadapt L={L}"),
+            res = _last_json(spawn(worker_command(args, L, weights=weights), f"minadapt L={L}"),
                              f"minadapt L={L}")
         else:
             tmp_json.parent.mkdir(parents=True, exist_ok=True)
-            _, usage = _spawn(torch_command(args, L, weights, tmp_json), env, f"torch L={L}")
+            _, usage = spawn(torch_command(args, L, weights, tmp_json), f"torch L={L}")
             res = {**json.loads(tmp_json.read_text()), "process": usage}
             tmp_json.unlink()
         results[(impl, L)] = res
@@ -820,13 +859,11 @@ def main(args) -> int:
 
     if args.profile:
         L = min(args.lengths, key=lambda x: abs(x - 64))
-        print(f"bench: profile L={L} ...", file=sys.stderr, flush=True)
-        report["profile"] = _last_json(_spawn(worker_command(args, L, "profile", weights), env,
-                                              "profile"), "profile")
+        report["profile"] = _last_json(spawn(worker_command(args, L, "profile", weights),
+                                             f"profile L={L}"), "profile")
     if args.blas:
-        print("bench: BLAS ceiling ...", file=sys.stderr, flush=True)
-        report["blas"] = _last_json(_spawn(worker_command(args, mode="blas", weights=weights,
-                                                          lengths=args.lengths), env, "blas"), "blas")
+        report["blas"] = _last_json(spawn(worker_command(args, mode="blas", weights=weights,
+                                                         lengths=args.lengths), "BLAS ceiling"), "blas")
 
     lengths = sst2_lengths(weights, args.data_dir)
     if lengths is not None:
@@ -862,6 +899,12 @@ def print_report(report: dict) -> str:
     lines.append("fwd = inside Model._forward; bwd = rest of loss_and_grads; opt = clip_grad_norm + "
                  "AdamW. GFLOP/s = the step's matmul FLOPs / median train time. FLOPs per step: "
                  + ", ".join(f"L={r['L']} {r['minadapt']['flops']['train'] / 1e9:.1f}G" for r in rows))
+    lines.append("others = cores kept busy by other processes while minadapt/torch ran (average)")
+    disturbed = [f"{impl} L={r['L']}" for r in rows for impl in ("minadapt", "torch")
+                 if r.get(impl) and (r[impl].get("process", {}).get("others_cores") or 0) > 0.1]
+    if disturbed:
+        lines.append(f"WARNING: other processes used the CPU during {', '.join(disturbed)}: "
+                     "those timings (and their ratios) are disturbed; rerun on a quiet machine")
     if report.get("epoch_estimate"):
         est = report["epoch_estimate"]
         first = next(iter(est.values()))

@@ -29,7 +29,7 @@ def test_defaults():
     assert a.lengths == [16, 32, 64, 128]
     assert (a.batch_size, a.warmup, a.steps, a.threads) == (32, 5, 20, 2)
     assert a.compare == "none" and a.torch_python == sys.executable and a.json == "bench.json"
-    assert not (a.profile or a.blas or a.worker)
+    assert not (a.profile or a.blas or a.worker) and a.wait_quiet == 0 and a.openblas_timeout == 0
     assert a.weights is None and a.device is None  # added by cli.py
 
 
@@ -58,7 +58,8 @@ def test_runs_interleave():
 
 def test_thread_env():
     env = bench.thread_env(2, 0)
-    assert env == {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    assert env == {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2",
+                   "MINADAPT_THREADS": "2"}
     assert bench.thread_env(1, 4)["OPENBLAS_THREAD_TIMEOUT"] == "4"
 
 
@@ -170,10 +171,11 @@ def timing(median, lo, hi):
 def fake_row(L, with_torch):
     a = {"train_ms": timing(250.5, 240, 260), "fwd_ms": timing(120, 115, 130),
          "bwd_ms": timing(125, 120, 130), "opt_ms": timing(3.2, 3, 4), "infer_ms": timing(99.9, 98, 120),
-         "peak_rss_mb": 254.0, "gflops_per_s": {"train": 80.7}}
+         "peak_rss_mb": 254.0, "gflops_per_s": {"train": 80.7}, "process": {"others_cores": 0.04}}
     t = None
     if with_torch:
-        t = {"train_ms": timing(500.0, 490, 1510), "infer_ms": timing(50.0, 49, 51), "peak_rss_mb": 508.0}
+        t = {"train_ms": timing(500.0, 490, 1510), "infer_ms": timing(50.0, 49, 51), "peak_rss_mb": 508.0,
+             "process": {"others_cores": 1.26}}
     r = {"train": bench.ratio(a, t, "train_ms"), "infer": bench.ratio(a, t, "infer_ms"),
          "rss": bench.ratio(a, t, "peak_rss_mb")} if t else None
     return {"L": L, "minadapt": a, "torch": t, "ratio": r}
@@ -188,9 +190,10 @@ def test_format_table():
     assert header.split("|")[0].strip() == "L"
     assert "250.5 [240-260]" in with_torch and "120/125/3" in with_torch and "99.9 [98-120]" in with_torch
     assert "500.0 [490-1510]" in with_torch and "0.50/2.00/0.50" in with_torch
+    assert with_torch.endswith("0.0/1.3")  # cores other processes used during each run
     assert with_torch.split("|")[5].strip() == "81"  # GFLOP/s
     cells = [c.strip() for c in without.split("|")]
-    assert cells[0] == "128" and cells[6:] == ["-", "-", "-", "-"]
+    assert cells[0] == "128" and cells[6:] == ["-", "-", "-", "-", "0.0"]
 
 
 def test_ratio():
@@ -267,6 +270,7 @@ def test_parent_end_to_end_with_fake_torch(tiny_checkpoint, tmp_path):
     # the progress lines show the interleaving: minadapt 4, torch 4, minadapt 8, torch 8
     order = [line.split()[1:3] for line in r.stderr.splitlines() if line.endswith("...")
              and "L=" in line and "profile" not in line]
+    assert "profile L=8" in r.stderr
     assert order == [["minadapt", "L=4"], ["torch", "L=4"], ["minadapt", "L=8"], ["torch", "L=8"]]
     report = json.loads(out.read_text())
     assert set(report) >= {"machine", "config", "rows", "profile"}
@@ -279,7 +283,7 @@ def test_parent_end_to_end_with_fake_torch(tiny_checkpoint, tmp_path):
         assert a["seq_len"] == row["L"] and row["torch"]["seq_len"] == row["L"]
         assert row["ratio"]["train"] == round(a["train_ms"]["median"] / 1000.0, 3)
         assert row["ratio"]["rss"] == round(a["peak_rss_mb"] / 1000.0, 3)
-        assert a["process"]["wall_s"] > 0
+        assert a["process"]["wall_s"] > 0 and a["process"]["others_cores"] >= 0
     prof = report["profile"]
     assert prof["seq_len"] == 8 and prof["total_s"] > 0
     assert any(f["function"].startswith("nn/linear.py:") for f in prof["functions"])
