@@ -562,7 +562,7 @@ def machine_busy_s() -> float | None:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_quiet(max_seconds: float, threshold: float = 0.1, window: float = 2.0) -> float | None:
+def wait_quiet(max_seconds: float, threshold: float = 0.1, window: float = 5.0) -> float | None:
     """Wait until the CPU time used by all processes over `window` seconds is below `threshold`
     cores (nothing else runs), or `max_seconds` pass. Returns the last busy-cores reading."""
     deadline = time.monotonic() + max_seconds
@@ -913,8 +913,11 @@ def print_report(report: dict) -> str:
                      f"{c['batch_size']}, mean padded length {first['mean_padded_len']}, step time "
                      f"interpolated from the measured lengths; an ESTIMATE, not a measurement): "
                      + ", ".join(parts))
-    if report.get("profile"):
-        lines += ["", format_profile(report["profile"])]
-    if report.get("blas"):
-        lines += ["", format_blas(report["blas"])]
+    for part, fmt in (("profile", format_profile), ("blas", format_blas)):
+        if report.get(part):
+            lines += ["", fmt(report[part])]
+            others = report[part].get("process", {}).get("others_cores")
+            if others is not None and others > 0.1:
+                lines.append(f"WARNING: other processes kept {others:.1f} cores busy meanwhile: "
+                             "these numbers are disturbed")
     return "\n".join(lines)
