@@ -27,6 +27,8 @@ SOURCES = {  # notebook file name -> source module in lessons/_src/
     "03_attention.ipynb": "l03_attention",
     "04_bert_encoder.ipynb": "l04_bert_encoder",
     "05_adapter.ipynb": "l05_adapter",
+    "06_training_sst2.ipynb": "l06_training_sst2",
+    "07_frozen_backbone.ipynb": "l07_frozen_backbone",
     "08_gpu_with_cupy.ipynb": "l08_gpu_with_cupy",
 }
 

@@ -1,0 +1,588 @@
+"""Lesson 7: what the frozen backbone buys: FLOPs, time, memory, [CLS]-only, PyTorch, a linear probe."""
+from .cells import SETUP, WEIGHTS, code, md
+from .l06_training_sst2 import THREADS
+
+CELLS = [
+md(r'''
+# Lesson 7 — What the frozen backbone buys
+
+Adapters were introduced to save *storage*: one small file per task instead of a copy of the model
+(lesson 6 saved 1.2 MB against 91 MB). A frozen backbone saves *work* as well, and this lesson
+measures where:
+
+1. **No $\bar W$ for frozen weights.** The backward of a frozen linear computes $\bar x$ only:
+   FLOPs counted, and a training step timed against full fine-tuning.
+2. **No backward below the lowest adapter.** Nothing below the lowest trainable parameter needs a
+   gradient, so the backward stops there.
+3. **[CLS] only in the last layer.** The head reads one vector per sentence.
+4. **Memory.** What a frozen linear does not need to keep for its backward.
+5. **Against PyTorch**, from the benchmark the repository commits.
+6. **And against doing even less**: a linear probe on frozen [CLS] features, with no backward through
+   the encoder at all. Is the adapter worth its cost?
+
+**About the timings.** This notebook times real steps on whatever machine runs it. On a machine whose
+cores are shared with other work, a timing can move by tens of percent from one minute to the next;
+each one below is the median of a few repeats, taken in alternation so that drift hits all
+configurations alike. Read the ratios and shapes, not the milliseconds.
+'''),
+THREADS,
+SETUP,
+WEIGHTS,
+code(r'''
+import json
+import statistics
+import tempfile
+import time
+
+import minadapt
+from minadapt import bench, bert
+from minadapt.nn import linear
+
+def median_ms(fns: dict, repeats=5) -> dict:
+    """{name: median milliseconds of fn()}: one untimed warm-up each, then the fns in alternation."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(1e3 * (time.perf_counter() - t0))
+    return {name: statistics.median(t) for name, t in times.items()}
+'''),
+md(r'''
+## 1. A frozen linear needs no $\bar W$
+
+A linear layer $y = xW^\top$ with $x$ of shape $(N, D)$ and $W$ of shape $(O, D)$ costs three matrix
+products of the same size, $2NDO$ FLOPs each (one multiply and one add per term):
+
+| | product | FLOPs | needed when |
+|---|---|---|---|
+| forward | $y = xW^\top$ | $2NDO$ | always |
+| backward, input | $\bar x = \bar y\,W$ | $2NDO$ | something below trains |
+| backward, weight | $\bar W = \bar y^\top x$ | $2NDO$ | **$W$ trains** |
+
+A frozen layer skips the third: a third of its forward-plus-backward work. In adapter training
+*every* backbone linear is frozen (Q|K|V, attention output, both FFN matrices), so only the small
+adapters and the head pay for $\bar W$.
+
+`minadapt.bench.step_gemms(cfg, B, L, bottleneck)` lists every matrix product of one adapter-training
+step, as the library runs it: frozen linears with $\bar x$ only, no $\bar x$ for layer 0's Q|K|V
+(nothing below it trains), the last layer for [CLS] only (section 3). Full fine-tuning needs, on top
+of that, a $\bar W$ for each frozen linear (the same FLOPs as its forward) and layer 0's $\bar x$, to
+reach the embeddings. The configuration of the benchmark: 32 sentences of 64 tokens, bottleneck 64.
+'''),
+code(r'''
+model = minadapt.load_model(WEIGHTS, dtype="float32")
+cfg = model.cfg
+B, L = 16, 32  # the batch the timings below use: 16 sentences of 32 tokens
+ids, mask, labels = bench.random_batch(B, L, cfg.vocab_size)  # random words, every row full length
+
+
+def step_flops_by_part(B, L, m):
+    """FLOPs of one training step, (adapters, full fine-tuning), each split into forward, dx, dW."""
+    gemms = bench.step_gemms(cfg, B, L, bottleneck=m)
+    ours = {"forward": 0, "backward dx": 0, "backward dW": 0}
+    for g in gemms:
+        part = "forward" if g.phase == "fwd" else "backward dW" if g.name.endswith(" dW") else "backward dx"
+        ours[part] += g.flops
+    frozen_fwd = [g for g in gemms if g.phase == "fwd" and g.expr == "x @ W.T"
+                  and not g.name.startswith(("adapter", "head"))]
+    layer0_qkv = next(g for g in gemms if g.name == "qkv")  # the first one is layer 0's
+    full = dict(ours)
+    full["backward dW"] += sum(g.flops for g in frozen_fwd)  # dW = dy^T x: as many FLOPs as y = x W^T
+    full["backward dx"] += layer0_qkv.flops  # dx of layer 0's Q|K|V, on to the embeddings
+    assert sum(ours.values()) == bench.step_flops(cfg, B, L, m)["train"]  # the same count as the benchmark's
+    return ours, full
+
+
+for (b_, l_, m_) in ((32, 64, 64), (B, L, 16)):
+    ours, full = step_flops_by_part(b_, l_, m_)
+    print(f"B={b_}, L={l_}, bottleneck {m_}:")
+    for name, parts in (("adapter training", ours), ("full fine-tuning", full)):
+        print(f"  {name:17s} " + "  ".join(f"{k} {v / 1e9:6.2f}" for k, v in parts.items())
+              + f"   total {sum(parts.values()) / 1e9:6.2f} GFLOP")
+    print(f"  full / adapters = {sum(full.values()) / sum(ours.values()):.2f}")
+'''),
+md(r'''
+So an adapter step does about $2\times$ the forward's FLOPs, full fine-tuning about $3\times$: the
+familiar "backward costs twice the forward" is the full fine-tuning figure. Now the measurement. A
+second model trains *everything*: `model.trainable.update(model.params)` adds every name. Two rules
+of the library show up here:
+
+* Q, K and V are one fused matmul (lesson 4), so they train together or not at all: a trainable set
+  holding only the query weight is refused with a clear error;
+* with the embedding tables trainable, `lowest_trainable_layer()` returns $-1$: the backward goes on
+  through layer 0 into the embeddings.
+'''),
+code(r'''
+model.add_adapter("sst2", bottleneck=16)
+model.add_classification_head("sst2", num_labels=2)
+
+full = minadapt.load_model(WEIGHTS, dtype="float32")
+full.add_adapter("sst2", bottleneck=16)
+full.add_classification_head("sst2", num_labels=2)
+full.trainable.add("encoder.layer.2.attention.self.query.weight")
+try:
+    full.loss_and_grads(ids[:1, :4], mask[:1, :4], None, labels[:1])
+except ValueError as e:
+    print("only the query trainable -> ValueError:", e)
+full.trainable.update(full.params)  # now everything: full fine-tuning
+n_full = sum(full.params[k].size for k in full.trainable)
+n_ad = sum(model.params[k].size for k in model.trainable)
+print(f"adapter model: {len(model.trainable)} trainable arrays, {n_ad:,} numbers; "
+      f"lowest_trainable_layer() = {model.lowest_trainable_layer()}")
+print(f"full model:    {len(full.trainable)} trainable arrays, {n_full:,} numbers; "
+      f"lowest_trainable_layer() = {full.lowest_trainable_layer()}")
+
+step_ms = median_ms({"adapters": lambda: model.loss_and_grads(ids, mask, None, labels),
+                     "full fine-tuning": lambda: full.loss_and_grads(ids, mask, None, labels)})
+ours, whole = step_flops_by_part(B, L, 16)
+for name, ms in step_ms.items():
+    print(f"loss_and_grads, {name:16s}: {ms:6.1f} ms (median of 5; a shared machine: noisy)")
+print(f"measured full / adapters = {step_ms['full fine-tuning'] / step_ms['adapters']:.2f}; "
+      f"FLOP ratio {sum(whole.values()) / sum(ours.values()):.2f}")
+'''),
+code(r'''
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+colours = {"forward": "#9ecae1", "backward dx": "#3182bd", "backward dW": "#e6550d"}
+for j, (name, parts) in enumerate((("adapters", ours), ("full fine-tuning", whole))):
+    bottom = 0
+    for part, flops in parts.items():
+        axes[0].bar(j, flops / 1e9, bottom=bottom, color=colours[part], label=part if j == 0 else None)
+        bottom += flops / 1e9
+axes[0].set_xticks([0, 1], ["adapters", "full fine-tuning"])
+axes[0].set_ylabel("GFLOP per step")
+axes[0].set_title(f"matrix-product FLOPs of one step (B={B}, L={L})")
+axes[0].legend(fontsize=8)
+axes[1].bar(list(step_ms), list(step_ms.values()), color=["#31a354", "#756bb1"])
+for j, ms in enumerate(step_ms.values()):
+    axes[1].text(j, ms, f"{ms:.0f} ms", ha="center", va="bottom")
+axes[1].set_ylabel("ms (median)")
+axes[1].set_title("measured: model.loss_and_grads")
+for ax in axes:
+    ax.grid(alpha=0.3, axis="y")
+plt.tight_layout()
+plt.show()
+'''),
+md(r'''
+What to look at: the orange $\bar W$ block is almost absent for adapters and as large as the forward
+for full fine-tuning. The measured ratio lands close to the FLOP ratio. It need not match exactly:
+not all of a step is matrix products (GELU, softmax, LayerNorm and dropout cost the same both ways,
+which pulls the ratio down), and full fine-tuning also scatters a gradient into the
+$30522 \times 384$ word-embedding table (47 MB, mostly zeros, every step), which no FLOP count sees
+(which pushes it up). And `loss_and_grads` is not the whole step: full fine-tuning then runs AdamW
+over 22.9 million numbers instead of 0.3 million (section 4 counts its memory).
+
+## 2. No backward below the lowest adapter
+
+`encoder_backward(dh, caches, run, lowest)` walks the layers from the top down to `lowest`, the
+lowest layer holding a trainable parameter (`model.lowest_trainable_layer()`), and inside that layer
+stops as soon as nothing below owes a gradient. With adapters in every layer that is layer 0, and the
+whole backward runs (minus layer 0's $\bar x$ into the embeddings). With adapters only in the top $k$
+layers, the backward is cut short. We emulate that on the same model by taking the lower layers'
+adapter names out of `model.trainable` (their adapters still run in the forward, as the identity-ish
+maps they are at this point); with no adapter name left, only the head trains,
+`lowest_trainable_layer()` is `None`, and there is no encoder backward at all.
+'''),
+code(r'''
+all_trainable = set(model.trainable)
+
+
+def top_k(k):
+    """The trainable set with adapters only in the top k layers (k = 0: the head alone)."""
+    first = cfg.num_hidden_layers - k
+    return {n for n in all_trainable if ".adapters." not in n or int(n.split(".")[2]) >= first}
+
+
+def step_with(k):
+    def fn():
+        model.trainable = top_k(k)
+        model.loss_and_grads(ids, mask, None, labels)
+    return fn
+
+
+ks = list(range(cfg.num_hidden_layers + 1))
+sweep_ms = median_ms({k: step_with(k) for k in ks} | {"forward only": lambda: model.logits(ids, mask)}, repeats=4)
+lowest = {}
+for k in ks:
+    model.trainable = top_k(k)
+    lowest[k] = model.lowest_trainable_layer()
+    print(f"adapters in the top {k} layers: lowest_trainable_layer() = {str(lowest[k]):4s} "
+          f"step {sweep_ms[k]:6.1f} ms")
+model.trainable = all_trainable
+print(f"forward only (model.logits, no dropout): {sweep_ms['forward only']:.1f} ms")
+
+fig, ax = plt.subplots(figsize=(8, 3.8))
+ax.plot(ks, [sweep_ms[k] for k in ks], "o-", label="loss_and_grads (train=True)")
+ax.axhline(sweep_ms["forward only"], color="grey", ls=":", label="forward only (model.logits)")
+ax.axhline(step_ms["full fine-tuning"], color="#756bb1", ls="--", label="full fine-tuning (section 1)")
+ax.set_xticks(ks, [f"{k}\n(lowest {lowest[k]})" for k in ks])
+ax.set_xlabel("layers with a trainable adapter (counted from the top)")
+ax.set_ylabel("ms per step (median)")
+ax.set_ylim(0, None)
+ax.set_title(f"the backward stops at the lowest trainable layer (B={B}, L={L})")
+ax.legend(fontsize=8)
+ax.grid(alpha=0.3)
+plt.tight_layout()
+plt.show()
+'''),
+md(r'''
+What to look at: the step time grows roughly linearly with the number of layers the backward has to
+cross, from about the forward's cost (head only: a forward with dropout plus a tiny head backward) to
+the full adapter step; full fine-tuning sits above all of them. The first step up is small: with
+adapters in the top layer only, the backward through it is the [CLS]-only last layer (section 3),
+a sliver of the work. Houlsby-style adapters sit in every layer, so adapter training pays for the
+whole backward; variants that put adapters only in the upper layers trade some accuracy for exactly
+this saving.
+
+## 3. The last layer for [CLS] only
+
+The head reads the final hidden state of [CLS] alone, so the last layer only needs that one row of
+its output. Attention still needs keys and values of *every* token (the [CLS] query attends to all of
+them), but the query, the attention output, the FFN and the adapters are needed for one row per
+sentence. `bert.encoder_forward(..., cls_only=True)` does exactly that (used by `model.logits` and
+`model.loss_and_grads`), and returns `(B, 1, H)`. `model.encode` runs the full last layer. They must
+agree on [CLS]:
+'''),
+code(r'''
+run = bert.Run(train=False, adapter=model.adapter)  # evaluation mode, with this model's adapter
+h_all, _ = bert.encoder_forward(model.params, model.qkv, cfg, ids, mask, None, run)
+h_cls, _ = bert.encoder_forward(model.params, model.qkv, cfg, ids, mask, None, run, cls_only=True)
+print("full last layer:", h_all.shape, "| cls_only:", h_cls.shape)
+print(f"max |difference| on [CLS]: {np.abs(h_all[:, 0] - h_cls[:, 0]).max():.1e} "
+      f"(values of size {np.abs(h_all[:, 0]).mean():.2f}); model.encode gives the full one: "
+      f"{np.array_equal(model.encode(ids, mask), h_all)}")
+'''),
+md(r'''
+The two agree to float32 rounding (about $10^{-7}$; a $(B, H)$ product and a $(B\cdot L, H)$ product
+add their terms in a different order, so they are not bit-identical). What it saves, per sentence of
+$L$ tokens, in the last layer: the rows $L-1$ of Q ($2H^2$), attention output ($2H^2$), FFN
+($4HF$) and two adapters ($8Hm$), and the attention scores and context shrink from $L$ query rows
+to 1 ($4LH \to 4H$ per token of context):
+
+$$\text{saved} = (L-1)\,\big(4H^2 + 4HF + 8Hm + 4LH\big) \quad\text{FLOPs per sentence.}$$
+'''),
+code(r'''
+H, F, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+rows = []
+for L_ in (16, 32, 64, 128):
+    m_ = 64
+    cls_infer = bench.step_flops(cfg, 32, L_, m_)["infer"]  # the library's count, [CLS]-only last layer
+    saved = 32 * (L_ - 1) * (4 * H * H + 4 * H * F + 8 * H * m_ + 4 * L_ * H)
+    rows.append((L_, cls_infer, saved))
+    print(f"L={L_:3d}: inference {cls_infer / 1e9:6.2f} GFLOP with cls_only, {(cls_infer + saved) / 1e9:6.2f} without: "
+          f"saves {saved / (cls_infer + saved):.1%}")
+'''),
+md(r'''
+About 14% of the forward, growing slowly with $L$: a whole layer of six would be 17%, and the keys
+and values of every token still have to be computed. In a training step the saving counts twice, since
+the last layer's backward products shrink in the same way (DESIGN.md puts it at about 14% of the
+step's FLOPs at $L = 64$). The step-time differences involved are small against the noise of a
+shared machine, so this section counts FLOPs rather than timing them.
+
+## 4. Memory: what the caches hold
+
+A forward pass in training keeps, for each op, the cache its backward will need (lesson 1). A
+*frozen* linear keeps no input: `linear.forward(x, w, b, frozen=True)` stores `LinearCache(x=None, w)`,
+because $\bar x = \bar y W$ needs only $W$, which is the parameter itself, not a copy. A trainable
+linear must keep $x$ for $\bar W = \bar y^\top x$.
+
+To count what a step keeps, run `bert.encoder_forward` in training mode twice, once with the adapter
+model's trainable set and once with everything trainable, and walk the returned caches (nested
+NamedTuples, tuples and lists), adding up the bytes of every array. Two details: parameters that a
+cache merely refers to (the $W$ in a `LinearCache`, $\gamma$ in a `LayerNormCache`) are not
+activations and are left out, and an array that is a view of another (Q, K and V are slices of one
+Q|K|V output) is counted once, by its underlying buffer. Batch 32, 64 tokens, the benchmark's shape.
+'''),
+code(r'''
+ids64, mask64, _ = bench.random_batch(32, 64, cfg.vocab_size)
+
+
+def buffer(a):
+    """The array that owns a view's memory."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def walk(obj, owners=()):
+    """Yield (names of the NamedTuples it sits in, array) for every array inside nested caches."""
+    if isinstance(obj, np.ndarray):
+        yield owners, obj
+    elif isinstance(obj, (tuple, list)):
+        inner = owners + (type(obj).__name__,) if hasattr(obj, "_fields") else owners
+        for item in obj:
+            yield from walk(item, inner)
+
+
+def kept_bytes(caches, params):
+    """Bytes of activations kept in the caches, by kind of cache (parameters and repeated views left out)."""
+    skip = {id(buffer(p)) for p in params.values()}
+    seen, by_kind = set(), {}
+    for owners, a in walk(caches):
+        buf = buffer(a)
+        if id(buf) in skip or id(buf) in seen:
+            continue
+        seen.add(id(buf))
+        kind = "adapters" if "AdapterCache" in owners else owners[-1].removesuffix("Cache") if owners else "other"
+        by_kind[kind] = by_kind.get(kind, 0) + buf.nbytes
+    return by_kind
+
+
+print("a frozen linear's cache keeps x?", linear.forward(np.ones((2, 3)), np.ones((4, 3)), frozen=True)[1].x is not None)
+kept = {}
+for name, trainable in (("adapters", model.trainable), ("full fine-tuning", set(model.params))):
+    run_train = bert.Run(train=True, rng=np.random.default_rng(0), adapter=model.adapter,
+                         trainable=frozenset(trainable))
+    _, caches = bert.encoder_forward(model.params, model.qkv, cfg, ids64, mask64, None, run_train, cls_only=True)
+    kept[name] = kept_bytes(caches, model.params)
+    del caches
+    print(f"{name:17s} {sum(kept[name].values()) / 1e6:6.1f} MB kept for the backward: "
+          + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in sorted(kept[name].items(), key=lambda kv: -kv[1])))
+'''),
+md(r'''
+The only difference is the `Linear` row: the inputs of the backbone's linears, which full fine-tuning
+must keep and adapter training need not. Everything else is kept both ways, because $\bar x$ needs it
+too: GELU's input and $\Phi(x)$, the attention probabilities (per head, $L\times L$ per sentence),
+LayerNorm's $\hat x$, the dropout masks. A whole step's memory adds the gradients and AdamW's two
+moments, one number each per *trainable* parameter, where the gap is two orders of magnitude:
+'''),
+code(r'''
+per_param = {"adapters": n_ad, "full fine-tuning": n_full}
+fig, ax = plt.subplots(figsize=(9, 3.6))
+kinds = sorted({k for v in kept.values() for k in v}, key=lambda k: -kept["full fine-tuning"].get(k, 0))
+for j, name in enumerate(per_param):
+    left = 0
+    for i, kind in enumerate(kinds + ["gradients", "AdamW m and v"]):
+        if kind == "gradients":
+            mb = 4 * per_param[name] / 1e6
+        elif kind == "AdamW m and v":
+            mb = 8 * per_param[name] / 1e6
+        else:
+            mb = kept[name].get(kind, 0) / 1e6
+        special = {"Linear": "#e6550d", "gradients": "#756bb1", "AdamW m and v": "#31a354"}
+        colour = special.get(kind, plt.cm.Blues(0.25 + 0.12 * i))
+        ax.barh(j, mb, left=left, color=colour, ec="white", lw=0.5, label=kind if j == 1 else None)
+        left += mb
+    ax.text(left + 5, j, f"{left:.0f} MB", va="center")
+ax.set_yticks([0, 1], list(per_param))
+ax.set_xlabel("MB (float32; B=32, L=64)")
+ax.set_title("what one training step holds besides the model's own weights")
+ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+ax.set_xlim(0, 1.15 * left)
+plt.tight_layout()
+plt.show()
+for name, n in per_param.items():
+    print(f"{name:17s} gradients {4 * n / 1e6:6.1f} MB, AdamW m and v {8 * n / 1e6:6.1f} MB")
+'''),
+md(r'''
+What to look at: the orange block (the linears' saved inputs) exists only for full fine-tuning, and
+the green and purple ones (gradients, optimiser state) are visible only there: 22.9 million trainable
+numbers need 91 MB of gradient and 182 MB of AdamW moments, on top of the model's own 91 MB, where
+the adapters' 0.3 million need about 4 MB in all. The activations (blue) are the same both ways apart
+from the orange part, and they grow with $B\cdot L$ (attention's with $B\cdot L^2$): on a GPU, that is
+what decides the largest batch that fits.
+
+## 5. Against PyTorch: the committed benchmark
+
+`minadapt bench --compare torch` times the same adapter-training step (bottleneck 64, batch 32,
+float32) in minadapt and in PyTorch + HuggingFace transformers + AdapterHub, alternating the two in
+one run on one machine, per sequence length $L$; the repository keeps its JSON output under
+`benchmarks/results/`. If it is there, plot it:
+'''),
+code(r'''
+results = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+if not results:
+    print("No benchmark results in benchmarks/results/ yet: `minadapt bench --compare torch "
+          "--json benchmarks/results/cpu.json` writes them (it needs the `ref` extra: torch, "
+          "transformers, adapters). Skipping this plot.")
+for path in results:
+    report = json.loads(path.read_text())
+    rows = [r for r in report["rows"] if r.get("minadapt")]
+    Ls = [r["L"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    for ax, key, title in ((axes[0], "train_ms", "training step"), (axes[1], "infer_ms", "inference (logits)")):
+        for impl, style in (("minadapt", "o-"), ("torch", "s--")):
+            pts = [(r["L"], r[impl][key]) for r in rows if r.get(impl) and r[impl].get(key)]
+            if not pts:
+                continue
+            x, s = zip(*pts)
+            med = np.array([v["median"] for v in s])
+            err = [med - [v["min"] for v in s], [v["max"] for v in s] - med]
+            ax.errorbar(x, med, yerr=err, fmt=style, capsize=3, label=impl)
+        ax.set_xlabel("sequence length L")
+        ax.set_ylabel("ms (median, bars: min-max)")
+        ax.set_title(f"{title}, batch {rows[0]['minadapt'].get('batch_size', '?')}")
+        ax.set_xticks(Ls)
+        ax.set_ylim(0, None)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    machine = report.get("machine", {})
+    fig.suptitle(f"{path.relative_to(ROOT)}: {machine.get('cpu', machine.get('platform', ''))}", fontsize=9)
+    plt.tight_layout()
+    plt.show()
+    for r in rows:
+        ratio = r.get("ratio") or {}
+        print(f"L={r['L']:3d}  minadapt/torch: train {ratio.get('train')}, infer {ratio.get('infer')}, "
+              f"peak memory {ratio.get('rss')}  (below 1: minadapt is faster or smaller)")
+'''),
+md(r'''
+The benchmark's own table (`minadapt bench` prints it) also gives each step's FLOP rate and splits
+it into forward, backward and optimiser; `benchmarks/README.md` discusses the numbers. Only ratios
+taken within one run mean much: the machine's speed drifts over minutes.
+
+## 6. Is the adapter worth it? Against a linear probe
+
+The cheapest use of a frozen encoder is a **linear probe**: run the encoder *once* over the data,
+keep each sentence's final [CLS] vector $x \in \mathbb R^{384}$, and fit a logistic regression on
+those fixed features. There is no backward through the encoder at all, and every pass over the data
+after the first is nearly free. (Training the model's own head alone, `add_classification_head`
+without `add_adapter`, is the same idea with a small MLP: `lowest_trainable_layer()` is `None`, and
+its step is a forward plus a tiny head backward, the leftmost point of section 2.)
+
+Features of the first 2,000 training sentences and of the whole dev set, with the plain pretrained
+model (no adapter). We also keep the mean over each sentence's tokens: all-MiniLM-L6-v2 was trained by
+sentence-transformers to be read through *mean pooling*, not through [CLS].
+'''),
+code(r'''
+from minadapt.data.sst2 import load_sst2, sequential_batches
+from minadapt.train import TrainConfig, encode_split, train
+
+data = load_sst2()  # finds SST-2 as lesson 6 did ($MINADAPT_DATA, else the cache)
+N_PROBE = 2000
+plain = minadapt.load_model(WEIGHTS, dtype="float32")
+
+
+def features(sentences):
+    """[CLS] vectors and mean-pooled vectors of the final layer, (n, H) each, in batches sorted by length."""
+    seq_ids, lengths = encode_split(plain.tokenizer, sentences)
+    cls_vec, mean_vec = np.zeros((2, len(seq_ids), cfg.hidden_size), np.float32)
+    for idx in sequential_batches(len(seq_ids), 128, lengths):
+        b = plain.tokenizer.pad([seq_ids[i] for i in idx])
+        h = plain.encode(b.input_ids, b.attention_mask)  # (b, T, H)
+        cls_vec[idx] = h[:, 0]
+        m = b.attention_mask[..., None]
+        mean_vec[idx] = (h * m).sum(axis=1) / m.sum(axis=1)
+    return cls_vec, mean_vec
+
+
+t0 = time.perf_counter()
+train_cls, train_mean = features(data["train"][0][:N_PROBE])
+feature_s = time.perf_counter() - t0  # the probe's training cost: one forward over its training data
+dev_cls, dev_mean = features(data["dev"][0])
+y_train, y_dev = data["train"][1][:N_PROBE], data["dev"][1]
+print(f"features of the {N_PROBE:,} training sentences in {feature_s:.1f} s, and of the "
+      f"{len(y_dev)} dev sentences in {time.perf_counter() - t0 - feature_s:.1f} s: "
+      f"{train_cls.shape} and {dev_cls.shape}")
+'''),
+md(r'''
+**Logistic regression, by Newton's method.** With $a_i = [x_i, 1]$ and weights $w$, the model says
+$p_i = \sigma(a_i^\top w)$, and we minimise the mean cross-entropy plus an L2 penalty on the weights
+(not the bias):
+
+$$J(w) = -\frac1n\sum_i \big[y_i\log p_i + (1-y_i)\log(1-p_i)\big] + \frac\lambda2\lVert w_{1:H}\rVert^2,
+\qquad \nabla J = \frac1n A^\top(p - y) + \lambda w_{1:H},
+\qquad \nabla^2 J = \frac1n A^\top \operatorname{diag}\!\big(p(1-p)\big) A + \lambda I_{1:H} .$$
+
+$J$ is convex, so Newton's step $w \leftarrow w - (\nabla^2 J)^{-1}\nabla J$ reaches its minimum in
+under ten iterations (a $385\times385$ solve each; near the minimum the number of correct digits
+doubles at every step): the probe's answer does not depend on a learning rate or a number of epochs. $\lambda$ is chosen the honest way, on 500 *training* sentences held out from
+the fit, never on dev; then the probe is refitted on all 2,000.
+'''),
+code(r'''
+def fit_logistic(X, y, lam, max_iterations=15, tol=1e-10):
+    """Weights (H + 1,) of an L2-regularised logistic regression (last entry: bias), by Newton's
+    method, and the largest |gradient| before each step."""
+    A = np.c_[X, np.ones(len(X))].astype(np.float64)
+    reg = lam * np.r_[np.ones(X.shape[1]), 0.0]  # no penalty on the bias
+    w, grad_max = np.zeros(A.shape[1]), []
+    for _ in range(max_iterations):
+        p = 1 / (1 + np.exp(-A @ w))
+        grad = A.T @ (p - y) / len(y) + reg * w
+        grad_max.append(float(np.abs(grad).max()))
+        if grad_max[-1] < tol:
+            break
+        hess = (A * (p * (1 - p))[:, None]).T @ A / len(y) + np.diag(reg)
+        w -= np.linalg.solve(hess, grad)
+    return w, grad_max
+
+
+def accuracy(w, X, y):
+    return float(((np.c_[X, np.ones(len(X))] @ w > 0) == y).mean())
+
+
+probe = {}
+t0 = time.perf_counter()
+for name, (Xtr, Xdv) in (("[CLS] probe", (train_cls, dev_cls)), ("mean-pooled probe", (train_mean, dev_mean))):
+    lams = (1e-4, 1e-3, 1e-2, 1e-1)
+    held = [accuracy(fit_logistic(Xtr[:1500], y_train[:1500], lam)[0], Xtr[1500:], y_train[1500:]) for lam in lams]
+    lam = lams[int(np.argmax(held))]
+    w, grad_max = fit_logistic(Xtr, y_train, lam)
+    probe[name] = accuracy(w, Xdv, y_dev)
+    print(f"{name}: held-out accuracy per lambda {dict(zip(lams, held))} -> lambda {lam:g}\n"
+          f"    refit on all {N_PROBE:,}: max|gradient| per Newton step "
+          + " ".join(f"{g:.0e}" for g in grad_max)
+          + f"\n    train accuracy {accuracy(w, Xtr, y_train):.1%}, dev accuracy {probe[name]:.1%}")
+fit_s = (time.perf_counter() - t0) / 2
+print(f"fitting (all lambdas and the refit) took {fit_s:.2f} s per probe")
+'''),
+md(r'''
+Now the adapter, on the same 2,000 sentences: `train` as in lesson 6 (bottleneck 16, peak rate
+$2\cdot10^{-3}$), for 126 steps of 32, about two passes over the subset, evaluated once at the end.
+'''),
+code(r'''
+out = pathlib.Path(tempfile.mkdtemp(prefix="minadapt-lesson7-"))
+adapted = minadapt.load_model(WEIGHTS, dtype="float32")
+run_cfg = TrainConfig(out=str(out), bottleneck=16, lr=2e-3, train_subset=N_PROBE, max_steps=126,
+                      eval_every=0, log_every=10, seed=0)
+result = train(run_cfg, model=adapted, data=data, progress=False)
+history = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
+train_s = [h for h in history if h["kind"] == "train"][-1]["elapsed_s"]  # the steps alone: no evaluation before the end
+print(f"adapter: {result.steps} steps in {train_s:.1f} s ({1e3 * train_s / result.steps:.0f} ms per step), "
+      f"dev accuracy {result.dev_accuracy:.1%}")
+'''),
+code(r'''
+# train() drew its PNG with matplotlib's file-only backend (plot_history calls matplotlib.use("Agg")),
+# which also switches off inline figures in this notebook: switch them back on.
+%matplotlib inline
+
+head_only_ms = sweep_ms[0]  # section 2: forward with dropout + head backward, B=16, L=32
+names = ["[CLS] probe", "mean-pooled probe", "adapter (126 steps)"]
+acc = [probe["[CLS] probe"], probe["mean-pooled probe"], result.dev_accuracy]
+cost = [feature_s + fit_s, feature_s + fit_s, train_s]
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+axes[0].bar(names, [100 * a for a in acc], color=["#9ecae1", "#6baed6", "#31a354"])
+for j, a in enumerate(acc):
+    axes[0].text(j, 100 * a, f"{a:.1%}", ha="center", va="bottom")
+axes[0].axhline(50, color="grey", ls=":")
+axes[0].set_ylim(40, 100)
+axes[0].set_ylabel("dev accuracy (%)")
+axes[0].set_title(f"SST-2 dev, trained on the same {N_PROBE:,} sentences")
+axes[1].bar(names, cost, color=["#9ecae1", "#6baed6", "#31a354"])
+for j, c in enumerate(cost):
+    axes[1].text(j, c, f"{c:.0f} s", ha="center", va="bottom")
+axes[1].set_ylabel("seconds on this machine")
+axes[1].set_title("training cost (probes: the training features, and the fit)")
+for ax in axes:
+    ax.grid(alpha=0.3, axis="y")
+    ax.tick_params(axis="x", labelsize=8)
+plt.tight_layout()
+plt.show()
+print(f"cost per step at B={B}, L={L} (section 2): adapter step {sweep_ms[cfg.num_hidden_layers]:.0f} ms, "
+      f"head-only step {head_only_ms:.0f} ms, forward alone {sweep_ms['forward only']:.0f} ms")
+'''),
+md(r'''
+What to look at: the adapter beats both probes on the same 2,000 sentences, and the
+[CLS] probe is the weakest: this checkpoint's [CLS] vector was never trained to summarise the
+sentence (its training read the mean of the tokens), and a linear map cannot fix that, while the
+adapters can change what [CLS] ends up holding, in every layer. The price is the backward: the
+probe pays one forward pass over the data and then nearly nothing, while each adapter step costs
+two to three forward passes (the last line above) and is repeated for every batch of every epoch.
+
+So the frozen backbone buys a spectrum. A probe (or a head alone) is the cheapest and the weakest;
+adapters pay for a backward through the frozen layers, but not for their weight gradients, nor their
+saved inputs, nor an optimiser state the size of the model, nor a 91 MB file per task; and full
+fine-tuning pays for all of it.
+'''),
+]
