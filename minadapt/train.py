@@ -152,15 +152,14 @@ def set_rng_state(rng, state):
 
 # --- plots ----------------------------------------------------------------------------------------
 def plot_history(history, path, title=""):
-    """Training loss (per logged interval) and dev accuracy against the step, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+    """Training loss (per logged interval) and dev accuracy against the step, as a PNG.
+    Uses a bare Figure (no pyplot): no display needed, and a notebook's backend is left alone."""
+    from matplotlib.figure import Figure
 
     train = [h for h in history if h["kind"] == "train"]
     dev = [h for h in history if h["kind"] == "eval"]
-    fig, ax1 = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax1 = fig.subplots()
     ax1.plot([h["step"] for h in train], [h["loss"] for h in train], color="tab:blue", lw=1)
     ax1.set_xlabel("step")
     ax1.set_ylabel("training loss", color="tab:blue")
@@ -171,7 +170,6 @@ def plot_history(history, path, title=""):
     ax1.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -231,6 +229,7 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
     old_handler = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
     bar = Progress(total, desc="train", unit="step", initial=step) if progress else None
     t0, sentences, interval_loss, interval_n = time.perf_counter(), 0, 0.0, 0
+    eval_seconds = 0.0  # kept out of the training speed
     epoch, batches = -1, None
     interrupted = False
     try:
@@ -253,17 +252,20 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
                 elapsed = time.perf_counter() - t0
                 log({"kind": "train", "step": step, "epoch": round(step / steps_per_epoch, 4),
                      "loss": interval_loss / interval_n, "lr": lr, "grad_norm": grad_norm,
-                     "sentences_per_s": sentences / elapsed, "elapsed_s": elapsed})
+                     "sentences_per_s": sentences / (elapsed - eval_seconds), "elapsed_s": elapsed})
                 interval_loss, interval_n = 0.0, 0
             if bar:
-                bar.update(1, loss=loss, sent_s=sentences / (time.perf_counter() - t0))
+                speed = sentences / (time.perf_counter() - t0 - eval_seconds)
+                bar.update(1, loss=loss, sent_s=round(speed, 1))
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
+                t_eval = time.perf_counter()
                 acc, _ = evaluate(model, dev_ids, dev_labels)
                 log({"kind": "eval", "step": step, "dev_accuracy": acc})
                 if bar:
                     bar.write(f"step {step}: dev accuracy {100 * acc:.2f}%")
                 save_checkpoint(ckpt_path, model, opt, step, cfg, history)
                 plot_history(history, out / "training.png", f"SST-2, bottleneck {cfg.bottleneck}")
+                eval_seconds += time.perf_counter() - t_eval
             if callback:
                 callback(step, loss)
     except (KeyboardInterrupt, Interrupted):

@@ -300,10 +300,6 @@ md(r'''
 lines with the dev accuracy. Plot them ourselves:
 '''),
 code(r'''
-# train() drew training.png with matplotlib's file-only backend (plot_history calls
-# matplotlib.use("Agg")), which also switches off inline figures in this notebook: switch them back on.
-%matplotlib inline
-
 history = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
 tr = [h for h in history if h["kind"] == "train"]
 ev = [h for h in history if h["kind"] == "eval"]

@@ -543,10 +543,6 @@ print(f"adapter: {result.steps} steps in {train_s:.1f} s ({1e3 * train_s / resul
       f"dev accuracy {result.dev_accuracy:.1%}")
 '''),
 code(r'''
-# train() drew its PNG with matplotlib's file-only backend (plot_history calls matplotlib.use("Agg")),
-# which also switches off inline figures in this notebook: switch them back on.
-%matplotlib inline
-
 head_only_ms = sweep_ms[0]  # section 2: forward with dropout + head backward, B=16, L=32
 names = ["[CLS] probe", "mean-pooled probe", "adapter (126 steps)"]
 acc = [probe["[CLS] probe"], probe["mean-pooled probe"], result.dev_accuracy]
