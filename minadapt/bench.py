@@ -86,8 +86,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive, default=2,
                    help="threads of each subprocess (OPENBLAS/OMP/MKL_NUM_THREADS, MINADAPT_THREADS)")
     p.add_argument("--openblas-timeout", type=_non_negative, default=0, metavar="N",
-                   help="OPENBLAS_THREAD_TIMEOUT for the subprocesses (idle OpenBLAS threads "
-                   "spin for 2^N cycles before sleeping; N is clamped to 4..30; 0: leave unset)")
+                   help="OPENBLAS_THREAD_TIMEOUT for the subprocesses: idle OpenBLAS threads "
+                   "spin for 2^N cycles before they sleep (N clamped to 4..30; OpenBLAS's own "
+                   "default is 28, ~0.1 s). 0: leave it to minadapt, which sets 1 unless it is set")
     p.add_argument("--compare", choices=["none", "torch"], default="none",
                    help="also time PyTorch + AdapterHub (benchmarks/torch_step.py), interleaved")
     p.add_argument("--torch-python", default=sys.executable, metavar="PATH",
@@ -325,6 +326,7 @@ def run_worker(args) -> dict:
                 bwd.append(t_lg - fwd_spent[-1])
     rss_train = peak_rss_mb()
     final_loss = float(loss)
+    del model._forward  # the class's own again
     inf = []
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
