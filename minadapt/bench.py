@@ -707,7 +707,9 @@ def epoch_estimate(step_ms: dict, lengths, batch_size: int, seed: int = 0) -> di
     ms = sum(interpolate(int(p), xs, ys) * len(b) / batch_size for p, b in zip(padded, batches))
     return {"steps": len(batches), "seconds": round(ms / 1e3, 3),
             "mean_padded_len": round(float(padded.mean()), 1),
-            "mean_len": round(float(lengths.mean()), 1)}
+            "mean_len": round(float(lengths.mean()), 1),
+            # batches whose time is extrapolated, not interpolated
+            "extrapolated": round(float(((padded < xs[0]) | (padded > xs[-1])).mean()), 3)}
 
 
 def sst2_lengths(weights, data_dir):
@@ -915,6 +917,10 @@ def print_report(report: dict) -> str:
                      f"{c['batch_size']}, mean padded length {first['mean_padded_len']}, step time "
                      f"interpolated from the measured lengths; an ESTIMATE, not a measurement): "
                      + ", ".join(parts))
+        if first["extrapolated"] > 0.2:
+            lines.append(f"  {100 * first['extrapolated']:.0f}% of these batches lie outside the "
+                         "measured lengths, so their times are extrapolated; measure short lengths "
+                         "too (--lengths 8,16,32,64) for a better estimate")
     for part, fmt in (("profile", format_profile), ("blas", format_blas)):
         if report.get(part):
             lines += ["", fmt(report[part])]

@@ -158,6 +158,7 @@ def test_epoch_estimate():
     assert est["steps"] == 4
     assert est["seconds"] == pytest.approx((2 * 10 + 2 * 20) / 1e3)
     assert est["mean_padded_len"] == 15.0
+    assert est["extrapolated"] == 0.5  # the two batches of length 10 lie below L=16
     # a last, smaller batch costs in proportion to its rows
     est = bench.epoch_estimate({16: 16.0, 32: 32.0}, np.array([10] * 48), batch_size=32)
     assert est["seconds"] == pytest.approx((10 + 5) / 1e3)
