@@ -236,10 +236,9 @@ def blas_runtime() -> dict:
 
 
 def thread_env(threads: int, openblas_timeout: int = 0) -> dict:
-    """The environment variables that fix a subprocess's thread counts: BLAS, OpenMP, and
-    minadapt's own threads for element-wise work (backend.blockwise)."""
-    env = {k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                     "MINADAPT_THREADS")}
+    """The environment variables that fix a subprocess's thread counts: BLAS and OpenMP (torch).
+    minadapt's element-wise threads (backend.blockwise) keep the library's default, as a user gets."""
+    env = {k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     if openblas_timeout:
         env["OPENBLAS_THREAD_TIMEOUT"] = str(openblas_timeout)
     return env

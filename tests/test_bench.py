@@ -58,8 +58,7 @@ def test_runs_interleave():
 
 def test_thread_env():
     env = bench.thread_env(2, 0)
-    assert env == {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2",
-                   "MINADAPT_THREADS": "2"}
+    assert env == {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     assert bench.thread_env(1, 4)["OPENBLAS_THREAD_TIMEOUT"] == "4"
 
 
