@@ -71,6 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-grad-norm", type=float, default=1.0,
                     help="clip the gradients' global norm to this before each step (0: no clipping)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: the same step in PyTorch eager on the GPU (synchronised around timers)")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         ap.error("--steps must be >= 1 and --warmup >= 0")
@@ -100,6 +102,10 @@ def main(argv=None) -> int:
     # train_adapter() only puts the base model in train mode; the head keeps from_pretrained's eval
     # mode, so switch the whole model explicitly (dropout on everywhere, as in minadapt's training).
     model.train()
+    dev = torch.device(args.device)
+    model.to(dev)
+    # CUDA work is asynchronous: wait for it before every clock read, or the timers measure launches
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
     opt = torch.optim.AdamW(params, lr=1e-3)
@@ -113,18 +119,23 @@ def main(argv=None) -> int:
     mask = torch.ones(B, L, dtype=torch.int64)
     types = torch.zeros(B, L, dtype=torch.int64)
     labels = torch.randint(0, 2, (B,), generator=g, dtype=torch.int64)
+    ids, mask, types, labels = (t.to(dev) for t in (ids, mask, types, labels))
 
     fwd, bwd, stp, tot = [], [], [], []
     for i in range(args.warmup + args.steps):
+        sync()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels).loss
+        sync()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         if args.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
         opt.step()
+        sync()
         t3 = time.perf_counter()
         if i >= args.warmup:
             fwd.append(t1 - t0)
@@ -138,8 +149,10 @@ def main(argv=None) -> int:
     inf = []
     with torch.inference_mode():
         for i in range(args.warmup + args.steps):
+            sync()
             t0 = time.perf_counter()
             logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+            sync()
             t1 = time.perf_counter()
             if i >= args.warmup:
                 inf.append(t1 - t0)

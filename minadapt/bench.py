@@ -626,7 +626,8 @@ def torch_command(args, L, weights, json_path) -> list[str]:
     return [args.torch_python, str(TORCH_SCRIPT), "--seq-len", str(L),
             "--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
             "--steps", str(args.steps), "--threads", str(args.threads),
-            "--weights", str(weights), "--json", str(json_path)]
+            "--weights", str(weights), "--json", str(json_path),
+            "--device", "cuda" if getattr(args, "device", None) == "gpu" else "cpu"]
 
 
 def check_torch(args):
