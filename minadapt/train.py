@@ -38,10 +38,10 @@ class TrainConfig:
     bottleneck: int = 64  # m, the adapter's width
     non_linearity: str = "swish"
     train_layer_norms: bool = False
-    epochs: float = 1.0  # passes over the training set (fractions allowed)
+    epochs: float = 1.25  # passes over the training set (fractions allowed)
     max_steps: int | None = None  # stop after this many steps (overrides epochs)
     batch_size: int = 32
-    lr: float = 1e-3  # peak learning rate after warm-up
+    lr: float = 2e-3  # peak learning rate after warm-up
     warmup: float = 0.06  # fraction of the steps spent warming up linearly from 0
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
