@@ -24,7 +24,8 @@ from .backend import get_xp, resolve_device, resolve_dtype, to_device, to_numpy,
 from .config import BertConfig
 from .errors import WeightsError
 from .nn import adapter, loss as cross_entropy
-from .weights import file_sha256, load_checkpoint, read_safetensors, save_tensors
+from .hub import sha256_of
+from .weights import load_checkpoint, read_safetensors, save_tensors
 
 ADAPTER_FORMAT = "minadapt-adapter/1"
 
@@ -126,8 +127,13 @@ class Model:
                         trainable=frozenset(self.trainable))
 
     def _inputs(self, *arrays):
-        return [None if a is None else to_device(np.asarray(a), self.device)
-                if isinstance(a, (np.ndarray, list)) else a for a in arrays]
+        """Host arrays (or lists) moved to this model's device; None and device arrays unchanged."""
+        out = []
+        for a in arrays:
+            if isinstance(a, (np.ndarray, list)):
+                a = to_device(np.asarray(a), self.device)
+            out.append(a)
+        return out
 
     def encode(self, input_ids, attention_mask, token_type_ids=None):
         """Last hidden state (B, T, H) of every token, in evaluation mode (no dropout).
@@ -186,7 +192,7 @@ class Model:
     def backbone_id(self) -> dict:
         """Name and sha256 of the checkpoint file: an adapter file records them, and loading checks."""
         if "sha256" not in self.backbone and self.backbone.get("path"):
-            self.backbone["sha256"] = file_sha256(self.backbone["path"])
+            self.backbone["sha256"] = sha256_of(self.backbone["path"])
         return {"name": self.backbone.get("name"), "sha256": self.backbone.get("sha256"),
                 "hidden_size": self.cfg.hidden_size, "num_hidden_layers": self.cfg.num_hidden_layers}
 

@@ -110,7 +110,7 @@ def epoch_batches(lengths, batch_size, seed, epoch):
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
-def save_checkpoint(path, model, opt, step, cfg, history):
+def save_training_checkpoint(path, model, opt, step, cfg, history):
     state = opt.state_dict()
     tensors = {f"param/{k}": v for k, v in model.adapter_state().items()}
     tensors.update({f"adam_m/{k}": v for k, v in state["m"].items()})
@@ -121,7 +121,7 @@ def save_checkpoint(path, model, opt, step, cfg, history):
     save_tensors(path, tensors, meta)
 
 
-def load_checkpoint(path, model, opt, cfg):
+def load_training_checkpoint(path, model, opt, cfg):
     tensors, meta = read_safetensors(path)
     if meta.get("format") != "minadapt-checkpoint/1":
         raise MinadaptError(f"{path}: not a minadapt training checkpoint")
@@ -213,7 +213,7 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
         if not ckpt_path.is_file():
             raise MinadaptError(f"--resume: no checkpoint at {ckpt_path} (train once without "
                                 "--resume, or point --out at the run's folder)")
-        step, history = load_checkpoint(ckpt_path, model, opt, cfg)
+        step, history = load_training_checkpoint(ckpt_path, model, opt, cfg)
         print(f"resuming from {ckpt_path} at step {step}/{total}")
     with open(metrics_path, "w") as f:  # rewritten from the checkpoint's history: no duplicates
         f.writelines(json.dumps(h) + "\n" for h in history)
@@ -263,7 +263,7 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
                 log({"kind": "eval", "step": step, "dev_accuracy": acc})
                 if bar:
                     bar.write(f"step {step}: dev accuracy {100 * acc:.2f}%")
-                save_checkpoint(ckpt_path, model, opt, step, cfg, history)
+                save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
                 plot_history(history, out / "training.png", f"SST-2, bottleneck {cfg.bottleneck}")
                 eval_seconds += time.perf_counter() - t_eval
             if callback:
@@ -277,14 +277,14 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
             signal.signal(signal.SIGTERM, old_handler)
     seconds = time.perf_counter() - t0
     if interrupted:
-        save_checkpoint(ckpt_path, model, opt, step, cfg, history)
+        save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
         print(f"\ninterrupted at step {step}/{total}; saved {ckpt_path}\n"
               f"continue with: minadapt train sst2 --out {out} --resume (and the same options)")
         return TrainResult(float("nan"), step, seconds, ckpt_path, metrics_path, None, True)
 
     acc, _ = evaluate(model, dev_ids, dev_labels)
     log({"kind": "eval", "step": step, "dev_accuracy": acc})
-    save_checkpoint(ckpt_path, model, opt, step, cfg, history)
+    save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
     adapter_path = model.save_adapter(out / "adapter.safetensors", extra_metadata={
         "training": cfg.to_dict(), "dev_accuracy": acc, "steps": step})
     plot = plot_history(history, out / "training.png", f"SST-2, bottleneck {cfg.bottleneck}")

@@ -11,7 +11,6 @@ a message naming the file, the key and the two shapes, rather than somewhere ins
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -104,17 +103,3 @@ def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> N
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
     tmp.replace(path)
-
-
-def file_sha256(path: str | Path, chunk=1 << 20) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def json_meta(d: dict) -> str:
-    return json.dumps(d, sort_keys=True)
