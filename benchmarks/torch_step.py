@@ -143,6 +143,7 @@ def main(argv=None) -> int:
             stp.append(t3 - t2)
             tot.append(t3 - t0)
     rss_train = peak_rss_mb()
+    gpu_mb = torch.cuda.max_memory_reserved() / 2**20 if dev.type == "cuda" else None
     final_loss = float(loss.detach())
 
     model.eval()
@@ -176,6 +177,7 @@ def main(argv=None) -> int:
         "infer_ms": stats(inf),
         "peak_rss_mb": rss_train,
         "peak_rss_after_infer_mb": peak_rss_mb(),
+        "peak_gpu_mb": gpu_mb,
         "trainable_params": n_trainable,
         "final_train_loss": final_loss,  # same batch every step, so it falls towards 0
     }

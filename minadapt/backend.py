@@ -132,6 +132,19 @@ def keep_mask(rng, shape, p, xp=np):
     return rng.random(shape, dtype=np.float32) >= p, p
 
 
+# --- scatter-add --------------------------------------------------------------------------------
+def scatter_add(a, indices, values) -> None:
+    """a[indices] += values, where repeated indices add up (a fancy-index `+=` keeps only one).
+
+    NumPy spells this `np.add.at`; CuPy's portable spelling is `cupyx.scatter_add` (atomic adds)."""
+    if get_xp(a) is np:
+        np.add.at(a, indices, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(a, indices, values)
+
+
 # --- the error function ---------------------------------------------------------------------------
 # BERT's GELU is the exact form x * Phi(x) = x/2 (1 + erf(x / sqrt 2)). NumPy has no erf.
 #  * float64 (gradient checks, reference comparisons): the exact libm erf, element by element.
@@ -153,7 +166,7 @@ def erf(x, out=None):
     if xp is not np:
         from cupyx.scipy.special import erf as cupy_erf
 
-        return cupy_erf(x) if out is None else cupy_erf(x, out)
+        return cupy_erf(x) if out is None else cupy_erf(x, out=out)
     if x.dtype == np.float64:
         r = _ERF64(x).astype(np.float64)
         if out is None:

@@ -209,6 +209,25 @@ def peak_rss_mb() -> float:
     return round(kb / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
+def gpu_memory(device: str) -> dict:
+    """On the GPU: the device and the memory CuPy's pool holds (its high-water mark, since the pool
+    keeps freed blocks for reuse), the counterpart of torch.cuda.max_memory_reserved()."""
+    if device != "gpu":
+        return {}
+    import cupy
+
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+    return {"gpu": name.decode() if isinstance(name, bytes) else str(name),
+            "peak_gpu_mb": round(cupy.get_default_memory_pool().total_bytes() / 2**20, 1)}
+
+
+def memory_key(report_or_device) -> str:
+    """Which peak memory a run is compared on: GPU memory for --device gpu, else host RSS."""
+    device = report_or_device if isinstance(report_or_device, str) else \
+        report_or_device["config"].get("device")
+    return "peak_gpu_mb" if device == "gpu" else "peak_rss_mb"
+
+
 def blas_runtime() -> dict:
     """The OpenBLAS this process loaded: core type it chose and the threads it runs (read through
     ctypes from the library itself, so it shows whether OPENBLAS_NUM_THREADS took effect)."""
@@ -324,6 +343,7 @@ def run_worker(args) -> dict:
                 fwd.append(fwd_spent[-1])
                 bwd.append(t_lg - fwd_spent[-1])
     rss_train = peak_rss_mb()
+    gpu_mem = gpu_memory(model.device)
     final_loss = float(loss)
     del model._forward  # the class's own again
     inf = []
@@ -355,6 +375,7 @@ def run_worker(args) -> dict:
         "infer_ms": infer_ms,
         "peak_rss_mb": rss_train,
         "peak_rss_after_infer_mb": peak_rss_mb(),
+        **gpu_mem,
         "trainable_params": int(sum(model.params[k].size for k in model.trainable)),
         "final_train_loss": final_loss,  # the same batch every step, so it falls
         "flops": flops,
@@ -739,12 +760,16 @@ TABLE_COLUMNS = [("L", 4), ("train ms [min-max]", 22), ("fwd/bwd/opt ms", 17), (
                  ("torch RSS", 9), ("ratio tr/inf/rss", 17), ("others", 9)]
 
 
-def format_table(rows: list[dict]) -> str:
-    """The results as fixed-width columns, one line per length (rows as in the JSON's "rows")."""
+def format_table(rows: list[dict], mem: str = "peak_rss_mb") -> str:
+    """The results as fixed-width columns, one line per length (rows as in the JSON's "rows");
+    `mem`: the peak-memory field shown ("peak_rss_mb", or "peak_gpu_mb" for GPU runs)."""
     def line(cells):
         return " | ".join(str(c).rjust(w) for c, (_, w) in zip(cells, TABLE_COLUMNS))
 
-    out = [line(name for name, _ in TABLE_COLUMNS), "-+-".join("-" * w for _, w in TABLE_COLUMNS)]
+    names = [name for name, _ in TABLE_COLUMNS]
+    if mem == "peak_gpu_mb":
+        names = [n.replace("RSS", "GPU").replace("rss", "mem") for n in names]
+    out = [line(names), "-+-".join("-" * w for _, w in TABLE_COLUMNS)]
     for row in rows:
         a, t, r = row["minadapt"], row.get("torch"), row.get("ratio") or {}
         split = "-"
@@ -753,10 +778,10 @@ def format_table(rows: list[dict]) -> str:
         ratios = "-" if not t else "/".join(_num(r.get(k), "{:.2f}") for k in ("train", "infer", "rss"))
         others = "/".join(_num(x.get("process", {}).get("others_cores"), "{:.1f}") for x in (a, t) if x)
         out.append(line([row["L"], _ms(a["train_ms"]), split, _ms(a["infer_ms"]),
-                         _num(a["peak_rss_mb"], "{:.0f}"),
+                         _num(a.get(mem), "{:.0f}"),
                          _num((a.get("gflops_per_s") or {}).get("train"), "{:.0f}"),
                          _ms(t and t["train_ms"]), _ms(t and t["infer_ms"]),
-                         _num(t and t["peak_rss_mb"], "{:.0f}"), ratios, others]))
+                         _num(t and t.get(mem), "{:.0f}"), ratios, others]))
     return "\n".join(out)
 
 
@@ -858,7 +883,7 @@ def main(args) -> int:
                                          if (impl, L) in loads},
                                "ratio": None if t is None else {
                                    "train": ratio(a, t, "train_ms"), "infer": ratio(a, t, "infer_ms"),
-                                   "rss": ratio(a, t, "peak_rss_mb")}})
+                                   "rss": ratio(a, t, memory_key(report))}})
     report["machine"]["load_end"] = _load()
 
     if args.profile:
@@ -894,7 +919,10 @@ def print_report(report: dict) -> str:
              f"machine: {m['cpu']}, {m['cores']} cores, numpy {m['numpy']}, "
              f"BLAS {a0.get('blas', {}).get('corename', '?')} x{a0.get('blas', {}).get('threads', '?')}, "
              f"python {m['python']}; load average {m['load_start']} at start, {m['load_end']} at end", ""]
-    lines.append(format_table(rows))
+    if a0.get("gpu"):
+        lines.append(f"GPU: {a0['gpu']} (ratio rss = peak GPU memory held: CuPy's pool vs "
+                     "torch.cuda.max_memory_reserved)")
+    lines.append(format_table(rows, memory_key(report)))
     if any(r.get("torch") for r in rows):
         t0 = next(r["torch"] for r in rows if r.get("torch"))
         lines.append(f"torch {t0.get('torch_version')}, transformers {t0.get('transformers_version')}, "

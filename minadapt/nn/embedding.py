@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..backend import get_xp
+from ..backend import get_xp, scatter_add
 
 
 class EmbeddingCache(NamedTuple):
@@ -36,9 +36,9 @@ def backward(de, cache):
     H = de.shape[-1]
     rows = de.reshape(-1, H)
     dw_word = xp.zeros(s_word, de.dtype)
-    xp.add.at(dw_word, ids.reshape(-1), rows)  # add.at sums repeated ids; fancy-index += would not
+    scatter_add(dw_word, ids.reshape(-1), rows)  # a repeated id sums all its rows
     dw_pos = xp.zeros(s_pos, de.dtype)
     dw_pos[: de.shape[1]] = de.sum(axis=0)
     dw_type = xp.zeros(s_type, de.dtype)
-    xp.add.at(dw_type, types.reshape(-1), rows)
+    scatter_add(dw_type, types.reshape(-1), rows)
     return dw_word, dw_pos, dw_type
