@@ -120,6 +120,56 @@ def synchronize(x=None) -> None:
             pass
 
 
+# --- many arrays as one vector --------------------------------------------------------------------
+# An optimiser's update is elementwise, so it does not care how values are grouped into arrays. When
+# the trainable parameters (and their gradients) lie end to end in one vector, AdamW is a dozen
+# whole-vector operations instead of a dozen per array: on a GPU, where every operation is a kernel
+# launch costing ~10-20 us of Python and driver time however small its array, that is ~15 launches
+# a step instead of ~700 for the 52 arrays of a Houlsby adapter.
+def pack(arrays: dict, names) -> tuple:
+    """Copy arrays[name] for `names` (in that order) end to end into one new 1-D vector.
+    Returns (vector, {name: view of the vector shaped like the original})."""
+    xp = get_xp(arrays[names[0]])
+    vector = xp.concatenate([arrays[n].reshape(-1) for n in names])  # one copy (one launch)
+    views, at = {}, 0
+    for n in names:
+        shape, size = arrays[n].shape, arrays[n].size
+        views[n] = vector[at:at + size].reshape(shape)
+        at += size
+    return vector, views
+
+
+def _address(a) -> int:
+    return a.data.ptr if get_xp(a) is not np else a.__array_interface__["data"][0]
+
+
+def _owner(a):
+    while a.base is not None:
+        a = a.base
+    return a
+
+
+def packed_offsets(arrays: dict):
+    """When `arrays` are contiguous views that tile one 1-D vector exactly (as `pack` makes them),
+    return (vector, {name: offset}); otherwise None."""
+    if not arrays:
+        return None
+    vector = _owner(next(iter(arrays.values())))
+    if vector.ndim != 1 or not vector.flags.c_contiguous:
+        return None
+    start, offsets, total = _address(vector), {}, 0
+    for name, a in arrays.items():
+        if _owner(a) is not vector or not a.flags.c_contiguous or a.dtype != vector.dtype:
+            return None
+        offsets[name] = (_address(a) - start) // a.itemsize
+        total += a.size
+    spans = sorted((o, arrays[n].size) for n, o in offsets.items())
+    if total != vector.size or any(o != prev_o + prev_n for (prev_o, prev_n), (o, _) in
+                                   zip([(0, 0)] + spans[:-1], spans)):
+        return None
+    return vector, offsets
+
+
 # --- random masks ---------------------------------------------------------------------------------
 def keep_mask(rng, shape, p, xp=np):
     """Boolean mask, True with probability 1 - p, and the p actually used.

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import bert, heads
-from .backend import get_xp, resolve_device, resolve_dtype, to_device, to_numpy, xp_for
+from .backend import get_xp, pack, resolve_device, resolve_dtype, to_device, to_numpy, xp_for
 from .config import BertConfig
 from .errors import WeightsError
 from .nn import adapter, loss as cross_entropy
@@ -81,8 +81,25 @@ class Model:
         return self.xp.random.default_rng(seed)
 
     def _put(self, tensors: dict):
+        """Set parameters from host arrays; an existing parameter is overwritten in place, so views
+        of it (the fused Q|K|V matrix, the packed trainable vector) see the new values."""
         for k, v in tensors.items():
-            self.params[k] = to_device(np.asarray(v, dtype=self.dtype), self.device)
+            v = to_device(np.asarray(v, dtype=self.dtype), self.device)
+            if k in self.params and self.params[k].shape == v.shape:
+                self.params[k][...] = v
+            else:
+                self.params[k] = v
+
+    def _pack_trainable(self):
+        """Lay the trainable parameters end to end in one vector; params[name] become views of it.
+
+        AdamW and clip_grad_norm see that and update all of them with whole-vector operations
+        (backend.pack explains why that matters on a GPU). Q, K and V already are views of the
+        fused Q|K|V matrix, so a model that trains them is left unpacked (and still correct)."""
+        names = sorted(self.trainable)
+        if names and not any(".attention.self." in n for n in names):
+            _, views = pack(self.params, names)
+            self.params.update(views)
 
     def add_adapter(self, name: str, bottleneck: int = 64, non_linearity: str = "swish",
                     seed: int = 0, train_layer_norms: bool = False, init_std: float = 1e-2):
@@ -103,6 +120,7 @@ class Model:
                 if train_layer_norms:
                     ln = f"encoder.layer.{i}.{where}.LayerNorm."
                     self.trainable.update((ln + "weight", ln + "bias"))
+        self._pack_trainable()
         return self
 
     def add_classification_head(self, name: str, num_labels: int = 2, seed: int = 0,
@@ -115,6 +133,7 @@ class Model:
                                  np.random.default_rng(seed + 1), self.dtype)
         self._put(init)
         self.trainable.update(init)
+        self._pack_trainable()
         return self
 
     @property
@@ -186,6 +205,9 @@ class Model:
             _, enc_grads = bert.encoder_backward(dh, enc_caches, run, lowest)
             grads.update(enc_grads)
         assert set(grads) == self.trainable, set(grads) ^ self.trainable
+        # one vector of gradients, laid out like the packed parameters (see _pack_trainable)
+        if grads:
+            _, grads = pack(grads, sorted(grads))
         return loss, logits, grads
 
     # --- adapter files --------------------------------------------------------------------------

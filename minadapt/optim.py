@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from minadapt.backend import get_xp, to_numpy
+from minadapt.backend import get_xp, packed_offsets, to_numpy
 
 
 def default_no_decay(name: str) -> bool:
@@ -41,6 +41,11 @@ class AdamW:
 
     The update is in place: `step` writes into the arrays of the `params` dict it is given, and keeps
     m, v and one scratch buffer in the parameters' dtype and device. No per-step allocations.
+
+    When the parameters are views that tile one vector (`Model` packs its trainable parameters so),
+    m and v are laid out the same way and a step that updates every parameter is one pass of
+    whole-vector operations: the same arithmetic, element for element, in ~15 operations instead of
+    ~15 per array (backend.pack says why that matters on a GPU).
     """
 
     def __init__(
@@ -56,8 +61,22 @@ class AdamW:
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
         self.decay = {name: not no_decay(name) for name in self.names}
         self.t = {name: 0 for name in self.names}  # steps taken, per parameter
-        self.m = {name: get_xp(p).zeros_like(p) for name, p in params.items()}
-        self.v = {name: get_xp(p).zeros_like(p) for name, p in params.items()}
+        self._packed = packed_offsets(params)
+        self._arrays = dict(params)  # the arrays a whole-vector step writes through
+        if self._packed is not None:
+            vector, offsets = self._packed
+            xp = get_xp(vector)
+            self._m_vec, self._v_vec, self._tmp_vec = (xp.zeros_like(vector) for _ in range(3))
+            self._decay_vec = xp.zeros(vector.shape, dtype=bool)
+            self.m, self.v = {}, {}
+            for name, p in params.items():
+                span = slice(offsets[name], offsets[name] + p.size)
+                self.m[name] = self._m_vec[span].reshape(p.shape)
+                self.v[name] = self._v_vec[span].reshape(p.shape)
+                self._decay_vec[span] = self.decay[name]
+        else:
+            self.m = {name: get_xp(p).zeros_like(p) for name, p in params.items()}
+            self.v = {name: get_xp(p).zeros_like(p) for name, p in params.items()}
         # One flat scratch buffer per (array module, dtype), as large as the largest parameter;
         # each update borrows a view of it shaped like its parameter.
         self._scratch = {}
@@ -73,35 +92,59 @@ class AdamW:
     def step(self, params: dict, grads: dict, lr: float | None = None) -> None:
         """Update `params[name]` in place for every name in `grads` (lr: this step's rate, else self.lr)."""
         lr = self.lr if lr is None else lr
-        b1, b2 = self.betas
-        for name, g in grads.items():
+        for name in grads:
             if name not in self.t:
                 raise KeyError(f"AdamW.step: gradient for {name!r}, which this optimiser does not own")
-            p, m, v, tmp = params[name], self.m[name], self.v[name], self._work(params[name])
-            xp = get_xp(p)
+        if self._whole_vector_step_possible(params, grads):
+            vector, offsets = self._packed
+            for name in self.names:
+                self.t[name] += 1
+            g = packed_offsets(grads)
+            g = g[0] if g is not None and g[1] == offsets else \
+                get_xp(vector).concatenate([grads[n].reshape(-1) for n in sorted(offsets, key=offsets.get)])
+            decay = None
+            if self.weight_decay:
+                f = vector.dtype.type(1.0 - lr * self.weight_decay)  # the per-array path's factor
+                decay = get_xp(vector).where(self._decay_vec, f, vector.dtype.type(1.0))
+            self._update(vector, g, self._m_vec, self._v_vec, self._tmp_vec, self.t[self.names[0]],
+                         lr, decay)
+            return
+        for name, g in grads.items():
+            p = params[name]
             self.t[name] += 1
-            t = self.t[name]
+            decay = 1.0 - lr * self.weight_decay if self.weight_decay and self.decay[name] else None
+            self._update(p, g, self.m[name], self.v[name], self._work(p), self.t[name], lr, decay)
 
-            # p <- p - lr * wd * p
-            if self.weight_decay and self.decay[name]:
-                p *= 1.0 - lr * self.weight_decay
-            # m <- b1 m + (1 - b1) g
-            m *= b1
-            xp.multiply(g, 1.0 - b1, out=tmp)
-            m += tmp
-            # v <- b2 v + (1 - b2) g^2
-            v *= b2
-            xp.multiply(g, g, out=tmp)
-            tmp *= 1.0 - b2
-            v += tmp
-            # p <- p - lr m_hat / (sqrt(v_hat) + eps), written as torch does:
-            #      p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-            xp.sqrt(v, out=tmp)
-            tmp /= math.sqrt(1.0 - b2**t)
-            tmp += self.eps
-            xp.divide(m, tmp, out=tmp)
-            tmp *= lr / (1.0 - b1**t)
-            p -= tmp
+    def _whole_vector_step_possible(self, params, grads) -> bool:
+        """Packed parameters, all of them given a gradient, all at the same step count."""
+        return (self._packed is not None and len(grads) == len(self.names)
+                and all(params[n] is self._arrays[n] for n in self.names)
+                and len(set(self.t.values())) == 1)
+
+    def _update(self, p, g, m, v, tmp, t, lr, decay):
+        """One AdamW update of p (an array, or the whole packed vector) in place; tmp: scratch."""
+        xp = get_xp(p)
+        b1, b2 = self.betas
+        # p <- p - lr * wd * p    (decay: the factor 1 - lr * wd, or an array of such factors)
+        if decay is not None:
+            p *= decay
+        # m <- b1 m + (1 - b1) g
+        m *= b1
+        xp.multiply(g, 1.0 - b1, out=tmp)
+        m += tmp
+        # v <- b2 v + (1 - b2) g^2
+        v *= b2
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v += tmp
+        # p <- p - lr m_hat / (sqrt(v_hat) + eps), written as torch does:
+        #      p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+        xp.sqrt(v, out=tmp)
+        tmp /= math.sqrt(1.0 - b2**t)
+        tmp += self.eps
+        xp.divide(m, tmp, out=tmp)
+        tmp *= lr / (1.0 - b1**t)
+        p -= tmp
 
     def state_dict(self) -> dict:
         """{"step": {name: int}, "m": {name: ndarray}, "v": {name: ndarray}}: NumPy copies, for checkpoints."""
@@ -133,7 +176,7 @@ class AdamW:
                         f"optimiser state {part}[{name!r}] has shape {tuple(saved.shape)}, "
                         f"the parameter has {tuple(p.shape)}"
                     )
-                buffers[name] = get_xp(p).array(saved, dtype=p.dtype)  # a copy, never an alias
+                buffers[name][...] = get_xp(p).asarray(saved, dtype=p.dtype)  # in place: packed views stay
             self.t[name] = int(state["step"][name])
 
 
@@ -163,12 +206,14 @@ def clip_grad_norm(grads: dict, max_norm: float) -> float:
     """
     # The per-array sums stay on the array's device, and one float() reads the total: on a GPU that
     # is one host sync per step instead of one per gradient array.
+    packed = packed_offsets(grads)
+    arrays = [packed[0]] if packed is not None else list(grads.values())  # one vector, if packed
     total = 0.0
-    for g in grads.values():
+    for g in arrays:
         total = total + get_xp(g).sum(get_xp(g).square(g), dtype=np.float64)
     norm = math.sqrt(float(total))
     scale = max_norm / (norm + 1e-6)
     if math.isfinite(norm) and scale < 1.0:  # norm > max_norm (up to the 1e-6)
-        for g in grads.values():
+        for g in arrays:
             g *= scale
     return norm

@@ -138,3 +138,40 @@ def test_adapter_trained_on_gpu_predicts_on_cpu(tmp_path, checkpoint_dir):
     cpu = minadapt.load_model(checkpoint_dir, device="cpu")
     cpu.load_adapter(path)
     assert np.abs(cpu.logits(*batch) - want).max() < 1e-4
+
+
+def test_fused_kernels_at_model_sizes(rng):
+    """The fused kernels (cuda_kernels.py) at the model's sizes: rows of H = 384, more values than
+    a block has threads, the [CLS]-only query of the last layer, padded keys; float64 and float32."""
+    for dtype, tol in ((np.float64, TOL), (np.float32, 1e-5)):
+        x = rng.normal(size=(3, 37, 384)).astype(dtype)
+        g, b = (1 + 0.1 * rng.normal(size=384)).astype(dtype), rng.normal(size=384).astype(dtype)
+        dy = rng.normal(size=x.shape).astype(dtype)
+        (yc, cc), (yg, cg) = _both(lambda *a: layernorm.forward(*a, 1e-12, False), x, g, b)
+        dc, dg = layernorm.backward(dy, cc), layernorm.backward(cupy.asarray(dy), cg)
+        for c_, g_ in ((yc, yg), (dc[0], dg[0])):
+            assert np.abs(backend.to_numpy(g_) - c_).max() <= tol * max(1.0, np.abs(c_).max())
+        mask = np.ones((3, 37))
+        mask[1, 20:] = 0
+        for tq in (37, 1):  # every query, then the [CLS] query alone
+            q = rng.normal(size=(3, tq, 48)).astype(dtype)
+            k, v = (rng.normal(size=(3, 37, 48)).astype(dtype) for _ in range(2))
+            out_c, cache_c = attention.forward(q, k, v, attention.mask_bias(mask, dtype), 4)
+            out_g, cache_g = attention.forward(*(cupy.asarray(t) for t in (q, k, v)),
+                                               attention.mask_bias(cupy.asarray(mask), dtype), 4)
+            dc_ = rng.normal(size=out_c.shape).astype(dtype)
+            pairs = [(out_c, out_g), *zip(attention.backward(dc_, cache_c),
+                                          attention.backward(cupy.asarray(dc_), cache_g))]
+            for c_, g_ in pairs:
+                assert np.abs(backend.to_numpy(g_) - c_).max() <= tol * max(1.0, np.abs(c_).max())
+
+
+def test_fused_dropout_keeps_the_right_share_and_scales_by_the_same_mask():
+    x = cupy.random.default_rng(1).standard_normal((256, 384), dtype=cupy.float32) + 3.0
+    y, cache = dropout.forward(x, 0.1, cupy.random.default_rng(0), True)
+    scale = backend.to_numpy(cache.scale)
+    assert set(np.unique(scale)) == {np.float32(0.0), np.float32(1 / 0.9)}
+    assert abs((scale == 0).mean() - 0.1) < 0.005  # 98k draws: 0.1 +- 0.001 (1 sigma)
+    np.testing.assert_array_equal(backend.to_numpy(y), backend.to_numpy(x) * scale)
+    dy = cupy.ones_like(x)
+    np.testing.assert_array_equal(backend.to_numpy(dropout.backward(dy, cache)[0]), scale)

@@ -225,3 +225,57 @@ def test_adamw_and_clipping_on_cupy_match_numpy():
     resumed = AdamW(on_gpu)
     resumed.load_state_dict(state, on_gpu)
     assert all(isinstance(a, cupy.ndarray) for a in resumed.v.values())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_parameters_step_as_one_vector_with_the_same_numbers(dtype):
+    """Parameters that tile one vector (as Model packs them) take the whole-vector path; it gives
+    bit-for-bit what the per-array path gives, decay and no-decay names alike, and clipping too."""
+    from minadapt.backend import pack, packed_offsets
+
+    loose = make_params(dtype=dtype)
+    names = sorted(loose)
+    vector, packed = pack({k: v.copy() for k, v in loose.items()}, names)
+    assert packed_offsets(packed)[0] is vector and packed_offsets(loose) is None
+    opts = {"loose": AdamW(loose, lr=0.05, weight_decay=0.3),
+            "packed": AdamW(packed, lr=0.05, weight_decay=0.3)}
+    assert opts["packed"]._packed is not None and opts["loose"]._packed is None
+    for s in range(4):
+        g_loose = make_grads(loose, s)
+        for k in g_loose:
+            g_loose[k] *= 10.0  # big enough to be clipped
+        _, g_packed = pack(g_loose, names)
+        norms = (clip_grad_norm(g_loose, 1.0), clip_grad_norm(g_packed, 1.0))
+        assert norms[0] == pytest.approx(norms[1], rel=1e-14)
+        for k in names:
+            np.testing.assert_allclose(g_loose[k], g_packed[k], rtol=1e-6 if dtype == np.float32 else 1e-14)
+            g_packed[k][...] = g_loose[k]  # the same gradients in, so the updates must agree exactly
+        opts["loose"].step(loose, g_loose, lr=0.05 * (s + 1))
+        opts["packed"].step(packed, g_packed, lr=0.05 * (s + 1))
+    for k in names:
+        assert np.array_equal(loose[k], packed[k]), k
+    assert packed_offsets(packed)[0] is vector  # still views of the same vector, updated in place
+    assert opts["packed"].state_dict()["step"] == {k: 4 for k in names}
+
+
+def test_model_packs_its_trainable_parameters(tmp_path):
+    from conftest import tiny_model, tiny_batch
+    from minadapt.backend import packed_offsets
+
+    model = tiny_model(dtype=np.float32)
+    model.add_adapter("a", bottleneck=3)
+    model.add_classification_head("a")
+    trainable = {k: model.params[k] for k in model.trainable}
+    assert packed_offsets(trainable) is not None
+    ids, mask, types, labels = tiny_batch()
+    _, _, grads = model.loss_and_grads(ids, mask, types, labels)
+    assert packed_offsets(grads)[1] == packed_offsets(trainable)[1]
+    opt = AdamW(trainable)
+    opt.step(model.params, grads)
+    # an adapter file loads into the packed views in place
+    path = model.save_adapter(tmp_path / "a.safetensors")
+    other = tiny_model(dtype=np.float32)
+    other.load_adapter(path, check_backbone=False)
+    assert packed_offsets({k: other.params[k] for k in other.trainable}) is not None
+    for k in model.trainable:
+        np.testing.assert_array_equal(other.params[k], model.params[k])

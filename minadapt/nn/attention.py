@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
+
 from ..backend import blockwise, get_xp
 from . import dropout
 
@@ -79,7 +81,12 @@ def forward(q, k, v, bias, n_heads, p_drop=0.0, rng=None, train=False):
     q, k, v = (split_heads(t, n_heads) for t in (q, k, v))
     scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     a = q @ k.transpose(0, 1, 3, 2)  # (B, nh, Tq, Tk), the raw scores q k^T
-    blockwise(lambda s, m: _softmax_block(s, m, scale), a, bias)  # now the probabilities
+    if get_xp(a) is np:
+        blockwise(lambda s, m: _softmax_block(s, m, scale), a, bias)  # now the probabilities
+    else:  # on a GPU: the same maths, one kernel
+        from ..cuda_kernels import softmax_forward
+
+        softmax_forward(a, bias, scale)
     a_drop, drop = dropout.forward(a, p_drop, rng, train)
     c = a_drop @ v  # (B, nh, Tq, hs)
     return merge_heads(c), AttentionCache(q, k, v, a, a_drop, drop)
@@ -96,7 +103,12 @@ def backward(dc, cache):
     # a~ = dropout(a)
     (da,) = dropout.backward(da, drop)
     # a = softmax(s), s = q k^T * scale + m: da becomes ds * scale, in place
-    blockwise(lambda a_, da_: _softmax_backward_block(a_, da_, scale), a, da)
+    if get_xp(a) is np:
+        blockwise(lambda a_, da_: _softmax_backward_block(a_, da_, scale), a, da)
+    else:
+        from ..cuda_kernels import softmax_backward
+
+        softmax_backward(a, da, scale)
     # s = q k^T
     dq = da @ k
     dk = da.transpose(0, 1, 3, 2) @ q

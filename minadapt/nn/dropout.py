@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from ..backend import get_xp, keep_mask
 
 
@@ -31,8 +33,15 @@ def forward(x, p, rng=None, train=True, scale=None):
     Returns (y, cache)."""
     if (not train or p == 0.0) and scale is None:
         return x, None
+    xp = get_xp(x)
+    if scale is None and xp is not np:  # on a GPU: draw uniforms, then mask and scale in one kernel
+        from ..cuda_kernels import elementwise
+
+        y, scale = elementwise("dropout_forward", rng.random(x.shape, dtype=np.float32), x,
+                               np.float32(p), x.dtype.type(1.0 / (1.0 - p)))
+        return y, DropoutCache(scale)
     if scale is None:
-        scale = make_scale(x.shape, p, rng, x.dtype, get_xp(x))
+        scale = make_scale(x.shape, p, rng, x.dtype, xp)
     return x * scale, DropoutCache(scale)
 
 
