@@ -37,8 +37,8 @@ def forward(x, p, rng=None, train=True, scale=None):
     if scale is None and xp is not np:  # on a GPU: draw uniforms, then mask and scale in one kernel
         from ..cuda_kernels import elementwise
 
-        y, scale = elementwise("dropout_forward", rng.random(x.shape, dtype=np.float32), x,
-                               np.float32(p), x.dtype.type(1.0 / (1.0 - p)))
+        y, scale = elementwise("dropout_forward", rng.random(x.shape, dtype=xp.float32), x,
+                               xp.float32(p), x.dtype.type(1.0 / (1.0 - p)))
         return y, DropoutCache(scale)
     if scale is None:
         scale = make_scale(x.shape, p, rng, x.dtype, xp)
