@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import blockwise, get_xp
+from ..backend import blockwise, get_xp, stacked_matmul
 from . import dropout
 
 
@@ -67,8 +67,20 @@ def _softmax_block(s, bias, scale):
     s /= s.sum(axis=-1, keepdims=True)
 
 
-def _softmax_backward_block(a, da, scale):
-    """In place: da <- a * (da - sum_j da_j a_j) * scale, the gradient w.r.t. q k^T."""
+def _softmax_dropout_block(s, bias, s_drop, drop_scale, scale, p_drop, rng):
+    """Softmax in place, then dropout of the block while it is still in cache: drop_scale <- the
+    mask / (1 - p), s_drop <- s * drop_scale. (The same as dropout.forward on the whole array, minus
+    one trip of the (B, nh, Tq, Tk) probabilities through memory.)"""
+    _softmax_block(s, bias, scale)
+    dropout.make_scale(s.shape, p_drop, rng, s.dtype, get_xp(s), out=drop_scale)
+    get_xp(s).multiply(s, drop_scale, out=s_drop)
+
+
+def _softmax_backward_block(a, da, scale, drop_scale=None):
+    """In place: da <- a * (da - sum_j da_j a_j) * scale, the gradient w.r.t. q k^T.
+    With drop_scale, da first goes back through the dropout: da <- da * drop_scale."""
+    if drop_scale is not None:
+        da *= drop_scale
     row = (da * a).sum(axis=-1, keepdims=True)
     da -= row
     da *= a
@@ -80,15 +92,22 @@ def forward(q, k, v, bias, n_heads, p_drop=0.0, rng=None, train=False):
     Returns (context (B, Tq, H), cache)."""
     q, k, v = (split_heads(t, n_heads) for t in (q, k, v))
     scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
-    a = q @ k.transpose(0, 1, 3, 2)  # (B, nh, Tq, Tk), the raw scores q k^T
-    if get_xp(a) is np:
-        blockwise(lambda s, m: _softmax_block(s, m, scale), a, bias)  # now the probabilities
-    else:  # on a GPU: the same maths, one kernel
-        from ..cuda_kernels import softmax_forward
+    a = stacked_matmul(q, k.transpose(0, 1, 3, 2))  # (B, nh, Tq, Tk), the raw scores q k^T
+    xp = get_xp(a)
+    if xp is np and train and p_drop > 0:  # softmax, then dropout, one cache-sized block at a time
+        a_drop, drop_scale = xp.empty_like(a), xp.empty_like(a)
+        blockwise(lambda s, m, sd, ds: _softmax_dropout_block(s, m, sd, ds, scale, p_drop, rng),
+                  a, bias, a_drop, drop_scale)
+        drop = dropout.DropoutCache(drop_scale)
+    else:
+        if xp is np:
+            blockwise(lambda s, m: _softmax_block(s, m, scale), a, bias)  # now the probabilities
+        else:  # on a GPU: the same maths, one kernel
+            from ..cuda_kernels import softmax_forward
 
-        softmax_forward(a, bias, scale)
-    a_drop, drop = dropout.forward(a, p_drop, rng, train)
-    c = a_drop @ v  # (B, nh, Tq, hs)
+            softmax_forward(a, bias, scale)
+        a_drop, drop = dropout.forward(a, p_drop, rng, train)
+    c = stacked_matmul(a_drop, v)  # (B, nh, Tq, hs)
     return merge_heads(c), AttentionCache(q, k, v, a, a_drop, drop)
 
 
@@ -98,18 +117,19 @@ def backward(dc, cache):
     dc = split_heads(dc, q.shape[1])
     scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     # in the forward pass this was: c = a~ v
-    dv = a_drop.transpose(0, 1, 3, 2) @ dc
-    da = dc @ v.transpose(0, 1, 3, 2)
-    # a~ = dropout(a)
-    (da,) = dropout.backward(da, drop)
-    # a = softmax(s), s = q k^T * scale + m: da becomes ds * scale, in place
-    if get_xp(a) is np:
+    dv = stacked_matmul(a_drop.transpose(0, 1, 3, 2), dc)
+    da = stacked_matmul(dc, v.transpose(0, 1, 3, 2))
+    # a~ = dropout(a), a = softmax(s), s = q k^T * scale + m: da becomes ds * scale, in place
+    if get_xp(a) is np and drop is not None:
+        blockwise(lambda a_, da_, ds_: _softmax_backward_block(a_, da_, scale, ds_), a, da, drop.scale)
+    elif get_xp(a) is np:
         blockwise(lambda a_, da_: _softmax_backward_block(a_, da_, scale), a, da)
-    else:
+    else:  # on a GPU: the dropout's product, then one kernel
+        (da,) = dropout.backward(da, drop)
         from ..cuda_kernels import softmax_backward
 
         softmax_backward(a, da, scale)
     # s = q k^T
-    dq = da @ k
-    dk = da.transpose(0, 1, 3, 2) @ q
+    dq = stacked_matmul(da, k)
+    dk = stacked_matmul(da.transpose(0, 1, 3, 2), q)
     return merge_heads(dq), merge_heads(dk), merge_heads(dv)

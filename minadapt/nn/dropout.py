@@ -22,10 +22,10 @@ class DropoutCache(NamedTuple):
     scale: object  # mask / (1 - p): 0 where dropped, 1/(1-p) where kept
 
 
-def make_scale(shape, p, rng, dtype, xp):
+def make_scale(shape, p, rng, dtype, xp, out=None):
     """The mask already multiplied by 1/(1-p); `rng` is a numpy (or cupy) Generator."""
     keep, p_used = keep_mask(rng, shape, p, xp)
-    return xp.multiply(keep, dtype.type(1.0 / (1.0 - p_used)), dtype=dtype)
+    return xp.multiply(keep, dtype.type(1.0 / (1.0 - p_used)), dtype=dtype, out=out)
 
 
 def forward(x, p, rng=None, train=True, scale=None):
