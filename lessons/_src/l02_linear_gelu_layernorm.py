@@ -334,8 +334,9 @@ Notes:
   and evaluation is the plain identity (`train=False` returns `x` itself and a `None` cache).
   It is linear in $x$, so the backward multiplies by the same mask. For a gradient check the mask
   must not change between calls: `forward(..., scale=...)` takes a fixed one. (On NumPy the mask is
-  drawn as 16 random bits per element, `backend.keep_mask`: twice as fast as float uniforms, with
-  $p$ rounded to a multiple of $2^{-16}$ and the scale computed from that rounded $p$.)
+  drawn as 16 random bits per element, `backend.keep_mask`, read straight from the generator's raw
+  64-bit output: about three times as fast as float uniforms, with $p$ rounded to a multiple of
+  $2^{-16}$ and the scale computed from that rounded $p$.)
 * Cross-entropy: with $\log p_{bc} = z_{bc} - \log\sum_k e^{z_{bk}}$, $\;\partial L/\partial z_{bc}
   = \frac1B(p_{bc} - \mathbb 1[c = y_b])$. The forward subtracts each row's maximum first
   (`log-sum-exp` cannot overflow that way) and works in log space.

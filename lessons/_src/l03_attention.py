@@ -78,7 +78,10 @@ subtracting any constant from the row, and subtracting the row's *maximum* makes
 $\le 0$, so `exp` cannot overflow (the largest term becomes exactly $e^0 = 1$). In `attention.forward`,
 the raw scores `q @ k^T` are turned into probabilities *in place* by `_softmax_block` (scale, add the
 mask bias, subtract the row maximum, `exp`, divide by the row sum), which `backend.blockwise` runs one
-block of sentences at a time so that the `(B, nh, Tq, Tk)` array stays in the CPU cache. Without the
+block of sentences at a time so that the `(B, nh, Tq, Tk)` array stays in the CPU cache. In training,
+the same pass also draws that block's dropout mask and applies it while the block is still in cache.
+(The products `q @ k^T` and `a @ v` are many small matrices, one per sentence and head; OpenBLAS runs
+each on one core, so `backend.stacked_matmul` shares the sentences out among the cores.) Without the
 shift:
 '''),
 code(r'''

@@ -5,9 +5,10 @@ Forward (training):  keep each element with probability 1 - p, scale kept ones b
 Backward:            dx = dy * mask / (1 - p)   (the same mask: dropout is linear in x)
 At evaluation (train=False) or p = 0 it is the identity and the cache is None.
 
-The mask is drawn as 16 random bits per element (backend.keep_mask), twice as fast as a float32
-uniform draw; so p is rounded to a multiple of 1/65536 (0.1 becomes 0.100006) and the scale uses
-that rounded p, which keeps E[y] = x exact.
+On NumPy the mask is drawn as 16 random bits per element (backend.keep_mask), about three times as
+fast as a float32 uniform draw; so p is rounded to a multiple of 1/65536 (0.1 becomes 0.100006) and
+the scale uses that rounded p, which keeps E[y] = x exact. On CuPy: float32 uniforms, then mask and
+product in one kernel.
 """
 from __future__ import annotations
 
