@@ -80,12 +80,10 @@ def _adapter_backward(dy, cache, i, where, run, grads):
     return dh
 
 
-def _linear_forward(x, params, prefix, run, add_bias=True):
-    """A named dense layer; frozen (no dW, no saved input) unless its weight is trainable.
-    add_bias=False leaves the bias to the caller (the FFN adds it inside GELU's pass)."""
+def _linear_forward(x, params, prefix, run):
+    """A named dense layer; frozen (no dW, no saved input) unless its weight is trainable."""
     frozen = prefix + "weight" not in run.trainable
-    b = params[prefix + "bias"] if add_bias else None
-    return linear.forward(x, params[prefix + "weight"], b, frozen=frozen)
+    return linear.forward(x, params[prefix + "weight"], params[prefix + "bias"], frozen=frozen)
 
 
 def _linear_backward(dy, cache, prefix, grads, need_dx=True):
@@ -183,8 +181,8 @@ def layer_forward(params, i, x, bias, qkv, cfg: BertConfig, run: Run, cls_only=F
     a += x_res
     h, ln1 = _ln_forward(a, params, p + "attention.output.LayerNorm.", cfg, run)
     # --- feed-forward ---
-    f, ffn_in = _linear_forward(h, params, p + "intermediate.dense.", run, add_bias=False)  # (B, T, F)
-    f, gelu_cache = gelu.forward(f, params[p + "intermediate.dense.bias"])  # + bias, then GELU
+    f, ffn_in = _linear_forward(h, params, p + "intermediate.dense.", run)  # (B, T, F)
+    f, gelu_cache = gelu.forward(f)
     o, ffn_out = _linear_forward(f, params, p + "output.dense.", run)
     o, drop2 = dropout.forward(o, p_hidden, run.rng, run.train)
     o, adapter2 = _adapter_forward(o, params, i, "output", run)

@@ -75,17 +75,6 @@ def test_gelu_is_exact_erf_form():
     assert np.max(np.abs(y32 - exact)) < 2e-6  # the float32 erf approximation
 
 
-def test_gelu_with_the_bias_added_inside(rng):
-    """gelu.forward(x, b) (the FFN's bias added in GELU's pass) is gelu(x + b), and its backward
-    is the gradient with respect to x + b, checked by finite differences."""
-    x, b, dy = rng.normal(size=(5, 7)), rng.normal(size=7), rng.normal(size=(5, 7))
-    y, cache = gelu.forward(x.copy(), b)
-    y_ref, _ = gelu.forward(x + b)
-    np.testing.assert_array_equal(y, y_ref)
-    (dx,) = gelu.backward(dy, cache)
-    assert check(lambda x_: gelu.forward(x_.copy(), b)[0], x, dy, dx) < TOL
-
-
 def test_dropout_with_fixed_mask(rng):
     x = rng.normal(size=(4, 6))
     scale = dropout.make_scale(x.shape, 0.3, rng, x.dtype, np)

@@ -25,31 +25,21 @@ class GeluCache(NamedTuple):
     cdf: object  # Phi(x), reused by backward
 
 
-def forward(x, bias=None):
-    """Inputs: x of any shape; bias (x.shape[-1],) or None. Returns (y, cache), y shaped like x.
-
-    With `bias`, x is first replaced, in place, by x + bias: the preceding linear layer's bias, added
-    here while each block of x is in cache rather than in a pass of its own over (B, T, F)."""
+def forward(x):
+    """Inputs: x of any shape. Returns (y, cache), y of the same shape."""
     xp = get_xp(x)
     if xp is not np:  # on a GPU: the same maths in one kernel (cuda_kernels.py says why)
         from ..cuda_kernels import elementwise
 
-        if bias is not None:
-            x += bias
         y, cdf = elementwise("gelu_forward", x)
         return y, GeluCache(x, cdf)
     y, cdf = xp.empty_like(x), xp.empty_like(x)
     rows = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
-    if bias is None:
-        blockwise(_forward_block, rows(x), rows(y), rows(cdf))  # cache-sized row blocks
-    else:
-        blockwise(lambda x_, y_, c_: _forward_block(x_, y_, c_, bias), rows(x), rows(y), rows(cdf))
+    blockwise(_forward_block, rows(x), rows(y), rows(cdf))  # cache-sized row blocks, all cores
     return y, GeluCache(x, cdf)
 
 
-def _forward_block(x, y, cdf, bias=None):
-    if bias is not None:
-        x += bias
+def _forward_block(x, y, cdf):
     erf(x * x.dtype.type(_INV_SQRT2), out=cdf)
     cdf += 1.0
     cdf *= 0.5  # Phi(x)
