@@ -58,11 +58,12 @@ for stage in "$@"; do
       ;;
     train)
       TIMEFORMAT='train wall (load, train, evaluations, saving): %R s'
-      time (minadapt train sst2 --device gpu --data-dir /tmp/data/sst2 --out /tmp/run ${TRAIN_ARGS:-} \
+      RUN=${RUN_DIR:-/tmp/run}
+      time (minadapt train sst2 --device gpu --data-dir /tmp/data/sst2 --out $RUN ${TRAIN_ARGS:-} \
         2>&1 | tr '\r' '\n' | grep -v '^\s*$' > $OUT/train_gpu.log) 2>&1 | tee -a $OUT/train_gpu.log
       tail -n 25 $OUT/train_gpu.log
-      cp /tmp/run/metrics.jsonl /tmp/run/training.png $OUT/ 2>/dev/null
-      minadapt eval --device cpu --adapter /tmp/run/adapter.safetensors --data-dir /tmp/data/sst2 \
+      cp $RUN/metrics.jsonl $RUN/training.png $OUT/ 2>/dev/null
+      minadapt eval --device cpu --adapter $RUN/adapter.safetensors --data-dir /tmp/data/sst2 \
         2>&1 | tail -n 3 | tee -a $OUT/train_gpu.log
       ;;
     *) echo "unknown stage $stage"; exit 2 ;;
