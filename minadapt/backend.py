@@ -25,7 +25,8 @@ def _keep_freed_memory() -> None:
     (measured with `minadapt bench`). Keeping arrays up to 32 MB (glibc's limit) on the heap and
     never trimming it makes each step reuse the last step's pages. Peak memory is unchanged.
     "Never" must be meant: with a 1 GB trim threshold, a step at L=128 (1.2 GB of activations)
-    still gave 170 MB back at its end and faulted it in again in the next, 1.6 s -> 2.2 s a step."""
+    still gave 170 MB back at its end and faulted it in again in the next: 1.7-3.3 s a step
+    instead of 1.5-1.7 s."""
     try:
         import ctypes
 
