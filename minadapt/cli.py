@@ -38,6 +38,17 @@ def _common(p, weights=True):
                    help="where the maths runs (default: $MINADAPT_DEVICE or cpu)")
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help, except when there is no default to show or the
+    help already says what the default is."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if action.default is None or "default" in help_text:
+            return help_text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
@@ -48,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     t = sub.add_parser("train", help="train an adapter + classification head on a task",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=_DefaultsHelp,
                        description="Train two Houlsby adapters per layer and a classification "
                        "head on SST-2; the backbone stays frozen. Writes OUT/adapter.safetensors, "
                        "OUT/metrics.jsonl and OUT/training.png. Ctrl-C saves a checkpoint; "
@@ -60,22 +71,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=d.out, help="output folder")
     t.add_argument("--bottleneck", type=int, default=d.bottleneck,
                    help="adapter width m: each adapter has 2*m*H + m + H parameters")
-    t.add_argument("--non-linearity", default=d.non_linearity, choices=["swish", "gelu", "relu"])
+    t.add_argument("--non-linearity", default=d.non_linearity, choices=["swish", "gelu", "relu"],
+                   help="f between the adapter's down- and up-projection")
     t.add_argument("--train-layer-norms", action="store_true",
                    help="also train the layers' LayerNorms (as Houlsby et al. did)")
     t.add_argument("--epochs", type=float, default=d.epochs, help="passes over the training set")
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps "
                    "(overrides --epochs)")
-    t.add_argument("--batch-size", type=int, default=d.batch_size)
+    t.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="sentences per step (batches group sentences of similar length)")
     t.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
     t.add_argument("--warmup", type=float, default=d.warmup,
                    help="fraction of steps for the linear warm-up")
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="AdamW's decoupled decay (not applied to biases and LayerNorms)")
     t.add_argument("--eval-every", type=int, default=d.eval_every,
                    help="steps between dev evaluations and checkpoints (0: only at the end)")
     t.add_argument("--train-subset", type=int, default=None, metavar="N",
                    help="train on the first N sentences only")
-    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--seed", type=int, default=d.seed,
+                   help="adapter init, batch order and dropout masks; a run is reproducible from it")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
 
     e = sub.add_parser("eval", help="dev accuracy of a saved adapter",
@@ -99,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--weights-dir", metavar="DIR", help="default: $MINADAPT_WEIGHTS or ./weights")
 
     b = sub.add_parser("bench", help="time training and inference steps",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=_DefaultsHelp,
                        description="Time a full training step and an inference step at batch 32 "
                        "and several lengths; optionally against PyTorch + AdapterHub in the same run.")
     from . import bench
