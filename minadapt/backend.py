@@ -265,31 +265,36 @@ def _erf32(x, out=None):
 # for its single thread pool). Measured on the 2-core benchmark machine at B=32, T=128:
 # 7-8 ms -> ~5 ms a product, and attention's forward + backward 89 -> 68 ms a layer. Below about
 # 64 x 64 x 64 multiply-adds a product, the hand-off costs more than it saves (L=16: 3.1 -> 4.2 ms).
-_BLAS = {}
 _SPLIT_MIN_WORK = 1 << 18
+_OPENBLAS = []  # [found or None], looked up once
 
 
-def _openblas():
-    """(set_num_threads, get_num_threads) of the OpenBLAS NumPy loaded, or None (another BLAS)."""
-    if "fns" not in _BLAS:
-        _BLAS["fns"] = None
+def openblas():
+    """The OpenBLAS NumPy loaded, as (library path, fn) with fn(name) -> that ctypes function
+    (e.g. fn("set_num_threads")) under whichever symbol prefix this build uses; None for another
+    BLAS, or where /proc/self/maps does not exist (not Linux)."""
+    if not _OPENBLAS:
+        _OPENBLAS.append(_find_openblas())
+    return _OPENBLAS[0]
+
+
+def _find_openblas():
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return None
+    for path in libs:
         try:
-            import ctypes
-
-            with open("/proc/self/maps") as f:
-                libs = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
-            for path in libs:
-                lib = ctypes.CDLL(path)
-                for prefix, suffix in (("scipy_openblas_", "64_"), ("openblas_", "64_"), ("openblas_", "")):
-                    setter = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
-                    getter = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                    if setter is not None and getter is not None:
-                        setter.argtypes = [ctypes.c_int]
-                        _BLAS["fns"] = (setter, getter)
-                        return _BLAS["fns"]
-        except OSError:  # no /proc (not Linux), or the library cannot be opened: plain products
-            pass
-    return _BLAS["fns"]
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas_", "64_"), ("openblas_", "64_"), ("openblas_", "")):
+            if hasattr(lib, f"{prefix}get_num_threads{suffix}"):
+                return path, lambda name, lib=lib, pre=prefix, suf=suffix: getattr(lib, pre + name + suf)
+    return None
 
 
 def _cores() -> int:
@@ -303,7 +308,7 @@ def stacked_matmul(a, b):
     n = a.shape[0]
     cores = min(_cores(), n)
     small = a.shape[-2] * a.shape[-1] * b.shape[-1] < _SPLIT_MIN_WORK
-    blas = _openblas() if get_xp(a) is np and cores > 1 and not small else None
+    blas = openblas() if get_xp(a) is np and cores > 1 and not small else None
     if blas is None:
         return a @ b
     global _MATMUL_POOL
@@ -313,7 +318,7 @@ def stacked_matmul(a, b):
         _MATMUL_POOL = ThreadPoolExecutor(cores, thread_name_prefix="minadapt-matmul")
     out = np.empty(a.shape[:-1] + b.shape[-1:], np.result_type(a, b))
     step = -(-n // cores)
-    set_threads, get_threads = blas
+    set_threads, get_threads = blas[1]("set_num_threads"), blas[1]("get_num_threads")
     before = get_threads()
     set_threads(1)
     try:

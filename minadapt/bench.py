@@ -233,25 +233,15 @@ def blas_runtime() -> dict:
     ctypes from the library itself, so it shows whether OPENBLAS_NUM_THREADS took effect)."""
     import ctypes
 
-    try:
-        with open("/proc/self/maps") as f:
-            libs = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
-    except OSError:
+    from .backend import openblas
+
+    found = openblas()
+    if found is None:
         return {}
-    for path in sorted(libs):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas_", "64_"), ("openblas_", "64_"), ("openblas_", "")):
-            try:
-                corename = getattr(lib, f"{prefix}get_corename{suffix}")
-                threads = getattr(lib, f"{prefix}get_num_threads{suffix}")
-            except AttributeError:
-                continue
-            corename.restype = ctypes.c_char_p
-            return {"library": Path(path).name, "corename": corename().decode(), "threads": threads()}
-    return {}
+    path, fn = found
+    corename = fn("get_corename")
+    corename.restype = ctypes.c_char_p
+    return {"library": Path(path).name, "corename": corename().decode(), "threads": fn("get_num_threads")()}
 
 
 def thread_env(threads: int, openblas_timeout: int = 0) -> dict:
