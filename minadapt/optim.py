@@ -66,7 +66,7 @@ class AdamW:
         if self._packed is not None:
             vector, offsets = self._packed
             xp = get_xp(vector)
-            self._m_vec, self._v_vec, self._tmp_vec = (xp.zeros_like(vector) for _ in range(3))
+            self._m_vec, self._v_vec = xp.zeros_like(vector), xp.zeros_like(vector)
             self._decay_vec = xp.zeros(vector.shape, dtype=bool)
             self.m, self.v = {}, {}
             for name, p in params.items():
@@ -77,10 +77,10 @@ class AdamW:
         else:
             self.m = {name: get_xp(p).zeros_like(p) for name, p in params.items()}
             self.v = {name: get_xp(p).zeros_like(p) for name, p in params.items()}
-        # One flat scratch buffer per (array module, dtype), as large as the largest parameter;
-        # each update borrows a view of it shaped like its parameter.
+        # One flat scratch buffer per (array module, dtype), as large as the largest parameter
+        # (or the packed vector); each update borrows a view of it shaped like what it updates.
         self._scratch = {}
-        for p in params.values():
+        for p in [*params.values(), *(self._packed[:1] if self._packed else [])]:
             key = (get_xp(p).__name__, p.dtype.str)
             if key not in self._scratch or self._scratch[key].size < p.size:
                 self._scratch[key] = get_xp(p).empty(p.size, dtype=p.dtype)
@@ -106,7 +106,7 @@ class AdamW:
             if self.weight_decay:
                 f = vector.dtype.type(1.0 - lr * self.weight_decay)  # the per-array path's factor
                 decay = get_xp(vector).where(self._decay_vec, f, vector.dtype.type(1.0))
-            self._update(vector, g, self._m_vec, self._v_vec, self._tmp_vec, self.t[self.names[0]],
+            self._update(vector, g, self._m_vec, self._v_vec, self._work(vector), self.t[self.names[0]],
                          lr, decay)
             return
         for name, g in grads.items():
