@@ -169,6 +169,17 @@ def box(ax, xc, y, text, colour, w=3.6, hgt=0.62, bold=False):
     ax.text(xc, y, text, ha="center", va="center", fontsize=9, weight="bold" if bold else "normal")
 
 
+def node(ax, xc, y, text, colour, fontsize=10, **box_kw):
+    """One step of a diagram: a plain label (colour None), a "+" (colour "plus"), or a box."""
+    if colour is None:
+        ax.text(xc, y, text, ha="center", va="center", fontsize=fontsize, style="italic")
+    elif colour == "plus":
+        ax.add_patch(Circle((xc, y), 0.22, fc="white", ec="black"))
+        ax.text(xc, y, "+", ha="center", va="center", fontsize=13)
+    else:
+        box(ax, xc, y, text, colour, **box_kw)
+
+
 def arrow(ax, start, end, **kw):
     ax.annotate("", xy=end, xytext=start,
                 arrowprops=dict(arrowstyle="-|>", color=kw.get("color", "black"), lw=1.1, shrinkA=0, shrinkB=0))
@@ -182,13 +193,7 @@ half = {None: 0.2, "plus": 0.22}
 fig, ax = plt.subplots(figsize=(11, 11))
 xc = 0.0
 for j, (text, colour) in enumerate(steps):
-    if colour is None:
-        ax.text(xc, j, text, ha="center", va="center", fontsize=10, style="italic")
-    elif colour == "plus":
-        ax.add_patch(Circle((xc, j), 0.22, fc="white", ec="black"))
-        ax.text(xc, j, "+", ha="center", va="center", fontsize=13)
-    else:
-        box(ax, xc, j, text, colour, bold=colour == ADAPTER, hgt=0.72 if "\n" in text else 0.62)
+    node(ax, xc, j, text, colour, bold=colour == ADAPTER, hgt=0.72 if "\n" in text else 0.62)
     if j:
         top_of_previous = (j - 1) + half.get(steps[j - 1][1], 0.31 if "\n" not in steps[j - 1][0] else 0.36)
         arrow(ax, (xc, top_of_previous), (xc, j - half.get(colour, 0.31 if "\n" not in text else 0.36)))
@@ -207,13 +212,7 @@ inner = [("h   (N, H)", None), ("down: W_down, b_down  (H→m)", ADAPTER), ("swi
 y0 = 1.5
 for j, (text, colour) in enumerate(inner):
     y = y0 + 1.1 * j
-    if colour is None:
-        ax.text(ix, y, text, ha="center", va="center", fontsize=9, style="italic")
-    elif colour == "plus":
-        ax.add_patch(Circle((ix, y), 0.22, fc="white", ec="black"))
-        ax.text(ix, y, "+", ha="center", va="center", fontsize=13)
-    else:
-        box(ax, ix, y, text, colour, w=4.2)
+    node(ax, ix, y, text, colour, fontsize=9, w=4.2)
     if j:
         arrow(ax, (ix, y - 1.1 + (0.2 if inner[j - 1][1] is None else 0.31)), (ix, y - (0.22 if colour == "plus" else 0.31)))
 right = ix + 2.5
