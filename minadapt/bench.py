@@ -84,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=_non_negative, default=5, help="untimed steps first")
     p.add_argument("--steps", type=_positive, default=20, help="timed steps (median, min, max)")
     p.add_argument("--threads", type=_positive, default=2,
-                   help="threads of each subprocess (OPENBLAS/OMP/MKL_NUM_THREADS, MINADAPT_THREADS)")
+                   help="BLAS/OpenMP threads of each subprocess (OPENBLAS/OMP/MKL_NUM_THREADS)")
     p.add_argument("--openblas-timeout", type=_non_negative, default=0, metavar="N",
                    help="OPENBLAS_THREAD_TIMEOUT for the subprocesses: idle OpenBLAS threads "
                    "spin for 2^N cycles before they sleep (N clamped to 4..30; OpenBLAS's own "
