@@ -142,6 +142,17 @@ def test_find_bad_env_var_is_an_error_not_a_download(tmp_path, monkeypatch, fake
     assert fake_hub.calls == []
 
 
+def test_find_relative_env_var_says_where_it_was_read_from(tmp_path, monkeypatch, fake_hub):
+    """A relative $MINADAPT_DATA is read from the current directory, which for a notebook is not
+    the shell's: the error names that directory and suggests an absolute path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINADAPT_DATA", "../elsewhere")
+    with pytest.raises(DataError, match="relative path") as e:
+        find_sst2()
+    assert str(tmp_path) in str(e.value) and "absolute" in str(e.value)
+    assert fake_hub.calls == []
+
+
 @pytest.fixture
 def fake_hub(tmp_path, monkeypatch):
     """minadapt.hub with its cache in tmp_path and a fetch_sst2 that writes a tiny data set."""

@@ -155,7 +155,12 @@ def find_sst2(data_dir: str | Path | None = None, download: bool = True) -> Path
     if env:
         found = first_complete([Path(env).expanduser() / "sst2"])
         if found is None:
-            raise _not_found(looked, f" under ${ENV_VAR}={env}")
+            where = f" under ${ENV_VAR}={env}"
+            if not Path(env).expanduser().is_absolute():  # read from *this* process's directory,
+                # which for a notebook (pytest runs them in lessons/) is not the shell's
+                where += (f", a relative path, read from {Path.cwd()}; an absolute one works "
+                          "from anywhere")
+            raise _not_found(looked, where)
         return found
 
     from minadapt import hub  # lazily: reading local files needs no network code
