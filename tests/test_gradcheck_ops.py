@@ -174,3 +174,29 @@ def test_adapter_init_is_identity(rng):
                            p["adapter_up.weight"], p["adapter_up.bias"])
     assert np.array_equal(y, h)
     assert np.any(p["adapter_down.0.weight"] != 0)
+
+
+def _softmax_ref(s, padded):
+    """softmax over the last axis in float64 with padded keys at exactly 0"""
+    s = s.astype(np.float64)
+    e = np.where(padded, 0.0, np.exp(s - np.where(padded, -np.inf, s).max(-1, keepdims=True)))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("case", ["row far below", "padded key 0", "all near"])
+def test_attention_softmax_shift(rng, case):
+    """The softmax shifts by each head's maximum score, and falls back to each row's maximum when
+    a row may lie too far below it (its exps would underflow): every case is the exact softmax."""
+    B, nh, Tq, Tk = 2, 3, 4, 5
+    s = rng.normal(size=(B, nh, Tq, Tk))
+    padded = np.zeros((B, 1, 1, Tk), bool)
+    if case == "row far below":
+        s[0, 1, 2] -= 500.0  # with the head's maximum, this row's float32 exps would all be 0
+    if case == "padded key 0":
+        padded[1, ..., 0] = True  # the check reads key 0's score, so it cannot vouch for rows
+    for dtype, tol in ((np.float64, 1e-15), (np.float32, 1e-6)):
+        got = s.astype(dtype)
+        want = _softmax_ref(got, padded)
+        attention._softmax_block(got, np.where(padded, np.finfo(dtype).min, 0).astype(dtype))
+        assert np.all(np.isfinite(got))
+        assert rel_error(got, want) < tol
