@@ -258,6 +258,57 @@ def _erf32(x, out=None):
     return np.divide(p, q, out=t)
 
 
+# GELU's gate is Phi(x) = (1 + erf(x / sqrt 2)) / 2. Substituting t = x / sqrt 2 into erf's rational
+# form t P(t^2) / Q(t^2), and folding in the halving, gives Phi(x) = 1/2 + x P'(x^2) / Q'(x^2), with
+#   P'(w) = P(w / 2) / (2 sqrt 2),   Q'(w) = Q(w / 2):
+# the same approximation, three passes over the array fewer (no x / sqrt 2, no + 1, no / 2).
+def _substituted(coefficients, factor):
+    """Coefficients of c(w / 2) * factor, for c given highest power first."""
+    n = len(coefficients) - 1
+    return tuple(float(c) * factor / 2.0 ** (n - i) for i, c in enumerate(coefficients))
+
+
+_PHI_P = _substituted(_ERF_ALPHA, 1.0 / (2.0 * math.sqrt(2.0)))
+_PHI_Q = _substituted(_ERF_BETA, 1.0)
+_PHI_CLIP = 4.0 * math.sqrt(2.0)  # where erf(x / sqrt 2) is +-1 in float32
+
+
+def normal_cdf(x, out=None):
+    """Phi(x), the standard normal CDF, elementwise: exact in float64, float32-accurate in float32
+    (erf's approximation above, with the constants folded in)."""
+    if get_xp(x) is not np or x.dtype != np.float32:
+        r = erf(x * x.dtype.type(1.0 / math.sqrt(2.0)), out=out)
+        r += 1.0
+        r *= 0.5
+        return r
+    t = np.clip(x, -_PHI_CLIP, _PHI_CLIP, out=out)
+    w = t * t
+    p = w * np.float32(_PHI_P[0]) + np.float32(_PHI_P[1])
+    for a in _PHI_P[2:]:
+        p *= w
+        p += np.float32(a)
+    p *= t
+    q = w * np.float32(_PHI_Q[0]) + np.float32(_PHI_Q[1])
+    for b in _PHI_Q[2:]:
+        q *= w
+        q += np.float32(b)
+    np.divide(p, q, out=t)
+    t += 0.5
+    return t
+
+
+# --- sums along short rows -------------------------------------------------------------------------
+def row_sums(x, scale=1.0):
+    """x (..., n) -> (..., 1): each row's sum (times `scale`), as the matrix-vector product x @ 1.
+
+    For many short rows (n = 64 to 384) NumPy's reduction x.sum(axis=-1) spends more time per row
+    than on the additions; BLAS does the same sums as one product 3-6x faster (measured here: 18 vs
+    110 us for 3840 rows of 64, 15 vs 55 us for 682 rows of 384). The result is the same up to
+    rounding (a different order of additions)."""
+    xp = get_xp(x)
+    return x @ xp.full((x.shape[-1], 1), scale, x.dtype)
+
+
 # --- stacked small matrix products ---------------------------------------------------------------
 # Attention multiplies B x nh small matrices (T x hs by hs x T, T <= 128). OpenBLAS runs each of
 # those products on one core: threading a 128 x 128 x 32 product costs more than it saves (measured:

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import blockwise, get_xp, stacked_matmul
+from ..backend import blockwise, get_xp, row_sums, stacked_matmul
 from . import dropout
 
 
@@ -67,14 +67,8 @@ def merge_heads(x):
 # Over the many short rows of the scores (64 keys, say), NumPy's row reductions cost more than the
 # arithmetic: in one block at Tk = 64, s.max(axis=-1) took 240 us and s.sum(axis=-1) 110 us, against
 # 18 us for the maximum over each head's whole (Tq, Tk) matrix and 18 us for the row sums as the
-# matrix-vector product s @ 1 (which BLAS does). The softmax below uses those two.
+# matrix-vector product s @ 1 (backend.row_sums). The softmax below uses those two.
 _FAR_BELOW = 60.0  # exp(-60) ~ 1e-26 is still a normal float32: nothing that matters underflows
-
-
-def _row_sums(x):
-    """x (..., n) -> (..., 1): the sums of x's rows, as x @ ones (see above)."""
-    xp = get_xp(x)
-    return x @ xp.ones((x.shape[-1], 1), x.dtype)
 
 
 def _softmax_block(s, bias):
@@ -91,7 +85,7 @@ def _softmax_block(s, bias):
         c = s.max(axis=-1, keepdims=True)
     s -= c
     xp.exp(s, out=s)
-    s /= _row_sums(s)
+    s /= row_sums(s)
 
 
 def _softmax_dropout_block(s, bias, s_drop, drop_scale, p_drop, rng):
@@ -108,7 +102,7 @@ def _softmax_backward_block(a, da, drop_scale=None):
     With drop_scale, da first goes back through the dropout: da <- da * drop_scale."""
     if drop_scale is not None:
         da *= drop_scale
-    da -= _row_sums(da * a)
+    da -= row_sums(da * a)
     da *= a
 
 

@@ -4,8 +4,8 @@ Forward:   y = x Phi(x),   Phi(x) = (1 + erf(x / sqrt 2)) / 2     (the standard 
 Backward:  dy/dx = Phi(x) + x phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)   (its density)
 
 The tanh approximation 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))) differs by up to ~1e-3 and
-would drift away from the checkpoint: we keep erf (backend.erf: exact in float64, a float32-accurate
-rational approximation in float32).
+would drift away from the checkpoint: we keep erf (backend.normal_cdf: exact in float64, a
+float32-accurate rational approximation of erf in float32).
 """
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import blockwise, erf, get_xp
+from ..backend import blockwise, get_xp, normal_cdf
 
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
@@ -40,9 +39,7 @@ def forward(x):
 
 
 def _forward_block(x, y, cdf):
-    erf(x * x.dtype.type(_INV_SQRT2), out=cdf)
-    cdf += 1.0
-    cdf *= 0.5  # Phi(x)
+    normal_cdf(x, out=cdf)  # Phi(x)
     get_xp(x).multiply(x, cdf, out=y)
 
 
