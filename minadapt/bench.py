@@ -83,6 +83,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive, default=32)
     p.add_argument("--warmup", type=_non_negative, default=5, help="untimed steps first")
     p.add_argument("--steps", type=_positive, default=20, help="timed steps (median, min, max)")
+    p.add_argument("--rounds", type=_positive, default=1,
+                   help="time each length's minadapt/torch pair this many times, alternating which "
+                   "goes first; each row then shows the median over the rounds, and the ratio is "
+                   "the median of the rounds' ratios (on a machine whose speed drifts, two runs "
+                   "side by side compare more fairly than two runs minutes apart)")
     p.add_argument("--threads", type=_positive, default=2,
                    help="BLAS/OpenMP threads of each subprocess (OPENBLAS/OMP/MKL_NUM_THREADS)")
     p.add_argument("--openblas-timeout", type=_non_negative, default=0, metavar="N",
@@ -114,8 +119,9 @@ class Gemm(NamedTuple):
       "x @ W.T"   x (m, k), W (n, k): a linear forward, W in torch layout (out, in)
       "dy @ W"    dy (m, k), W (k, n): a linear backward's dx
       "dy.T @ x"  dy (k, m), x (k, n): a linear backward's dW
-      "q @ k.T", "a @ v", "a.T @ dc"   attention's batched products over (B, nh), where q, k, v
-                  and dc are per-head views of (B, T, H) arrays and a is a contiguous (B, nh, Tq, Tk)
+      "a @ b", "a.T @ b", "a.T @ dc", "dc @ b"   attention's batched products over (B, nh), through
+                  backend.stacked_matmul: a and b are contiguous (B, nh, ., .) arrays (attention
+                  copies q, k^T and v so), dc a per-head view of the (B, T, H) gradient
     """
     name: str
     phase: str  # "fwd" or "bwd"
@@ -143,13 +149,13 @@ def _linear(name, rows, d_in, d_out, train, trainable, need_dx=True):
 
 def _attention(B, nh, Tq, Tk, hs, train):
     bh = (B, nh)
-    out = [Gemm("attn scores q k^T", "fwd", "q @ k.T", bh, Tq, hs, Tk),
-           Gemm("attn context a v", "fwd", "a @ v", bh, Tq, Tk, hs)]
+    out = [Gemm("attn scores q k^T", "fwd", "a @ b", bh, Tq, hs, Tk),
+           Gemm("attn context a v", "fwd", "a @ b", bh, Tq, Tk, hs)]
     if train:
         out += [Gemm("attn dv = a^T dc", "bwd", "a.T @ dc", bh, Tk, Tq, hs),
-                Gemm("attn da = dc v^T", "bwd", "q @ k.T", bh, Tq, hs, Tk),
-                Gemm("attn dq = ds k", "bwd", "a @ v", bh, Tq, Tk, hs),
-                Gemm("attn dk = ds^T q", "bwd", "a.T @ dc", bh, Tk, Tq, hs)]
+                Gemm("attn da = dc v^T", "bwd", "dc @ b", bh, Tq, hs, Tk),
+                Gemm("attn dq = ds k", "bwd", "a @ b", bh, Tq, Tk, hs),
+                Gemm("attn dk = ds^T q", "bwd", "a.T @ b", bh, Tk, Tq, hs)]
     return out
 
 
@@ -492,16 +498,21 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
     if g.expr == "dy.T @ x":
         dy, x = r(g.k, g.m), r(g.k, g.n)
         return lambda: dy.T @ x
+    from .backend import stacked_matmul
+
     B, nh = g.batch
-    if g.expr == "q @ k.T":
-        q, k = heads(r(B, g.m, nh * g.k), nh), heads(r(B, g.n, nh * g.k), nh)
-        return lambda: q @ k.transpose(0, 1, 3, 2)
-    if g.expr == "a @ v":
-        a, v = r(B, nh, g.m, g.k), heads(r(B, g.k, nh * g.n), nh)
-        return lambda: a @ v
+    if g.expr == "a @ b":
+        a, b = r(B, nh, g.m, g.k), r(B, nh, g.k, g.n)
+        return lambda: stacked_matmul(a, b)
+    if g.expr == "a.T @ b":
+        a, b = r(B, nh, g.k, g.m), r(B, nh, g.k, g.n)
+        return lambda: stacked_matmul(a.transpose(0, 1, 3, 2), b)
     if g.expr == "a.T @ dc":
         a, dc = r(B, nh, g.k, g.m), heads(r(B, g.k, nh * g.n), nh)
-        return lambda: a.transpose(0, 1, 3, 2) @ dc
+        return lambda: stacked_matmul(a.transpose(0, 1, 3, 2), dc)
+    if g.expr == "dc @ b":
+        dc, b = heads(r(B, g.m, nh * g.k), nh), r(B, nh, g.k, g.n)
+        return lambda: stacked_matmul(dc, b)
     raise ValueError(f"unknown gemm expression {g.expr!r}")
 
 
@@ -557,10 +568,38 @@ def run_blas_worker(args) -> dict:
 
 
 # --- the parent: plan, spawn, collect --------------------------------------------------------------
-def plan_runs(lengths, compare: str) -> list[tuple[str, int]]:
-    """The order of the subprocesses: per length minadapt, then torch, so they interleave."""
+def plan_runs(lengths, compare: str, rounds: int = 1) -> list[tuple[str, int]]:
+    """The order of the subprocesses: per length minadapt, then torch, so they interleave; with
+    several rounds, the next round of that length swaps the order (A B, B A, A B, ...), so neither
+    side always runs first on a machine that speeds up or slows down."""
     impls = ["minadapt"] + (["torch"] if compare == "torch" else [])
-    return [(impl, L) for L in lengths for impl in impls]
+    return [(impl, L) for L in lengths for r in range(rounds)
+            for impl in (impls if r % 2 == 0 else impls[::-1])]
+
+
+def merge_rounds(results: list[dict]) -> dict:
+    """One row's result from its rounds: every timing's median is the median of the rounds'
+    medians, its min and max the extremes over all rounds; peak memory the largest. The rounds
+    themselves are kept under "rounds" (when there are several)."""
+    if len(results) == 1:
+        return results[0]
+    merged = dict(results[-1])
+    for key, value in results[0].items():
+        if key.endswith("_ms") and isinstance(value, dict):
+            stats = [r[key] for r in results if r.get(key)]
+            merged[key] = {"median": round(statistics.median(x["median"] for x in stats), 3),
+                           "min": min(x["min"] for x in stats), "max": max(x["max"] for x in stats)}
+        elif key.startswith("peak_") and isinstance(value, (int, float)):
+            merged[key] = max(r[key] for r in results)
+    merged["rounds"] = results
+    return merged
+
+
+def paired_ratio(ours: list[dict], theirs: list[dict], key: str):
+    """The median over rounds of ours[i][key] / theirs[i][key] (each round's pair ran side by side)."""
+    ratios = [ratio(a, b, key) for a, b in zip(ours, theirs)]
+    ratios = [r for r in ratios if r is not None]
+    return round(statistics.median(ratios), 3) if ratios else None
 
 
 def machine_busy_s() -> float | None:
@@ -838,11 +877,11 @@ def main(args) -> int:
     env = thread_env(args.threads, args.openblas_timeout)
     report = {"machine": {**machine_info(), "load_start": _load()},
               "config": {"batch_size": args.batch_size, "lengths": args.lengths, "warmup": args.warmup,
-                         "steps": args.steps, "threads": args.threads, "compare": args.compare,
-                         "device": args.device or "cpu", "weights": str(weights), "env": env,
+                         "steps": args.steps, "rounds": args.rounds, "threads": args.threads,
+                         "compare": args.compare, "device": args.device or "cpu", "weights": str(weights), "env": env,
                          "adapter": "Houlsby, bottleneck 64, swish; head 2 labels", "dtype": "float32"},
               "rows": []}
-    results: dict = {}
+    results: dict = {}  # (impl, L) -> [one result per round]
     loads: dict = {}
     tmp_json = Path(args.json).with_name(Path(args.json).name + ".torch.tmp")
 
@@ -852,8 +891,8 @@ def main(args) -> int:
         print(f"bench: {what} (load average {_load():.2f}) ...", file=sys.stderr, flush=True)
         return _spawn(cmd, env, what)
 
-    for impl, L in plan_runs(args.lengths, args.compare):
-        loads[(impl, L)] = _load()
+    for impl, L in plan_runs(args.lengths, args.compare, args.rounds):
+        loads.setdefault((impl, L), _load())
         if impl == "minadapt":
             res = _last_json(spawn(worker_command(args, L, weights=weights), f"minadapt L={L}"),
                              f"minadapt L={L}")
@@ -862,18 +901,20 @@ def main(args) -> int:
             _, usage = spawn(torch_command(args, L, weights, tmp_json), f"torch L={L}")
             res = {**json.loads(tmp_json.read_text()), "process": usage}
             tmp_json.unlink()
-        results[(impl, L)] = res
+        results.setdefault((impl, L), []).append(res)
         print(f"bench: {impl} L={L}: train {res['train_ms']['median']:.1f} ms, infer "
               f"{res['infer_ms']['median']:.1f} ms, peak RSS {res['peak_rss_mb']:.0f} MB",
               file=sys.stderr, flush=True)
     for L in args.lengths:
-        a, t = results[("minadapt", L)], results.get(("torch", L))
+        a_rounds, t_rounds = results[("minadapt", L)], results.get(("torch", L))
+        a, t = merge_rounds(a_rounds), t_rounds and merge_rounds(t_rounds)
         report["rows"].append({"L": L, "minadapt": a, "torch": t,
                                "load1": {impl: loads.get((impl, L)) for impl in ("minadapt", "torch")
                                          if (impl, L) in loads},
                                "ratio": None if t is None else {
-                                   "train": ratio(a, t, "train_ms"), "infer": ratio(a, t, "infer_ms"),
-                                   "rss": ratio(a, t, memory_key(report))}})
+                                   "train": paired_ratio(a_rounds, t_rounds, "train_ms"),
+                                   "infer": paired_ratio(a_rounds, t_rounds, "infer_ms"),
+                                   "rss": paired_ratio(a_rounds, t_rounds, memory_key(report))}})
     report["machine"]["load_end"] = _load()
 
     if args.profile:
@@ -888,8 +929,8 @@ def main(args) -> int:
     if lengths is not None:
         report["epoch_estimate"] = {}
         for impl in ("minadapt", "torch"):
-            step_ms = {L: results[(impl, L)]["train_ms"]["median"] for L in args.lengths
-                       if (impl, L) in results}
+            step_ms = {L: merge_rounds(results[(impl, L)])["train_ms"]["median"]
+                       for L in args.lengths if (impl, L) in results}
             if step_ms:
                 report["epoch_estimate"][impl] = epoch_estimate(step_ms, lengths, args.batch_size)
 
@@ -905,7 +946,9 @@ def print_report(report: dict) -> str:
     rows = report["rows"]
     a0 = rows[0]["minadapt"]
     lines = [f"minadapt bench: B={c['batch_size']}, float32, {c['threads']} threads, "
-             f"{c['warmup']} warm-up + {c['steps']} timed steps, median [min-max]",
+             f"{c['warmup']} warm-up + {c['steps']} timed steps, median [min-max]"
+             + (f"; {c['rounds']} rounds (median of round medians; ratio = median of the rounds' "
+                "ratios)" if c.get("rounds", 1) > 1 else ""),
              f"machine: {m['cpu']}, {m['cores']} cores, numpy {m['numpy']}, "
              f"BLAS {a0.get('blas', {}).get('corename', '?')} x{a0.get('blas', {}).get('threads', '?')}, "
              f"python {m['python']}; load average {m['load_start']} at start, {m['load_end']} at end", ""]

@@ -54,6 +54,25 @@ def test_runs_interleave():
     assert bench.plan_runs([16, 32], "torch") == [("minadapt", 16), ("torch", 16),
                                                   ("minadapt", 32), ("torch", 32)]
     assert bench.plan_runs([16, 32], "none") == [("minadapt", 16), ("minadapt", 32)]
+    # rounds swap who goes first, length by length
+    assert bench.plan_runs([16, 32], "torch", rounds=3) == [
+        ("minadapt", 16), ("torch", 16), ("torch", 16), ("minadapt", 16), ("minadapt", 16), ("torch", 16),
+        ("minadapt", 32), ("torch", 32), ("torch", 32), ("minadapt", 32), ("minadapt", 32), ("torch", 32)]
+
+
+def test_rounds_merge_and_pair():
+    def res(train, lo, hi, rss):
+        return {"train_ms": {"median": train, "min": lo, "max": hi}, "peak_rss_mb": rss, "seq_len": 16}
+
+    ours = [res(100.0, 90, 130, 200), res(140.0, 120, 150, 210), res(110.0, 100, 120, 205)]
+    theirs = [res(125.0, 110, 140, 500), res(140.0, 130, 170, 490), res(100.0, 95, 105, 510)]
+    m = bench.merge_rounds(ours)
+    assert m["train_ms"] == {"median": 110.0, "min": 90, "max": 150}
+    assert m["peak_rss_mb"] == 210 and m["seq_len"] == 16 and len(m["rounds"]) == 3
+    assert bench.merge_rounds(ours[:1]) is ours[0]  # one round: as it was
+    # paired: the median of 0.8, 1.0 and 1.1 -- not 110 / 125 from the merged medians
+    assert bench.paired_ratio(ours, theirs, "train_ms") == 1.0
+    assert bench.paired_ratio(ours, [None, None, None], "train_ms") is None
 
 
 def test_thread_env():
@@ -105,7 +124,8 @@ def test_gemm_operands_match_shapes():
     """The BLAS ceiling times each product with the layout the step uses; check each one computes
     a result of the shape and size its FLOP count claims."""
     gemms = bench.step_gemms(BertConfig(**TINY), B=3, L=4, bottleneck=2)
-    assert {g.expr for g in gemms} == {"x @ W.T", "dy @ W", "dy.T @ x", "q @ k.T", "a @ v", "a.T @ dc"}
+    assert {g.expr for g in gemms} == {"x @ W.T", "dy @ W", "dy.T @ x", "a @ b", "a.T @ b", "a.T @ dc",
+                                       "dc @ b"}
     rng = np.random.default_rng(0)
     for g in gemms:
         out = bench.gemm_operands(g, rng)()
@@ -290,6 +310,26 @@ def test_parent_end_to_end_with_fake_torch(tiny_checkpoint, tmp_path):
     assert sum(f["share"] for f in prof["files"]) == pytest.approx(1, abs=0.01)
     # the printed table has a row per length, with torch's fixed numbers in it
     assert "1000.0 [900-1100]" in r.stdout and "profile:" in r.stdout
+
+
+def test_parent_rounds(tiny_checkpoint, tmp_path):
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fake-python"
+    fake.write_text(textwrap.dedent(FAKE_TORCH.format(python=sys.executable, log=str(log))))
+    fake.chmod(0o755)
+    out = tmp_path / "b.json"
+    r = run_cli("--weights", tiny_checkpoint, "--lengths", "4", "--batch-size", 2, "--steps", 1,
+                "--warmup", 0, "--compare", "torch", "--torch-python", fake, "--json", out,
+                "--rounds", 2, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    order = [line.split()[1] for line in r.stderr.splitlines() if line.endswith("...") and "L=" in line]
+    assert order == ["minadapt", "torch", "torch", "minadapt"]
+    row = json.loads(out.read_text())["rows"][0]
+    rounds = row["minadapt"]["rounds"]
+    assert len(rounds) == 2 and len(row["torch"]["rounds"]) == 2
+    assert row["ratio"]["train"] == pytest.approx(
+        sum(x["train_ms"]["median"] for x in rounds) / 2 / 1000.0, abs=1e-3)
+    assert "2 rounds" in r.stdout
 
 
 def test_compare_torch_without_torch(tmp_path, tiny_checkpoint):
