@@ -178,8 +178,10 @@ What to look at:
 
 The exact form needs erf, which NumPy lacks. `backend.erf` uses `math.erf` element by element in
 float64 (exact, slow: fine for checks) and, in float32, a rational approximation
-$\operatorname{erf}(x) \approx x\,P(x^2)/Q(x^2)$ on $[-4, 4]$ (the one Eigen and XLA use). How close
-is it, in units of float32's own resolution?
+$\operatorname{erf}(x) \approx x\,P(x^2)/Q(x^2)$ on $[-4, 4]$ (the one Eigen and XLA use). GELU itself
+calls `backend.normal_cdf`, the same $P/Q$ with the $x/\sqrt2$, the $+1$ and the $/2$ of
+$\Phi(x) = (1+\operatorname{erf}(x/\sqrt2))/2$ folded into its coefficients: three passes over a
+large array fewer. How close is the approximation, in units of float32's own resolution?
 '''),
 code(r'''
 x32 = np.linspace(-5, 5, 100_001, dtype=np.float32)
