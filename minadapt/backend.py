@@ -244,16 +244,20 @@ def erf(x, out=None):
 
 def _erf32(x, out=None):
     # Beyond |x| = 4, erf(x) rounds to +-1 in float32, so clamping there loses nothing.
-    t = np.clip(x, -4.0, 4.0, out=out)
-    x2 = t * t
-    p = x2 * np.float32(_ERF_ALPHA[0]) + np.float32(_ERF_ALPHA[1])
-    for a in _ERF_ALPHA[2:]:
-        p *= x2
+    return _odd_rational(np.clip(x, -4.0, 4.0, out=out), _ERF_ALPHA, _ERF_BETA)
+
+
+def _odd_rational(t, p_coefficients, q_coefficients):
+    """In place, float32: t <- t P(t^2) / Q(t^2), coefficients highest power first (Horner)."""
+    t2 = t * t
+    p = t2 * np.float32(p_coefficients[0]) + np.float32(p_coefficients[1])
+    for a in p_coefficients[2:]:
+        p *= t2
         p += np.float32(a)
     p *= t
-    q = x2 * np.float32(_ERF_BETA[0]) + np.float32(_ERF_BETA[1])
-    for b in _ERF_BETA[2:]:
-        q *= x2
+    q = t2 * np.float32(q_coefficients[0]) + np.float32(q_coefficients[1])
+    for b in q_coefficients[2:]:
+        q *= t2
         q += np.float32(b)
     return np.divide(p, q, out=t)
 
@@ -281,18 +285,7 @@ def normal_cdf(x, out=None):
         r += 1.0
         r *= 0.5
         return r
-    t = np.clip(x, -_PHI_CLIP, _PHI_CLIP, out=out)
-    w = t * t
-    p = w * np.float32(_PHI_P[0]) + np.float32(_PHI_P[1])
-    for a in _PHI_P[2:]:
-        p *= w
-        p += np.float32(a)
-    p *= t
-    q = w * np.float32(_PHI_Q[0]) + np.float32(_PHI_Q[1])
-    for b in _PHI_Q[2:]:
-        q *= w
-        q += np.float32(b)
-    np.divide(p, q, out=t)
+    t = _odd_rational(np.clip(x, -_PHI_CLIP, _PHI_CLIP, out=out), _PHI_P, _PHI_Q)
     t += 0.5
     return t
 

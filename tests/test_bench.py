@@ -276,11 +276,17 @@ json.dump({{"impl": "torch", "seq_len": int(args["--seq-len"]), "train_ms": t, "
 '''
 
 
-def test_parent_end_to_end_with_fake_torch(tiny_checkpoint, tmp_path):
+def fake_torch_python(tmp_path):
+    """A stand-in for --torch-python that writes fixed numbers and logs its calls: (path, log)."""
     log = tmp_path / "calls.log"
     fake = tmp_path / "fake-python"
     fake.write_text(textwrap.dedent(FAKE_TORCH.format(python=sys.executable, log=str(log))))
     fake.chmod(0o755)
+    return fake, log
+
+
+def test_parent_end_to_end_with_fake_torch(tiny_checkpoint, tmp_path):
+    fake, log = fake_torch_python(tmp_path)
     out = tmp_path / "b.json"
     r = run_cli("--weights", tiny_checkpoint, "--lengths", "4,8", "--batch-size", 2, "--steps", 1,
                 "--warmup", 0, "--compare", "torch", "--torch-python", fake, "--json", out,
@@ -313,10 +319,7 @@ def test_parent_end_to_end_with_fake_torch(tiny_checkpoint, tmp_path):
 
 
 def test_parent_rounds(tiny_checkpoint, tmp_path):
-    log = tmp_path / "calls.log"
-    fake = tmp_path / "fake-python"
-    fake.write_text(textwrap.dedent(FAKE_TORCH.format(python=sys.executable, log=str(log))))
-    fake.chmod(0o755)
+    fake, _ = fake_torch_python(tmp_path)
     out = tmp_path / "b.json"
     r = run_cli("--weights", tiny_checkpoint, "--lengths", "4", "--batch-size", 2, "--steps", 1,
                 "--warmup", 0, "--compare", "torch", "--torch-python", fake, "--json", out,
