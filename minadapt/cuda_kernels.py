@@ -100,7 +100,8 @@ __global__ void layernorm_backward(const T* dy, const T* xhat, const T* rstd, co
 }
 
 // Softmax of scaled, masked scores, in place, one row of Tk keys per block (nn/attention.py):
-// s = s * scale + bias; s -= max(s); s = exp(s); s /= sum(s). bias holds one row per sentence,
+// s = s * scale + bias; s -= max(s); s = exp(s); s /= sum(s). (nn/attention.py passes scale = 1:
+// its q arrives already divided by sqrt(hs).) bias holds one row per sentence,
 // and a sentence owns rows_per_bias consecutive rows (its heads x queries).
 template <typename T>
 __global__ void softmax_forward(T* s, const T* bias, T scale, int Tk, int rows_per_bias) {
