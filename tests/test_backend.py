@@ -70,3 +70,11 @@ def test_gpu_request_without_cupy_is_a_clear_error():
     except ImportError:
         with pytest.raises(RuntimeError, match="pip install 'minadapt\\[gpu\\]'"):
             backend.xp_for("gpu")
+
+
+def test_row_sums():
+    """x @ 1 as row sums (and means, with scale = 1/n), for stacked arrays too."""
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 7))
+    np.testing.assert_allclose(backend.row_sums(x), x.sum(axis=-1, keepdims=True), rtol=1e-13)
+    np.testing.assert_allclose(backend.row_sums(x, 1 / 7), x.mean(axis=-1, keepdims=True), rtol=1e-13)
+    assert backend.row_sums(x.astype(np.float32)).dtype == np.float32
