@@ -430,7 +430,9 @@ for path in results:
 md(r'''
 The benchmark's own table (`minadapt bench` prints it) also gives each step's FLOP rate and splits
 it into forward, backward and optimiser; `benchmarks/README.md` discusses the numbers. Only ratios
-taken within one run mean much: the machine's speed drifts over minutes.
+taken within one run mean much: the machine's speed drifts over minutes. With `--rounds N` each
+length's pair runs N times, who goes first alternating, and the ratio printed above is the median
+of the N ratios of pairs that ran side by side.
 
 ## 6. Is the adapter worth it? Against a linear probe
 
