@@ -456,7 +456,8 @@ def aggregate_profile(stats: dict) -> dict:
 
 
 def run_profile_worker(args) -> dict:
-    """cProfile over `args.steps` training steps (after `args.warmup` untimed ones)."""
+    """cProfile over `args.steps` training steps (after `args.warmup` untimed ones), then the
+    wall-clock time of each op (`time_ops`) over as many training and inference steps."""
     import cProfile
     import pstats
 
@@ -473,8 +474,64 @@ def run_profile_worker(args) -> dict:
     prof.disable()
     wall = time.perf_counter() - t0
     agg = aggregate_profile(pstats.Stats(prof).stats)
+    ops = {
+        "train": time_ops(lambda: train_step(model, opt, ids, mask, labels, synchronize), args.steps),
+        "infer": time_ops(lambda: synchronize(model.logits(ids, mask)), args.steps),
+    } if model.device == "cpu" else None  # on a GPU each op returns before its kernels finish
     return {"impl": "minadapt", "seq_len": ids.shape[1], "batch_size": ids.shape[0],
-            "steps": args.steps, "wall_ms_per_step": round(wall / args.steps * 1e3, 1), **agg}
+            "steps": args.steps, "wall_ms_per_step": round(wall / args.steps * 1e3, 1), **agg,
+            "ops": ops}
+
+
+OP_MODULES = ("linear", "attention", "gelu", "layernorm", "dropout", "adapter", "swish", "tanh",
+              "embedding", "loss")
+
+
+def time_ops(step, steps: int) -> dict:
+    """Run step() `steps` times with a wall clock around every forward and backward of
+    minadapt/nn/*.py and around clipping and AdamW. Each op's time is its own: time spent in an op
+    it calls (the adapter's linears) counts for that op. Returns {"ms_per_step": {op: ms},
+    "total_ms": ms per step, "rest_ms": what no op covers (residual adds, reshapes, Python)}.
+    Unlike cProfile this adds one clock read per op call, not per Python call."""
+    import importlib
+
+    from . import optim
+
+    spent, stack, originals = {}, [], []
+
+    def timed(key, fn):
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            stack.append(0.0)
+            try:
+                return fn(*a, **kw)
+            finally:
+                dt, inner = time.perf_counter() - t0, stack.pop()
+                spent[key] = spent.get(key, 0.0) + dt - inner
+                if stack:
+                    stack[-1] += dt
+        return wrapper
+
+    targets = [(importlib.import_module(f"minadapt.nn.{m}"), f) for m in OP_MODULES
+               for f in ("forward", "backward")]
+    targets += [(optim, "clip_grad_norm"), (optim.AdamW, "step")]
+    for owner, name in targets:
+        if hasattr(owner, name):
+            fn = getattr(owner, name)
+            label = "AdamW.step" if owner is optim.AdamW else f"{owner.__name__.split('.')[-1]}.{name}"
+            originals.append((owner, name, fn))
+            setattr(owner, name, timed(label, fn))
+    try:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        total = time.perf_counter() - t0
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+    ms = {k: round(v / steps * 1e3, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
+    return {"ms_per_step": ms, "total_ms": round(total / steps * 1e3, 1),
+            "rest_ms": round(total / steps * 1e3 - sum(ms.values()), 1)}
 
 
 # --- BLAS ceiling: GFLOP/s on the step's own shapes ------------------------------------------------
@@ -824,6 +881,19 @@ def format_profile(prof: dict, top: int = 15) -> str:
                    f"{r['calls'] / prof['steps']:10.0f}  {r['function']}")
     out.append("  per file: " + ", ".join(f"{r['file']} {100 * r['share']:.1f}%"
                                            for r in prof["files"][:10]))
+    ops = prof.get("ops")
+    if ops:
+        out += ["", f"wall clock per op, {prof['steps']} steps each (an op's own time; no profiler "
+                    f"overhead): ms per step"]
+        names = list(dict.fromkeys([*ops["train"]["ms_per_step"], *ops["infer"]["ms_per_step"]]))
+        out.append(f"  {'op':22s} {'train':>8} {'infer':>8}")
+        for name in names:
+            t, i = ops["train"]["ms_per_step"].get(name), ops["infer"]["ms_per_step"].get(name)
+            out.append(f"  {name:22s} {_num(t):>8} {_num(i):>8}")
+        out.append(f"  {'rest (glue, Python)':22s} {_num(ops['train']['rest_ms']):>8} "
+                   f"{_num(ops['infer']['rest_ms']):>8}")
+        out.append(f"  {'whole step':22s} {_num(ops['train']['total_ms']):>8} "
+                   f"{_num(ops['infer']['total_ms']):>8}")
     return "\n".join(out)
 
 

@@ -133,6 +133,21 @@ def test_gemm_operands_match_shapes():
         assert out.dtype == np.float32
 
 
+def test_time_ops_own_time_and_restore():
+    """Each op gets its own time: the adapter's two linears count for linear.forward, not twice."""
+    from minadapt.nn import adapter, linear
+
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(64, 16))
+    w_down, b_down, w_up, b_up = rng.normal(size=(4, 16)), np.zeros(4), rng.normal(size=(16, 4)), np.zeros(16)
+    before = linear.forward
+    ops = bench.time_ops(lambda: adapter.forward(h, w_down, b_down, w_up, b_up, "swish"), steps=3)
+    assert linear.forward is before  # every op is restored
+    ms = ops["ms_per_step"]
+    assert set(ms) >= {"adapter.forward", "linear.forward", "swish.forward"}
+    assert sum(ms.values()) <= ops["total_ms"] + 0.05  # own times never add up to more than the step
+
+
 # --- profile aggregation ---------------------------------------------------------------------------
 def test_aggregate_profile():
     pkg = str(bench.PACKAGE)
@@ -312,6 +327,9 @@ def test_parent_end_to_end_with_fake_torch(tiny_checkpoint, tmp_path):
         assert a["process"]["wall_s"] > 0 and a["process"]["others_cores"] >= 0
     prof = report["profile"]
     assert prof["seq_len"] == 8 and prof["total_s"] > 0
+    assert prof["ops"]["train"]["ms_per_step"]["linear.backward"] > 0
+    assert "linear.backward" not in prof["ops"]["infer"]["ms_per_step"]  # inference: forward only
+    assert "wall clock per op" in r.stdout
     assert any(f["function"].startswith("nn/linear.py:") for f in prof["functions"])
     assert sum(f["share"] for f in prof["files"]) == pytest.approx(1, abs=0.01)
     # the printed table has a row per length, with torch's fixed numbers in it
