@@ -530,8 +530,8 @@ def time_ops(step, steps: int) -> dict:
         for owner, name, fn in originals:
             setattr(owner, name, fn)
     ms = {k: round(v / steps * 1e3, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
-    return {"ms_per_step": ms, "total_ms": round(total / steps * 1e3, 1),
-            "rest_ms": round(total / steps * 1e3 - sum(ms.values()), 1)}
+    return {"ms_per_step": ms, "total_ms": round(total / steps * 1e3, 2),
+            "rest_ms": round(total / steps * 1e3 - sum(ms.values()), 2)}
 
 
 # --- BLAS ceiling: GFLOP/s on the step's own shapes ------------------------------------------------
