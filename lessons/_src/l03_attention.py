@@ -158,9 +158,12 @@ $\bar v$ (through $a_j = 0$ in $a^\top \bar c$): exactly what "they do not take 
 
 Here is the file below its docstring. Read `forward` and `backward` side by side: the backward's
 comments quote the forward line each block differentiates; `_softmax_backward_block` applies the
-one-line softmax Jacobian in place on `da` (folding in the $1/\sqrt{hs}$), in blocks like the forward.
-The cache keeps the probabilities both before dropout (`a`, for the softmax backward) and after
-(`a_drop`, for $\bar v$).
+one-line softmax Jacobian in place on `da`, in blocks like the forward. It also goes back through the
+dropout first, without the mask: dropout's backward is $\bar a = \bar{\tilde a} \odot \text{mask}/(1-p)$,
+and every term of the Jacobian formula multiplies $\bar a_j$ by $a_j$, while
+$a_j\,\text{mask}_j/(1-p) = \tilde a_j$. So with $t = \bar{\tilde a} \odot \tilde a$,
+$\;\bar s = t - a \sum_j t_j$. The cache keeps the probabilities before dropout (`a`) and after
+(`a_drop`, also needed for $\bar v$), and no mask at all (on a GPU the dropout kernel's mask is kept).
 '''),
 code(r'''
 print(inspect.getsource(attention).split('"""', 2)[2].lstrip())  # the code of attention.py

@@ -10,10 +10,12 @@ Forward, per head (q, k, v already projected; `split_heads` makes (B, nh, T, hs)
     c = a~ v                        then heads are merged back to (B, Tq, H)
 Backward:
     da~ = dc v^T,   dv = a~^T dc
-    da  = dropout backward of da~
+    da  = da~ * mask / (1 - p)              dropout's backward
     ds  = a * (da - sum_j(da * a))          the softmax Jacobian applied to da
     dq  = ds k / sqrt(hs),   dk = ds^T q / sqrt(hs)
 The mask needs no backward: it is a constant, and padded keys get a = 0, hence no gradient.
+Dropout and softmax backward fold into one step that needs no mask: a * mask / (1 - p) is a~, so
+with t = da~ * a~,   ds = t - a * sum_j t_j.
 
 The elementwise work on the (B, nh, Tq, Tk) scores (mask, softmax; and its backward) runs
 one sentence-block at a time through `backend.blockwise`, so it stays in cache and uses every core.
@@ -32,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import blockwise, get_xp, row_sums, stacked_matmul
+from ..backend import blockwise, get_xp, keep_mask, row_sums, stacked_matmul
 from . import dropout
 
 
@@ -42,7 +44,7 @@ class AttentionCache(NamedTuple):
     v: object  # (B, nh, Tk, hs)
     a: object  # (B, nh, Tq, Tk) attention probabilities, before dropout
     a_drop: object  # the same after dropout (a itself at evaluation)
-    drop: object  # dropout cache of a (None at evaluation)
+    drop: object  # dropout cache of a on a GPU (None at evaluation, and always on NumPy)
 
 
 def mask_bias(attention_mask, dtype):
@@ -88,22 +90,22 @@ def _softmax_block(s, bias):
     s /= row_sums(s)
 
 
-def _softmax_dropout_block(s, bias, s_drop, drop_scale, p_drop, rng):
-    """Softmax in place, then dropout of the block while it is still in cache: drop_scale <- the
-    mask / (1 - p), s_drop <- s * drop_scale. (The same as dropout.forward on the whole array, minus
-    one trip of the (B, nh, Tq, Tk) probabilities through memory.)"""
+def _softmax_dropout_block(s, bias, s_drop, p_drop, rng):
+    """Softmax in place, then dropout of the block while it is still in cache: s_drop <- s * mask
+    / (1 - p), the same masks and numbers as dropout.forward (keep_mask). Backward needs no mask
+    (see the docstring), so none is kept."""
+    xp = get_xp(s)
     _softmax_block(s, bias)
-    dropout.make_scale(s.shape, p_drop, rng, s.dtype, get_xp(s), out=drop_scale)
-    get_xp(s).multiply(s, drop_scale, out=s_drop)
+    keep, p_used = keep_mask(rng, s.shape, p_drop, xp)
+    xp.multiply(s, keep, out=s_drop)
+    s_drop *= s.dtype.type(1.0 / (1.0 - p_used))
 
 
-def _softmax_backward_block(a, da, drop_scale=None):
-    """In place: da <- a * (da - sum_j da_j a_j), the gradient w.r.t. the scores.
-    With drop_scale, da first goes back through the dropout: da <- da * drop_scale."""
-    if drop_scale is not None:
-        da *= drop_scale
-    da -= row_sums(da * a)
-    da *= a
+def _softmax_backward_block(a, a_drop, da):
+    """In place: da (the gradient w.r.t. a~ = dropout(a), or a itself) <- the gradient w.r.t. the
+    scores, through dropout and softmax at once: with t = da * a~, ds = t - a * sum_j t_j."""
+    da *= a_drop  # t
+    da -= a * row_sums(da)
 
 
 def forward(q, k, v, bias, n_heads, p_drop=0.0, rng=None, train=False):
@@ -119,10 +121,9 @@ def forward(q, k, v, bias, n_heads, p_drop=0.0, rng=None, train=False):
     v_h = xp.ascontiguousarray(split_heads(v, n_heads))
     a = stacked_matmul(q_h, k_t)  # (B, nh, Tq, Tk), the scaled scores q k^T / sqrt(hs)
     if xp is np and train and p_drop > 0:  # softmax, then dropout, one cache-sized block at a time
-        a_drop, drop_scale = xp.empty_like(a), xp.empty_like(a)
-        blockwise(lambda s, m, sd, ds: _softmax_dropout_block(s, m, sd, ds, p_drop, rng),
-                  a, bias, a_drop, drop_scale)
-        drop = dropout.DropoutCache(drop_scale)
+        a_drop = xp.empty_like(a)
+        blockwise(lambda s, m, sd: _softmax_dropout_block(s, m, sd, p_drop, rng), a, bias, a_drop)
+        drop = None  # backward needs a and a_drop only
     else:
         if xp is np:
             blockwise(_softmax_block, a, bias)  # now the probabilities
@@ -144,10 +145,8 @@ def backward(dc, cache):
     dv = stacked_matmul(a_drop.transpose(0, 1, 3, 2), dc)
     da = stacked_matmul(dc, xp.ascontiguousarray(v.transpose(0, 1, 3, 2)))  # (see "Layout")
     # a~ = dropout(a), a = softmax(s), s = q k^T / sqrt(hs) + m: da becomes ds, in place
-    if get_xp(a) is np and drop is not None:
-        blockwise(_softmax_backward_block, a, da, drop.scale)
-    elif get_xp(a) is np:
-        blockwise(_softmax_backward_block, a, da)
+    if get_xp(a) is np:
+        blockwise(_softmax_backward_block, a, a_drop, da)
     else:  # on a GPU: the dropout's product, then one kernel
         (da,) = dropout.backward(da, drop)
         from ..cuda_kernels import softmax_backward
