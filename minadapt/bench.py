@@ -948,7 +948,8 @@ def main(args) -> int:
     report = {"machine": {**machine_info(), "load_start": _load()},
               "config": {"batch_size": args.batch_size, "lengths": args.lengths, "warmup": args.warmup,
                          "steps": args.steps, "rounds": args.rounds, "threads": args.threads,
-                         "compare": args.compare, "device": args.device or "cpu", "weights": str(weights), "env": env,
+                         "compare": args.compare, "device": args.device or "cpu",
+                         "weights": str(weights), "env": env,
                          "adapter": "Houlsby, bottleneck 64, swish; head 2 labels", "dtype": "float32"},
               "rows": []}
     results: dict = {}  # (impl, L) -> [one result per round]
@@ -999,8 +1000,8 @@ def main(args) -> int:
     if lengths is not None:
         report["epoch_estimate"] = {}
         for impl in ("minadapt", "torch"):
-            step_ms = {L: merge_rounds(results[(impl, L)])["train_ms"]["median"]
-                       for L in args.lengths if (impl, L) in results}
+            step_ms = {row["L"]: row[impl]["train_ms"]["median"] for row in report["rows"]
+                       if row.get(impl)}
             if step_ms:
                 report["epoch_estimate"][impl] = epoch_estimate(step_ms, lengths, args.batch_size)
 

@@ -145,7 +145,7 @@ def backward(dc, cache):
     dv = stacked_matmul(a_drop.transpose(0, 1, 3, 2), dc)
     da = stacked_matmul(dc, xp.ascontiguousarray(v.transpose(0, 1, 3, 2)))  # (see "Layout")
     # a~ = dropout(a), a = softmax(s), s = q k^T / sqrt(hs) + m: da becomes ds, in place
-    if get_xp(a) is np:
+    if xp is np:
         blockwise(_softmax_backward_block, a, a_drop, da)
     else:  # on a GPU: the dropout's product, then one kernel
         (da,) = dropout.backward(da, drop)

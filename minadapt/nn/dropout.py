@@ -23,10 +23,10 @@ class DropoutCache(NamedTuple):
     scale: object  # mask / (1 - p): 0 where dropped, 1/(1-p) where kept
 
 
-def make_scale(shape, p, rng, dtype, xp, out=None):
+def make_scale(shape, p, rng, dtype, xp):
     """The mask already multiplied by 1/(1-p); `rng` is a numpy (or cupy) Generator."""
     keep, p_used = keep_mask(rng, shape, p, xp)
-    return xp.multiply(keep, dtype.type(1.0 / (1.0 - p_used)), dtype=dtype, out=out)
+    return xp.multiply(keep, dtype.type(1.0 / (1.0 - p_used)), dtype=dtype)
 
 
 def forward(x, p, rng=None, train=True, scale=None):
