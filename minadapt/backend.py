@@ -302,123 +302,26 @@ def row_sums(x, scale=1.0):
     return x @ xp.full((x.shape[-1], 1), scale, x.dtype)
 
 
-# --- stacked small matrix products ---------------------------------------------------------------
-# Attention multiplies B x nh small matrices (T x hs by hs x T, T <= 128). OpenBLAS runs each of
-# those products on one core: threading a 128 x 128 x 32 product costs more than it saves (measured:
-# the same speed with 1 or 2 BLAS threads). So the stack itself is split: each core takes a share of
-# the sentences, while OpenBLAS is told to use one thread per call (otherwise the callers queue
-# for its single thread pool). Measured on the 2-core benchmark machine at B=32, T=128:
-# 7-8 ms -> ~5 ms a product, and attention's forward + backward 89 -> 68 ms a layer. Below about
-# 64 x 64 x 64 multiply-adds a product, the hand-off costs more than it saves (L=16: 3.1 -> 4.2 ms).
-_SPLIT_MIN_WORK = 1 << 18
-_OPENBLAS = []  # [found or None], looked up once
-
-
-def openblas():
-    """The OpenBLAS NumPy loaded, as (library path, fn) with fn(name) -> that ctypes function
-    (e.g. fn("set_num_threads")) under whichever symbol prefix this build uses; None for another
-    BLAS, or where /proc/self/maps does not exist (not Linux)."""
-    if not _OPENBLAS:
-        _OPENBLAS.append(_find_openblas())
-    return _OPENBLAS[0]
-
-
-def _find_openblas():
-    import ctypes
-
-    try:
-        with open("/proc/self/maps") as f:
-            libs = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
-    except OSError:
-        return None
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas_", "64_"), ("openblas_", "64_"), ("openblas_", "")):
-            if hasattr(lib, f"{prefix}get_num_threads{suffix}"):
-                return path, lambda name, lib=lib, pre=prefix, suf=suffix: getattr(lib, pre + name + suf)
-    return None
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def stacked_matmul(a, b):
-    """a @ b for stacks of matrices with the same leading (batch) axes, e.g. (B, nh, T, hs) @
-    (B, nh, hs, T). On NumPy with OpenBLAS and several cores, the batch axis is shared out among the
-    cores, one single-threaded product per core; otherwise (and on CuPy) it is plain a @ b."""
-    n = a.shape[0]
-    cores = min(_cores(), n)
-    small = a.shape[-2] * a.shape[-1] * b.shape[-1] < _SPLIT_MIN_WORK
-    blas = openblas() if get_xp(a) is np and cores > 1 and not small else None
-    if blas is None:
-        return a @ b
-    global _MATMUL_POOL
-    if _MATMUL_POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _MATMUL_POOL = ThreadPoolExecutor(cores, thread_name_prefix="minadapt-matmul")
-    out = np.empty(a.shape[:-1] + b.shape[-1:], np.result_type(a, b))
-    step = -(-n // cores)
-    set_threads, get_threads = blas[1]("set_num_threads"), blas[1]("get_num_threads")
-    before = get_threads()
-    set_threads(1)
-    try:
-        for _ in _MATMUL_POOL.map(lambda i: np.matmul(a[i:i + step], b[i:i + step], out=out[i:i + step]),
-                                  range(0, n, step)):
-            pass
-    finally:
-        set_threads(before)
-    return out
-
-
-_MATMUL_POOL = None
-
-
 # --- blockwise elementwise work -------------------------------------------------------------------
 # An elementwise chain like GELU's (a dozen ufuncs) over a (B*T, F) array reads and writes the whole
 # array a dozen times; at 12 MB per pass that is memory traffic, not arithmetic. Cutting the rows
 # into blocks of 2^18 elements (1 MB of float32, measured best here) keeps the chain's
-# temporaries in the CPU's cache. NumPy's ufuncs release the GIL, so blocks can also be spread
-# over threads ($MINADAPT_THREADS, off by default: see threads()). On CuPy there is no such gain to
-# have: the function runs once on the whole arrays.
+# temporaries in the CPU's cache. (The cores are used one level up: each runs its own shard of
+# the batch, see parallel.py.) On CuPy there is no such gain to have: the function runs once on
+# the whole arrays.
 _BLOCK_ELEMENTS = 1 << 18
-_POOL = None
-
-
-def threads() -> int:
-    """Threads for blockwise work: $MINADAPT_THREADS, else 1.
-
-    One by default: on the 2-core machines this was tuned on, a second elementwise thread competes
-    with OpenBLAS's threads and the pool's hand-offs cost more than they gain (interleaved A/B runs
-    of a training step: no gain at L=64, slower medians at L=16). The cache blocking is what pays."""
-    return max(1, int(os.environ.get("MINADAPT_THREADS") or 1))
 
 
 def blockwise(fn, *arrays):
-    """Run fn(*blocks) over matching slices of `arrays` along their first axis, in parallel.
+    """Run fn(*blocks) over matching slices of `arrays` along their first axis, one after another.
 
     All arrays share their first axis; fn writes its results into slices of output arrays passed
     among `arrays` (slices along the first axis of a contiguous array are views). Blocks hold about
     _BLOCK_ELEMENTS elements of the first array."""
-    global _POOL
     first = arrays[0]
     if get_xp(first) is not np:
         return fn(*arrays)
     n = first.shape[0]
     step = max(1, _BLOCK_ELEMENTS // max(1, first.size // max(n, 1)))
-    blocks = [tuple(a[i:i + step] for a in arrays) for i in range(0, n, step)]
-    nthreads = threads()
-    if nthreads == 1 or len(blocks) == 1:
-        for b in blocks:
-            fn(*b)
-        return
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(nthreads, thread_name_prefix="minadapt")
-    for _ in _POOL.map(lambda b: fn(*b), blocks):
-        pass
+    for i in range(0, n, step):
+        fn(*(a[i:i + step] for a in arrays))

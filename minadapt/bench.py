@@ -89,7 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "the median of the rounds' ratios (on a machine whose speed drifts, two runs "
                    "side by side compare more fairly than two runs minutes apart)")
     p.add_argument("--threads", type=_positive, default=2,
-                   help="BLAS/OpenMP threads of each subprocess (OPENBLAS/OMP/MKL_NUM_THREADS)")
+                   help="threads of each subprocess: minadapt's shards (MINADAPT_THREADS; each "
+                   "shard runs single-threaded BLAS) and torch's BLAS/OpenMP threads "
+                   "(OPENBLAS/OMP/MKL_NUM_THREADS)")
     p.add_argument("--openblas-timeout", type=_non_negative, default=0, metavar="N",
                    help="OPENBLAS_THREAD_TIMEOUT for the subprocesses: idle OpenBLAS threads "
                    "spin for 2^N cycles before they sleep (N clamped to 4..30; OpenBLAS's own "
@@ -119,9 +121,9 @@ class Gemm(NamedTuple):
       "x @ W.T"   x (m, k), W (n, k): a linear forward, W in torch layout (out, in)
       "dy @ W"    dy (m, k), W (k, n): a linear backward's dx
       "dy.T @ x"  dy (k, m), x (k, n): a linear backward's dW
-      "a @ b", "a.T @ b", "a.T @ dc", "dc @ b"   attention's batched products over (B, nh), through
-                  backend.stacked_matmul: a and b are contiguous (B, nh, ., .) arrays (attention
-                  copies q, k^T and v so), dc a per-head view of the (B, T, H) gradient
+      "a @ b", "a.T @ b", "a.T @ dc", "dc @ b"   attention's batched products over (B, nh):
+                  a and b are contiguous (B, nh, ., .) arrays (attention copies q, k^T and v so),
+                  dc a per-head view of the (B, T, H) gradient
     """
     name: str
     phase: str  # "fwd" or "bwd"
@@ -239,7 +241,7 @@ def blas_runtime() -> dict:
     ctypes from the library itself, so it shows whether OPENBLAS_NUM_THREADS took effect)."""
     import ctypes
 
-    from .backend import openblas
+    from .parallel import openblas
 
     found = openblas()
     if found is None:
@@ -251,9 +253,10 @@ def blas_runtime() -> dict:
 
 
 def thread_env(threads: int, openblas_timeout: int = 0) -> dict:
-    """The environment variables that fix a subprocess's thread counts: BLAS and OpenMP (torch).
-    minadapt's element-wise threads (backend.blockwise) keep the library's default, as a user gets."""
-    env = {k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    """The environment variables that fix a subprocess's thread counts: minadapt's shards
+    (parallel.py), BLAS and OpenMP (torch)."""
+    env = {k: str(threads) for k in ("MINADAPT_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                     "MKL_NUM_THREADS")}
     if openblas_timeout:
         env["OPENBLAS_THREAD_TIMEOUT"] = str(openblas_timeout)
     return env
@@ -335,9 +338,10 @@ def run_worker(args) -> dict:
         if i >= args.warmup:
             tot.append(t_lg + t_opt)
             stp.append(t_opt)
-            if len(fwd_spent) == n_fwd + 1:  # else loss_and_grads no longer calls _forward
-                fwd.append(fwd_spent[-1])
-                bwd.append(t_lg - fwd_spent[-1])
+            if len(fwd_spent) > n_fwd:  # else loss_and_grads no longer calls _forward
+                # one _forward per shard, all started together: the forward phase is the longest
+                fwd.append(max(fwd_spent[n_fwd:]))
+                bwd.append(t_lg - fwd[-1])
     rss_train = peak_rss_mb()
     gpu_mem = gpu_memory(model.device)
     final_loss = float(loss)
@@ -463,51 +467,69 @@ def run_profile_worker(args) -> dict:
 
     from .backend import synchronize
 
+    from .parallel import shards
+
     model, opt, (ids, mask, labels) = build(args)
     for _ in range(args.warmup):
         train_step(model, opt, ids, mask, labels, synchronize)
-    prof = cProfile.Profile()
-    t0 = time.perf_counter()
-    prof.enable()
-    for _ in range(args.steps):
-        train_step(model, opt, ids, mask, labels, synchronize)
-    prof.disable()
-    wall = time.perf_counter() - t0
+    # cProfile sees only the thread it was enabled in, so this part runs the batch as one shard
+    os.environ["MINADAPT_THREADS"], threads = "1", os.environ.get("MINADAPT_THREADS")
+    try:
+        prof = cProfile.Profile()
+        t0 = time.perf_counter()
+        prof.enable()
+        for _ in range(args.steps):
+            train_step(model, opt, ids, mask, labels, synchronize)
+        prof.disable()
+        wall = time.perf_counter() - t0
+    finally:
+        if threads is None:
+            del os.environ["MINADAPT_THREADS"]
+        else:
+            os.environ["MINADAPT_THREADS"] = threads
     agg = aggregate_profile(pstats.Stats(prof).stats)
+    cores = len(shards(ids.shape[0], model.xp))
     ops = {
-        "train": time_ops(lambda: train_step(model, opt, ids, mask, labels, synchronize), args.steps),
-        "infer": time_ops(lambda: synchronize(model.logits(ids, mask)), args.steps),
+        "train": time_ops(lambda: train_step(model, opt, ids, mask, labels, synchronize), args.steps,
+                          cores),
+        "infer": time_ops(lambda: synchronize(model.logits(ids, mask)), args.steps, cores),
     } if model.device == "cpu" else None  # on a GPU each op returns before its kernels finish
     return {"impl": "minadapt", "seq_len": ids.shape[1], "batch_size": ids.shape[0],
             "steps": args.steps, "wall_ms_per_step": round(wall / args.steps * 1e3, 1), **agg,
-            "ops": ops}
+            "shards": cores, "ops": ops}
 
 
 OP_MODULES = ("linear", "attention", "gelu", "layernorm", "dropout", "adapter", "swish", "tanh",
               "embedding", "loss")
 
 
-def time_ops(step, steps: int) -> dict:
+def time_ops(step, steps: int, cores: int = 1) -> dict:
     """Run step() `steps` times with a wall clock around every forward and backward of
     minadapt/nn/*.py and around clipping and AdamW. Each op's time is its own: time spent in an op
     it calls (the adapter's linears) counts for that op. Returns {"ms_per_step": {op: ms},
-    "total_ms": ms per step, "rest_ms": what no op covers (residual adds, reshapes, Python)}.
-    Unlike cProfile this adds one clock read per op call, not per Python call."""
+    "total_ms": ms per step, "rest_ms": what no op covers (residual adds, reshapes, Python, and a
+    shard waiting for the others)}. Unlike cProfile this adds one clock read per op call, not per
+    Python call. With `cores` shards running at once (parallel.py), an op's time in the shard
+    threads is divided by `cores`: the share of the step's wall clock it takes on every core."""
     import importlib
+    import threading
 
     from . import optim
 
-    spent, stack, originals = {}, [], []
+    spent, originals, lock, local = {}, [], threading.Lock(), threading.local()
 
     def timed(key, fn):
         def wrapper(*a, **kw):
+            stack = local.__dict__.setdefault("stack", [])  # this thread's open ops
             t0 = time.perf_counter()
             stack.append(0.0)
             try:
                 return fn(*a, **kw)
             finally:
                 dt, inner = time.perf_counter() - t0, stack.pop()
-                spent[key] = spent.get(key, 0.0) + dt - inner
+                share = 1.0 if threading.current_thread() is threading.main_thread() else 1.0 / cores
+                with lock:
+                    spent[key] = spent.get(key, 0.0) + (dt - inner) * share
                 if stack:
                     stack[-1] += dt
         return wrapper
@@ -536,8 +558,12 @@ def time_ops(step, steps: int) -> dict:
 
 # --- BLAS ceiling: GFLOP/s on the step's own shapes ------------------------------------------------
 def gemm_operands(g: Gemm, rng, dtype="float32"):
-    """Random operands laid out as the step's code lays them out; returns a function computing it."""
+    """Random operands laid out as the step's code lays them out; returns a function computing the
+    product as the step does: cut into shards of the batch that run at once, one single-threaded
+    product per core (parallel.py), or whole where the step runs one shard."""
     import numpy as np
+
+    from .parallel import run, shards
 
     def r(*shape):
         return rng.standard_normal(shape).astype(dtype)
@@ -546,30 +572,32 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
         B, T, H = x.shape
         return x.reshape(B, T, nh, H // nh).transpose(0, 2, 1, 3)
 
-    if g.expr == "x @ W.T":
+    def sharded(product, n):  # product(s) computes the rows s (of n) of the batch
+        parts = shards(n)
+        return lambda: run(product, parts)
+
+    if g.expr == "x @ W.T":  # rows: tokens, cut as the step cuts its sentences
         x, w = r(g.m, g.k), r(g.n, g.k)
-        return lambda: x @ w.T
+        return sharded(lambda s: x[s] @ w.T, g.m)
     if g.expr == "dy @ W":
         dy, w = r(g.m, g.k), r(g.k, g.n)
-        return lambda: dy @ w
-    if g.expr == "dy.T @ x":
+        return sharded(lambda s: dy[s] @ w, g.m)
+    if g.expr == "dy.T @ x":  # each shard its own dW over its rows (the shards' dW are then summed)
         dy, x = r(g.k, g.m), r(g.k, g.n)
-        return lambda: dy.T @ x
-    from .backend import stacked_matmul
-
+        return sharded(lambda s: dy[s].T @ x[s], g.k)
     B, nh = g.batch
     if g.expr == "a @ b":
         a, b = r(B, nh, g.m, g.k), r(B, nh, g.k, g.n)
-        return lambda: stacked_matmul(a, b)
+        return sharded(lambda s: a[s] @ b[s], B)
     if g.expr == "a.T @ b":
         a, b = r(B, nh, g.k, g.m), r(B, nh, g.k, g.n)
-        return lambda: stacked_matmul(a.transpose(0, 1, 3, 2), b)
+        return sharded(lambda s: a[s].transpose(0, 1, 3, 2) @ b[s], B)
     if g.expr == "a.T @ dc":
         a, dc = r(B, nh, g.k, g.m), heads(r(B, g.k, nh * g.n), nh)
-        return lambda: stacked_matmul(a.transpose(0, 1, 3, 2), dc)
+        return sharded(lambda s: a[s].transpose(0, 1, 3, 2) @ dc[s], B)
     if g.expr == "dc @ b":
         dc, b = heads(r(B, g.m, nh * g.k), nh), r(B, nh, g.k, g.n)
-        return lambda: stacked_matmul(dc, b)
+        return sharded(lambda s: dc[s] @ b[s], B)
     raise ValueError(f"unknown gemm expression {g.expr!r}")
 
 
@@ -599,7 +627,9 @@ def run_blas_worker(args) -> dict:
         args.weights = ensure_checkpoint()
     cfg = BertConfig.from_json(Path(args.weights) / "config.json")
     rng = np.random.default_rng(0)
-    out = {"blas": blas_runtime(), "lengths": []}
+    from .parallel import shards
+
+    out = {"blas": blas_runtime(), "shards": len(shards(args.batch_size)), "lengths": []}
     for L in args.lengths:
         gemms = step_gemms(cfg, args.batch_size, L)
         shapes: dict = {}
@@ -873,8 +903,9 @@ def format_table(rows: list[dict], mem: str = "peak_rss_mb") -> str:
 
 def format_profile(prof: dict, top: int = 15) -> str:
     out = [f"profile: {prof['steps']} training steps at B={prof['batch_size']} L={prof['seq_len']} "
-           f"under cProfile ({prof['wall_ms_per_step']:.0f} ms/step with the profiler on); own time "
-           f"per minadapt function, NumPy calls counted in their caller",
+           f"under cProfile, as one shard (cProfile sees one thread; {prof['wall_ms_per_step']:.0f} "
+           f"ms/step with the profiler on); own time per minadapt function, NumPy calls counted in "
+           f"their caller",
            f"  {'share':>6}  {'ms/step':>8}  {'calls/step':>10}  function"]
     for r in prof["functions"][:top]:
         out.append(f"  {100 * r['share']:5.1f}%  {1e3 * r['self_s'] / prof['steps']:8.1f}  "
@@ -883,8 +914,10 @@ def format_profile(prof: dict, top: int = 15) -> str:
                                            for r in prof["files"][:10]))
     ops = prof.get("ops")
     if ops:
+        cores = prof.get("shards", 1)
+        per = f", per core: {cores} shards run at once" if cores > 1 else ""
         out += ["", f"wall clock per op, {prof['steps']} steps each (an op's own time; no profiler "
-                    f"overhead): ms per step"]
+                    f"overhead): ms per step{per}"]
         names = list(dict.fromkeys([*ops["train"]["ms_per_step"], *ops["infer"]["ms_per_step"]]))
         out.append(f"  {'op':22s} {'train':>8} {'infer':>8}")
         for name in names:
@@ -904,8 +937,11 @@ MAIN_SHAPES = ("qkv", "qkv dx", "attn out", "ffn in", "ffn in dx", "ffn out", "f
 
 def format_blas(blas: dict) -> str:
     lengths = blas["lengths"]
-    out = [f"BLAS ceiling ({blas['blas'].get('corename', '?')} core, {blas['blas'].get('threads', '?')} "
-           "threads): GFLOP/s of each product alone, best of several runs"]
+    n = blas.get("shards", 1)
+    how = (f"{n} shards at once, 1 BLAS thread each" if n > 1 else
+           f"{blas['blas'].get('threads', '?')} BLAS threads")
+    out = [f"BLAS ceiling ({blas['blas'].get('corename', '?')} core, {how}): GFLOP/s of each "
+           "product alone, best of several runs"]
     head = f"  {'product':<20} {'expr':<9} {'shape at L=' + str(lengths[0]['L']):<30}"
     out.append(head + "".join(f" {'L=' + str(x['L']):>7}" for x in lengths))
     by_name = []  # name -> its first shape (a full layer's, not the [CLS]-only last layer's)

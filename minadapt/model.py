@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bert, heads
+from . import bert, heads, parallel
 from .backend import get_xp, pack, resolve_device, resolve_dtype, to_device, to_numpy, xp_for
 from .config import BertConfig
 from .errors import WeightsError
@@ -154,25 +154,38 @@ class Model:
             out.append(a)
         return out
 
+    def _sharded(self, fn, rng, *batch):
+        """fn(*shard of each batch array, weight, rng) on every shard of the batch at once (CPU cores;
+        parallel.py): returns fn's results, one per shard, in batch order. weight = the shard's share
+        of the batch, B_s / B; None arrays stay None."""
+        B = batch[0].shape[0]
+        parts = parallel.shards(B, self.xp)
+        rngs = parallel.child_rngs(rng if rng is not None else self.rng, len(parts))
+        return parallel.run(lambda s, r: fn(*(None if a is None else a[s] for a in batch),
+                                            (s.stop - s.start) / B, r), parts, rngs)
+
+    def _cat(self, arrays):
+        return arrays[0] if len(arrays) == 1 else self.xp.concatenate(arrays)
+
     def encode(self, input_ids, attention_mask, token_type_ids=None):
         """Last hidden state (B, T, H) of every token, in evaluation mode (no dropout).
         Includes the adapters when one is added (they are the identity at init)."""
-        input_ids, attention_mask, token_type_ids = self._inputs(input_ids, attention_mask,
-                                                                 token_type_ids)
-        h, _ = bert.encoder_forward(self.params, self.qkv, self.cfg, input_ids, attention_mask,
-                                    token_type_ids, self._run(False))
-        return h
+        def shard(ids, mask, types, weight, rng):
+            return bert.encoder_forward(self.params, self.qkv, self.cfg, ids, mask, types,
+                                        self._run(False, rng))[0]
+        return self._cat(self._sharded(shard, None, *self._inputs(input_ids, attention_mask,
+                                                                   token_type_ids)))
 
     def logits(self, input_ids, attention_mask, token_type_ids=None):
         """Class scores (B, C) in evaluation mode; only [CLS] is computed in the last layer."""
-        logits, _ = self._forward(input_ids, attention_mask, token_type_ids, self._run(False))
-        return logits
+        def shard(ids, mask, types, weight, rng):
+            return self._forward(ids, mask, types, self._run(False, rng))[0]
+        return self._cat(self._sharded(shard, None, *self._inputs(input_ids, attention_mask,
+                                                                   token_type_ids)))
 
     def _forward(self, input_ids, attention_mask, token_type_ids, run):
         if self.head is None:
             raise ValueError("no classification head: call add_classification_head first")
-        input_ids, attention_mask, token_type_ids = self._inputs(input_ids, attention_mask,
-                                                                 token_type_ids)
         h, enc_caches = bert.encoder_forward(self.params, self.qkv, self.cfg, input_ids,
                                              attention_mask, token_type_ids, run, cls_only=True)
         logits, head_cache = heads.forward(h[:, 0], self.params, self.head.name, self.head.dropout,
@@ -189,14 +202,33 @@ class Model:
 
     def loss_and_grads(self, input_ids, attention_mask, token_type_ids, labels, train=True, rng=None):
         """Forward, mean cross-entropy, backward. Returns (loss as a 0-d array, logits (B, C),
-        grads: {name: array} for exactly the trainable names)."""
+        grads: {name: array} for exactly the trainable names).
+
+        On a CPU with several cores the batch runs as shards, one per core (parallel.py): each
+        shard's loss is weighted by its share of the batch, so the loss and gradients are the
+        whole batch's, and the shards' gradient vectors are summed."""
+        batch = self._inputs(input_ids, attention_mask, token_type_ids, labels)
+        results = self._sharded(lambda *a: self._shard_loss_and_grads(*a, train), rng, *batch)
+        loss = results[0][0]
+        for r in results[1:]:
+            loss = loss + r[0]
+        grads = {}
+        if self.trainable:
+            vector, grads = results[0][2]  # views of one vector, laid out like _pack_trainable's
+            for r in results[1:]:
+                vector += r[2][0]
+        return loss, self._cat([r[1] for r in results]), grads
+
+    def _shard_loss_and_grads(self, input_ids, attention_mask, token_type_ids, labels, weight, rng,
+                              train):
+        """loss_and_grads of one shard, its loss (and so its gradients) scaled by `weight`.
+        Returns (weight * loss, logits, (gradient vector, {name: view of it}) or None)."""
         run = self._run(train, rng)
         logits, (enc_caches, head_cache, h_shape) = self._forward(input_ids, attention_mask,
                                                                   token_type_ids, run)
-        (labels,) = self._inputs(labels)
         loss, loss_cache = cross_entropy.forward(logits, labels)
-        # backward: the forward read bottom-up
-        (dlogits,) = cross_entropy.backward(1.0, loss_cache)
+        # backward: the forward read bottom-up; d(weight * loss) / dloss = weight
+        (dlogits,) = cross_entropy.backward(weight, loss_cache)
         dcls, grads = heads.backward(dlogits, head_cache, self.head.name)
         lowest = self.lowest_trainable_layer()
         if lowest is not None:
@@ -206,9 +238,7 @@ class Model:
             grads.update(enc_grads)
         assert set(grads) == self.trainable, set(grads) ^ self.trainable
         # one vector of gradients, laid out like the packed parameters (see _pack_trainable)
-        if grads:
-            _, grads = pack(grads, sorted(grads))
-        return loss, logits, grads
+        return loss * weight, logits, pack(grads, sorted(grads)) if grads else None
 
     # --- adapter files --------------------------------------------------------------------------
     def backbone_id(self) -> dict:

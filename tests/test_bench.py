@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minadapt import bench
+from minadapt import bench, parallel
 from minadapt.cli import build_parser
 from minadapt.config import BertConfig
 from minadapt.weights import save_tensors
@@ -77,7 +77,8 @@ def test_rounds_merge_and_pair():
 
 def test_thread_env():
     env = bench.thread_env(2, 0)
-    assert env == {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    assert env == {"MINADAPT_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2",
+                   "MKL_NUM_THREADS": "2"}
     assert bench.thread_env(1, 4)["OPENBLAS_THREAD_TIMEOUT"] == "4"
 
 
@@ -120,17 +121,23 @@ def test_flops_real_config_shape():
     assert 0.9 < f["train_bwd"] / f["train_fwd"] < 1.15
 
 
-def test_gemm_operands_match_shapes():
-    """The BLAS ceiling times each product with the layout the step uses; check each one computes
-    a result of the shape and size its FLOP count claims."""
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_gemm_operands_match_shapes(monkeypatch, threads):
+    """The BLAS ceiling times each product with the layout the step uses, cut into the step's
+    shards; check the shards' parts make a result of the shape its FLOP count claims."""
+    monkeypatch.setenv("MINADAPT_THREADS", threads)
     gemms = bench.step_gemms(BertConfig(**TINY), B=3, L=4, bottleneck=2)
     assert {g.expr for g in gemms} == {"x @ W.T", "dy @ W", "dy.T @ x", "a @ b", "a.T @ b", "a.T @ dc",
                                        "dc @ b"}
     rng = np.random.default_rng(0)
     for g in gemms:
-        out = bench.gemm_operands(g, rng)()
+        parts = bench.gemm_operands(g, rng)()
+        # rows (or sentences) are cut into shards; a dW is each shard's own, summed afterwards
+        out = sum(parts) if g.expr == "dy.T @ x" else np.concatenate(parts)
         assert out.shape == (*g.batch, g.m, g.n), g
         assert out.dtype == np.float32
+        if parallel.openblas() is not None:
+            assert len(parts) == int(threads), g
 
 
 def test_time_ops_own_time_and_restore():

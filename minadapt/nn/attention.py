@@ -18,7 +18,7 @@ Dropout and softmax backward fold into one step that needs no mask: a * mask / (
 with t = da~ * a~,   ds = t - a * sum_j t_j.
 
 The elementwise work on the (B, nh, Tq, Tk) scores (mask, softmax; and its backward) runs
-one sentence-block at a time through `backend.blockwise`, so it stays in cache and uses every core.
+one sentence-block at a time through `backend.blockwise`, so it stays in cache.
 
 Layout. The per-head operands are copied into contiguous arrays, q as (B, nh, Tq, hs) and k
 already transposed, (B, nh, hs, Tk): OpenBLAS multiplies these many small matrices 2-3x faster when
@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import blockwise, get_xp, keep_mask, row_sums, stacked_matmul
+from ..backend import blockwise, get_xp, keep_mask, row_sums
 from . import dropout
 
 
@@ -119,7 +119,7 @@ def forward(q, k, v, bias, n_heads, p_drop=0.0, rng=None, train=False):
                       out=xp.empty((B, n_heads, Tq, hs), q.dtype))
     k_t = xp.ascontiguousarray(split_heads(k, n_heads).transpose(0, 1, 3, 2))
     v_h = xp.ascontiguousarray(split_heads(v, n_heads))
-    a = stacked_matmul(q_h, k_t)  # (B, nh, Tq, Tk), the scaled scores q k^T / sqrt(hs)
+    a = q_h @ k_t  # (B, nh, Tq, Tk), the scaled scores q k^T / sqrt(hs)
     if xp is np and train and p_drop > 0:  # softmax, then dropout, one cache-sized block at a time
         a_drop = xp.empty_like(a)
         blockwise(lambda s, m, sd: _softmax_dropout_block(s, m, sd, p_drop, rng), a, bias, a_drop)
@@ -132,7 +132,7 @@ def forward(q, k, v, bias, n_heads, p_drop=0.0, rng=None, train=False):
 
             softmax_forward(a, bias, 1.0)
         a_drop, drop = dropout.forward(a, p_drop, rng, train)
-    c = stacked_matmul(a_drop, v_h)  # (B, nh, Tq, hs)
+    c = a_drop @ v_h  # (B, nh, Tq, hs)
     return merge_heads(c), AttentionCache(q_h, k_t, v_h, a, a_drop, drop)
 
 
@@ -142,8 +142,8 @@ def backward(dc, cache):
     xp = get_xp(dc)
     dc = split_heads(dc, q.shape[1])
     # in the forward pass this was: c = a~ v
-    dv = stacked_matmul(a_drop.transpose(0, 1, 3, 2), dc)
-    da = stacked_matmul(dc, xp.ascontiguousarray(v.transpose(0, 1, 3, 2)))  # (see "Layout")
+    dv = a_drop.transpose(0, 1, 3, 2) @ dc
+    da = dc @ xp.ascontiguousarray(v.transpose(0, 1, 3, 2))  # (see "Layout")
     # a~ = dropout(a), a = softmax(s), s = q k^T / sqrt(hs) + m: da becomes ds, in place
     if xp is np:
         blockwise(_softmax_backward_block, a, a_drop, da)
@@ -154,7 +154,7 @@ def backward(dc, cache):
         softmax_backward(a, da, 1.0)
     # s = (q / sqrt(hs)) k^T, with the cached q already scaled:
     #   dk = ds^T (q / sqrt(hs)),   dq = (ds k) / sqrt(hs)
-    dk = stacked_matmul(da.transpose(0, 1, 3, 2), q)
-    dq = stacked_matmul(da, xp.ascontiguousarray(k_t.transpose(0, 1, 3, 2)))
+    dk = da.transpose(0, 1, 3, 2) @ q
+    dq = da @ xp.ascontiguousarray(k_t.transpose(0, 1, 3, 2))
     dq *= q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     return merge_heads(dq), merge_heads(dk), merge_heads(dv)

@@ -34,7 +34,7 @@ def forward(x):
         return y, GeluCache(x, cdf)
     y, cdf = xp.empty_like(x), xp.empty_like(x)
     rows = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
-    blockwise(_forward_block, rows(x), rows(y), rows(cdf))  # cache-sized row blocks, all cores
+    blockwise(_forward_block, rows(x), rows(y), rows(cdf))  # cache-sized row blocks
     return y, GeluCache(x, cdf)
 
 

@@ -9,7 +9,7 @@ Backward:  with g = dy * gamma (the gradient reaching xhat),
            dgamma = sum over rows of dy * xhat,   dbeta = sum over rows of dy
 The two means are what is left of differentiating mu and var: every x_j moves every y_i of its row.
 
-Both directions run in cache-sized row blocks on every core (`backend.blockwise`): about eight
+Both directions run in cache-sized row blocks (`backend.blockwise`): about eight
 passes over a row each, which would otherwise each stream the whole (N, H) array through memory.
 """
 from __future__ import annotations
