@@ -84,7 +84,8 @@ exact GELU needs (lesson 2): NumPy has no `erf`, CuPy has one in `cupyx.scipy.sp
 precision: exact `math.erf` element by element in float64 (slow, used only for checks), a fast
 rational approximation in float32. (The other device-aware helpers in `backend.py` are about the
 machinery, not the maths: moving arrays, synchronising, drawing dropout masks, and `blockwise`, which
-runs elementwise work in cache-sized blocks on all CPU cores.) `resolve_dtype` is the precision policy: only float32 and float64 exist.
+runs elementwise work in cache-sized blocks. The cores are used one level up: `parallel.py` runs
+each core on its own shard of the batch, lesson 7.) `resolve_dtype` is the precision policy: only float32 and float64 exist.
 '''),
 code(r'''
 for d in ("float32", np.float64):

@@ -95,7 +95,7 @@ $\varphi(x)$ is one `exp` and is recomputed. Read the file, printed below: each 
 is one step of $\bar y\,(\Phi + x\varphi)$, done in place, but always on a *fresh* output array,
 never on the upstream gradient `dy` (editing `dy` in place would silently corrupt a gradient that
 another branch still needs). The work is handed to `backend.blockwise`, which cuts the rows into
-blocks that stay in the CPU's cache and runs them on all cores; that is a speed detail (DESIGN.md
+blocks that stay in the CPU's cache; that is a speed detail (DESIGN.md
 measured GELU at ~10% of a training step) and changes nothing in the maths.
 '''),
 code(r'''

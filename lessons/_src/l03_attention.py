@@ -89,7 +89,7 @@ below its head's maximum that all its exponentials underflow, and the block chec
 row's maximum is at least its score for key 0, [CLS]) and falls back to row maxima. The row sums come
 from a matrix-vector product `s @ 1`, which BLAS does faster than NumPy's reduction over short rows.
 (The products `q @ k^T` and `a @ v` are many small matrices, one per sentence and head; they run
-fastest on contiguous copies, and `backend.stacked_matmul` shares the sentences out among the cores.)
+fastest on contiguous copies. The cores share the sentences out one level up, lesson 7.)
 
 Without any shift, large scores overflow:
 '''),
