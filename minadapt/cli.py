@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=_DefaultsHelp,
                        description="Train two Houlsby adapters per layer and a classification "
                        "head on SST-2; the backbone stays frozen. Writes OUT/adapter.safetensors, "
-                       "OUT/metrics.jsonl and OUT/training.png. Ctrl-C saves a checkpoint; "
-                       "--resume continues it and ends exactly where an uninterrupted run would.")
+                       "OUT/metrics.jsonl and OUT/training.png. Ctrl-C finishes the step under way "
+                       "and saves a checkpoint (a second Ctrl-C stops at once); --resume continues "
+                       "it and ends exactly where an uninterrupted run would.")
     t.add_argument("task", choices=["sst2"], help="the task (GLUE SST-2 sentiment)")
     t.add_argument("--data-dir", metavar="DIR", help="folder with train.tsv and dev.tsv "
                    "(default: $MINADAPT_DATA/sst2, else GLUE's SST-2.zip is downloaded)")

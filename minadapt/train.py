@@ -9,13 +9,16 @@ Everything a run needs to continue lives in `out/checkpoint.safetensors`: the tr
 parameters, AdamW's moments, the step, and the state of the dropout generator. The order of the
 batches is not stored: epoch e's order is drawn from a generator seeded with (seed, e), so a
 resumed run recomputes it. That is why `--resume` ends with exactly the numbers of a run that was
-never interrupted. Ctrl-C (or SIGTERM) saves a checkpoint before exiting; so does every evaluation.
+never interrupted. Ctrl-C (or SIGTERM) lets the step under way finish, then saves a checkpoint and
+exits (a second Ctrl-C stops at once, keeping the last saved checkpoint); every evaluation saves one
+too. Stopping mid-step would leave a half-drawn dropout generator, or a half-applied AdamW update.
 """
 from __future__ import annotations
 
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -72,7 +75,12 @@ class TrainResult:
 
 
 class Interrupted(Exception):
-    """Raised inside the loop when Ctrl-C or SIGTERM arrives, so the run can save and stop cleanly."""
+    """Raised inside the loop after the step during which Ctrl-C or SIGTERM arrived, so the run can
+    save and stop cleanly; hard=True: a second signal, raised wherever the loop was."""
+
+    def __init__(self, hard: bool = False):
+        super().__init__("interrupted")
+        self.hard = hard
 
 
 def encode_split(tokenizer, sentences):
@@ -223,10 +231,17 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
         with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def on_signal(signum, frame):
-        raise Interrupted()
+    stop_requested = []  # a signal arrived: finish this step, then save and stop
 
-    old_handler = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
+    def on_signal(signum, frame):
+        if stop_requested:  # the second one: stop now, mid-step
+            raise Interrupted(hard=True)
+        stop_requested.append(signum)
+        print(f"\n{signal.Signals(signum).name}: finishing step {step + 1}, then saving a checkpoint "
+              "(again to stop at once)", file=sys.stderr, flush=True)
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    old_handlers = [signal.signal(s, on_signal) for s in handled] if _main_thread() else None
     bar = Progress(total, desc="train", unit="step", initial=step) if progress else None
     t0, sentences, interval_loss, interval_n = time.perf_counter(), 0, 0.0, 0
     eval_seconds = 0.0  # kept out of the training speed
@@ -268,17 +283,25 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
                 eval_seconds += time.perf_counter() - t_eval
             if callback:
                 callback(step, loss)
-    except (KeyboardInterrupt, Interrupted):
-        interrupted = True
+            if stop_requested:
+                raise Interrupted()
+    except (KeyboardInterrupt, Interrupted) as e:
+        interrupted = "hard" if getattr(e, "hard", False) or isinstance(e, KeyboardInterrupt) else "clean"
     finally:
         if bar:
             bar.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+        if old_handlers is not None:
+            for s, old in zip(handled, old_handlers):
+                signal.signal(s, old)
     seconds = time.perf_counter() - t0
+    if interrupted == "hard":  # mid-step: the state in memory is half a step; keep the saved one
+        saved = f"the last checkpoint ({ckpt_path}) is kept" if ckpt_path.is_file() else \
+            "no checkpoint was saved yet"
+        print(f"\nstopped during step {step + 1}/{total}; {saved}")
+        return TrainResult(float("nan"), step, seconds, ckpt_path, metrics_path, None, True)
     if interrupted:
         save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
-        print(f"\ninterrupted at step {step}/{total}; saved {ckpt_path}\n"
+        print(f"\ninterrupted after step {step}/{total}; saved {ckpt_path}\n"
               f"continue with: minadapt train sst2 --out {out} --resume (and the same options)")
         return TrainResult(float("nan"), step, seconds, ckpt_path, metrics_path, None, True)
 

@@ -2,6 +2,8 @@
 stay bit-identical, an interrupted run resumes to exactly the same result, and a saved adapter
 reloads to the same logits."""
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -64,6 +66,52 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, checkpoint_dir):
     strip = lambda lines: [{k: v for k, v in json.loads(x).items()
                             if k not in ("elapsed_s", "sentences_per_s")} for x in lines]
     assert strip(a) == strip(b)
+
+
+def _signal_during_step(model, at_step, times):
+    """Make model.loss_and_grads send this process SIGINT `times` times in its `at_step`-th call,
+    after the forward and backward (dropout drawn) and before AdamW: the middle of a step."""
+    original, calls = model.loss_and_grads, []
+
+    def wrapped(*a, **kw):
+        out = original(*a, **kw)
+        calls.append(1)
+        if len(calls) == at_step:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+        return out
+    model.loss_and_grads = wrapped
+
+
+def test_ctrl_c_mid_step_finishes_the_step_and_resumes_exactly(tmp_path, checkpoint_dir):
+    """A real SIGINT in the middle of step 4: the step completes, a checkpoint is saved after it,
+    and resuming ends exactly where an uninterrupted run does."""
+    straight = minadapt.load_model(checkpoint_dir)
+    train(_cfg(tmp_path / "a"), model=straight, data=DATA, progress=False)
+    first = minadapt.load_model(checkpoint_dir)
+    _signal_during_step(first, at_step=4, times=1)
+    r = train(_cfg(tmp_path / "b"), model=first, data=DATA, progress=False)
+    assert r.interrupted and r.steps == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    resumed = minadapt.load_model(checkpoint_dir)
+    r2 = train(_cfg(tmp_path / "b"), model=resumed, data=DATA, resume=True, progress=False)
+    assert r2.steps == 6
+    for k in straight.trainable:
+        assert np.array_equal(straight.params[k], resumed.params[k]), k
+
+
+def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, checkpoint_dir):
+    straight = minadapt.load_model(checkpoint_dir)
+    train(_cfg(tmp_path / "a"), model=straight, data=DATA, progress=False)
+    first = minadapt.load_model(checkpoint_dir)
+    _signal_during_step(first, at_step=5, times=2)  # the evaluation after step 3 saved a checkpoint
+    r = train(_cfg(tmp_path / "b"), model=first, data=DATA, progress=False)
+    assert r.interrupted and r.steps == 4  # step 5 never finished
+    resumed = minadapt.load_model(checkpoint_dir)
+    r2 = train(_cfg(tmp_path / "b"), model=resumed, data=DATA, resume=True, progress=False)
+    assert r2.steps == 6  # from the checkpoint of step 3
+    for k in straight.trainable:
+        assert np.array_equal(straight.params[k], resumed.params[k]), k
 
 
 def test_resume_refuses_other_settings(tmp_path, checkpoint_dir):
