@@ -12,9 +12,10 @@ between them (GELU, softmax, LayerNorm, residual adds; ~30% of a step here) runs
 the other waits. With shards, every line of the step runs on every core, and each product is a
 single-threaded one on half the rows: no hand-off between BLAS threads inside a call. NumPy
 releases the GIL inside each ufunc and each matmul, so plain Python threads are enough; the GIL is
-held only between NumPy calls. Measured on the 2-core benchmark machine at B=32 (`minadapt bench`):
-a training step at L=64 took 0.78x the time of the unsharded step, inference 0.77x; at L=16
-0.92x and 0.96x, where each call is short enough that Python's own time starts to show.
+held only between NumPy calls. Measured on the 2-core benchmark machine at B=32, the same model in
+one process, two shards and the whole batch (2 BLAS threads) alternating for 20 rounds: a training
+step at L=64 took 0.81x the time of the whole-batch step, inference 0.83x; at L=16 0.90x and
+0.89x, where each NumPy call is short enough that Python's own time and the GIL start to show.
 
 Shards are used on NumPy only (a GPU is one device), when OpenBLAS is the BLAS (its thread count
 can be set to 1 while shards run; another BLAS would multiply threads), and for B >= 2.

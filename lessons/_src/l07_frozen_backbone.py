@@ -434,7 +434,9 @@ for name, t in ms.items():
 md(r'''
 The loss and the gradients agree to float32 rounding: the shards change where the sums are added up,
 not what is added. On a one-core machine the two timings are the same step. On the 2-core benchmark
-machine, sharding made a training step at $L = 64$ about a fifth faster (`benchmarks/README.md`).
+machine, sharding took a fifth off a training step at $L = 64$ and a tenth at $L = 16$, where
+each NumPy call is short and Python's own time between calls starts to count
+(`benchmarks/README.md`).
 On a GPU there is one device, and the batch runs whole.
 
 ## 6. Against PyTorch: the committed benchmark
