@@ -466,7 +466,6 @@ def run_profile_worker(args) -> dict:
     import pstats
 
     from .backend import synchronize
-
     from .parallel import shards
 
     model, opt, (ids, mask, labels) = build(args)
@@ -620,6 +619,7 @@ def run_blas_worker(args) -> dict:
     import numpy as np
 
     from .config import BertConfig
+    from .parallel import shards
 
     if args.weights is None:
         from .hub import ensure_checkpoint
@@ -627,8 +627,6 @@ def run_blas_worker(args) -> dict:
         args.weights = ensure_checkpoint()
     cfg = BertConfig.from_json(Path(args.weights) / "config.json")
     rng = np.random.default_rng(0)
-    from .parallel import shards
-
     out = {"blas": blas_runtime(), "shards": len(shards(args.batch_size)), "lengths": []}
     for L in args.lengths:
         gemms = step_gemms(cfg, args.batch_size, L)

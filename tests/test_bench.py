@@ -156,6 +156,21 @@ def test_time_ops_own_time_and_restore():
     assert sum(ms.values()) <= ops["total_ms"] + 0.005 * (len(ms) + 1)
 
 
+@pytest.mark.skipif(parallel.openblas() is None, reason="shards need OpenBLAS")
+def test_time_ops_counts_shards_per_core(monkeypatch):
+    """Two shards each spending ~30 ms in an op at the same time: 30 ms of the step's wall clock on
+    each core, not 60 (and the shards' own time is not counted as the caller's)."""
+    import time as clock
+
+    from minadapt.nn import linear
+
+    monkeypatch.setattr(linear, "forward", lambda *a, **kw: clock.sleep(0.03))
+    ops = bench.time_ops(lambda: parallel.run(lambda s: linear.forward(), [slice(0, 1), slice(1, 2)]),
+                         steps=2, cores=2)
+    ms = ops["ms_per_step"]["linear.forward"]
+    assert 29 <= ms <= ops["total_ms"] + 0.01 and ops["total_ms"] < 55, ops
+
+
 # --- profile aggregation ---------------------------------------------------------------------------
 def test_aggregate_profile():
     pkg = str(bench.PACKAGE)
