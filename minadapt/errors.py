@@ -19,7 +19,8 @@ class DataError(MinadaptError):
 
 
 class ConfigError(MinadaptError):
-    """A model config (config.json) is missing, unreadable, or lacks a required field."""
+    """A setting is wrong: a model config (config.json) that is missing, unreadable or lacks a
+    required field, or an environment variable minadapt reads (MINADAPT_THREADS) that is malformed."""
 
 
 class WeightsError(MinadaptError):

@@ -42,13 +42,14 @@ def cores() -> int:
 def threads() -> int:
     """How many shards a batch is cut into on the CPU: $MINADAPT_THREADS, else cores()."""
     value = os.environ.get("MINADAPT_THREADS")
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            raise ValueError(f"$MINADAPT_THREADS must be a whole number of threads, not {value!r}") \
-                from None
-    return cores()
+    if not value:
+        return cores()
+    if not value.strip().isdigit() or int(value) < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"MINADAPT_THREADS={value!r}: expected a whole number of threads, 1 or "
+                          f"more (the shards a batch is cut into; unset: the {cores()} cores here)")
+    return int(value)
 
 
 def openblas():

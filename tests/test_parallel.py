@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from minadapt import parallel
+from minadapt.errors import ConfigError
 
 from conftest import tiny_batch, tiny_model
 
@@ -32,9 +33,10 @@ def test_one_shard_off_numpy(monkeypatch):
 def test_threads_default_and_bad_value(monkeypatch):
     monkeypatch.delenv("MINADAPT_THREADS", raising=False)
     assert parallel.threads() == parallel.cores() >= 1
-    monkeypatch.setenv("MINADAPT_THREADS", "two")
-    with pytest.raises(ValueError, match="MINADAPT_THREADS.*'two'"):
-        parallel.threads()
+    for bad in ("two", "0", "-1", "1.5"):
+        monkeypatch.setenv("MINADAPT_THREADS", bad)
+        with pytest.raises(ConfigError, match=f"MINADAPT_THREADS='{bad}': expected a whole number"):
+            parallel.threads()
 
 
 @needs_openblas
