@@ -236,6 +236,12 @@ def cmd_info(args):
     shapes = expected_shapes(cfg)
     total = sum(int(np.prod(s)) for s in shapes.values())
     print(f"{path}\n{json.dumps(cfg.to_dict(), indent=2)}\nencoder parameters: {total:,}")
+    from . import parallel
+
+    shards = len(parallel.shards(32))
+    how = f"{shards} shards at once, one per core" if shards > 1 else "whole, on one shard"
+    print(f"this machine: {parallel.cores()} cores; a batch of 32 on the CPU runs {how} "
+          f"($MINADAPT_THREADS sets the shards)")
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "download": cmd_download,

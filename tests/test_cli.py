@@ -48,6 +48,13 @@ def _info(d, capsys):
     return run(["predict", "--adapter", "nothing.safetensors", "--weights", str(d), "hi"], capsys)
 
 
+def test_info_shows_the_model_and_the_cores(checkpoint_dir, capsys, monkeypatch):
+    monkeypatch.setenv("MINADAPT_THREADS", "1")
+    code, out, _ = run(["info", str(checkpoint_dir)], capsys)
+    assert code == 0 and '"num_hidden_layers": 6' in out and "encoder parameters: 22,565,376" in out
+    assert "a batch of 32 on the CPU runs whole, on one shard" in out
+
+
 def test_missing_weights_dir(tmp_path, capsys):
     code, _, err = _info(tmp_path / "nope", capsys)
     assert code == 1 and "no such checkpoint folder" in err and "nope" in err
