@@ -157,10 +157,11 @@ class Model:
     def _sharded(self, fn, rng, *batch):
         """fn(*shard of each batch array, weight, rng) on every shard of the batch at once (CPU cores;
         parallel.py): returns fn's results, one per shard, in batch order. weight = the shard's share
-        of the batch, B_s / B; None arrays stay None."""
+        of the batch, B_s / B; None arrays stay None. rng: the generator the shards' dropout is drawn
+        from, or None where nothing is random (evaluation), so that inference never moves it."""
         B = batch[0].shape[0]
         parts = parallel.shards(B, self.xp)
-        rngs = parallel.child_rngs(rng if rng is not None else self.rng, len(parts))
+        rngs = parallel.child_rngs(rng, len(parts)) if rng is not None else [None] * len(parts)
         return parallel.run(lambda s, r: fn(*(None if a is None else a[s] for a in batch),
                                             (s.stop - s.start) / B, r), parts, rngs)
 
@@ -208,6 +209,7 @@ class Model:
         shard's loss is weighted by its share of the batch, so the loss and gradients are the
         whole batch's, and the shards' gradient vectors are summed."""
         batch = self._inputs(input_ids, attention_mask, token_type_ids, labels)
+        rng = (rng if rng is not None else self.rng) if train else None  # evaluation draws nothing
         results = self._sharded(lambda *a: self._shard_loss_and_grads(*a, train), rng, *batch)
         loss = results[0][0]
         for r in results[1:]:

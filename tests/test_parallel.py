@@ -126,3 +126,21 @@ def test_sharded_dropout_repeats_from_the_same_state(monkeypatch):
     assert first[0] == again[0] and first[0] != other[0]
     for k in first[2]:
         assert np.array_equal(first[2][k], again[2][k])
+
+
+@needs_openblas
+def test_inference_never_moves_the_dropout_generator(monkeypatch):
+    """Evaluating between training steps (as `minadapt train` does every --eval-every steps) must
+    not change the training run: logits, encode and an evaluation-mode loss draw nothing."""
+    monkeypatch.setenv("MINADAPT_THREADS", "2")
+    model = tiny_model()
+    model.add_adapter("a", bottleneck=3)
+    model.add_classification_head("a")
+    ids, mask, types, labels = tiny_batch(B=4)
+    before = model.rng.bit_generator.state
+    model.logits(ids, mask, types)
+    model.encode(ids, mask, types)
+    model.loss_and_grads(ids, mask, types, labels, train=False)
+    assert model.rng.bit_generator.state == before
+    model.loss_and_grads(ids, mask, types, labels, train=True)
+    assert model.rng.bit_generator.state != before
