@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 _OPENBLAS = []  # [found or None], looked up once
-_POOL: list = [None]  # the worker threads, made on first use
+_POOL: dict = {}  # the shard threads: {"pid", "size", "executor"}, made on first use
 _INSIDE = threading.local()  # .active: this thread is running a shard (no nested sharding)
 
 
@@ -97,8 +97,6 @@ def run(fn, *per_shard):
     if len(calls) == 1:
         return [fn(*calls[0])]
     set_threads, get_threads = openblas()[1]("set_num_threads"), openblas()[1]("get_num_threads")
-    if _POOL[0] is None or _POOL[0]._max_workers < len(calls):
-        _POOL[0] = ThreadPoolExecutor(len(calls), thread_name_prefix="minadapt-shard")
 
     def shard(args):
         _INSIDE.active = True
@@ -110,9 +108,21 @@ def run(fn, *per_shard):
     before = get_threads()
     set_threads(1)  # each shard's products run single-threaded in its own thread
     try:
-        return list(_POOL[0].map(shard, calls))
+        return list(_pool(len(calls)).map(shard, calls))
     finally:
         set_threads(before)
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    """The shard threads: made on first use, again for more shards, and again in a forked child
+    process. A fork copies the executor but not its threads: the copy believes its idle threads
+    are waiting for work, starts none, and the child's shards would wait forever."""
+    if _POOL.get("pid") != os.getpid() or _POOL["size"] < size:
+        if _POOL.get("pid") == os.getpid():
+            _POOL["executor"].shutdown(wait=False)  # the idle threads of the smaller pool
+        _POOL.update(pid=os.getpid(), size=size,
+                     executor=ThreadPoolExecutor(size, thread_name_prefix="minadapt-shard"))
+    return _POOL["executor"]
 
 
 def child_rngs(rng, n: int) -> list:

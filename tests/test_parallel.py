@@ -1,6 +1,9 @@
 """Shards of a batch on the CPU's cores (minadapt/parallel.py): how a batch is cut, how the shards
 run, and that a model gives the same loss, gradients and outputs whichever way the batch is cut."""
+import os
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -144,3 +147,31 @@ def test_inference_never_moves_the_dropout_generator(monkeypatch):
     assert model.rng.bit_generator.state == before
     model.loss_and_grads(ids, mask, types, labels, train=True)
     assert model.rng.bit_generator.state != before
+
+
+@needs_openblas
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_shards_run_in_a_forked_child(monkeypatch):
+    """A process forked after shards have run (a data-loader worker, multiprocessing with fork)
+    runs shards too: the thread pool it inherits must not leave its work waiting."""
+    monkeypatch.setenv("MINADAPT_THREADS", "3")
+    assert parallel.run(lambda s: s.stop, parallel.shards(6)) == [2, 4, 6]  # the parent's pool
+    time.sleep(0.2)  # its threads idle now: a copied executor believes they will take the work
+    monkeypatch.setenv("MINADAPT_THREADS", "2")
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its shards ran
+        code = 1
+        try:
+            code = 0 if parallel.run(lambda s: s.stop, parallel.shards(4)) == [2, 4] else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's shards never ran")
