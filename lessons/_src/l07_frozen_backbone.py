@@ -407,8 +407,8 @@ every matmul and every ufunc.
 Why not let the BLAS use the cores instead, as NumPy does by default? OpenBLAS threads only the
 matrix products. GELU, softmax, LayerNorm and the residual adds then run on one core while the other
 waits. Sharded, every line of the step runs on every core, and each matrix product is a
-single-threaded one on half the rows. `$MINADAPT_THREADS` sets the number of shards; 1 turns
-sharding off. The same step both ways, on this machine:
+single-threaded one on half the rows. The environment variable `MINADAPT_THREADS` sets the number
+of shards; 1 turns sharding off. The same step both ways, on this machine:
 '''),
 code(r'''
 from minadapt import parallel
