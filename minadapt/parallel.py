@@ -96,7 +96,8 @@ def run(fn, *per_shard):
     calls = list(zip(*per_shard))
     if len(calls) == 1:
         return [fn(*calls[0])]
-    set_threads, get_threads = openblas()[1]("set_num_threads"), openblas()[1]("get_num_threads")
+    blas = openblas()[1]
+    set_threads, get_threads = blas("set_num_threads"), blas("get_num_threads")
 
     def shard(args):
         _INSIDE.active = True

@@ -246,7 +246,7 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
     t0, sentences, interval_loss, interval_n = time.perf_counter(), 0, 0.0, 0
     eval_seconds = 0.0  # kept out of the training speed
     epoch, batches = -1, None
-    interrupted = False
+    interrupted = None  # or "clean" (after a finished step) or "hard" (mid-step)
     try:
         while step < total:
             if step // steps_per_epoch != epoch:
