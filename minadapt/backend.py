@@ -137,17 +137,23 @@ def synchronize(x=None) -> None:
 # whole-vector operations instead of a dozen per array: on a GPU, where every operation is a kernel
 # launch costing ~10-20 us of Python and driver time however small its array, that is ~15 launches
 # a step instead of ~700 for the 52 arrays of a Houlsby adapter.
-def pack(arrays: dict, names) -> tuple:
-    """Copy arrays[name] for `names` (in that order) end to end into one new 1-D vector.
-    Returns (vector, {name: view of the vector shaped like the original})."""
+def pack(arrays: dict, names, out=None) -> tuple:
+    """Copy arrays[name] for `names` (in that order) end to end into one 1-D vector: a new one, or
+    `out`. Returns (vector, {name: view of the vector shaped like the original})."""
     xp = get_xp(arrays[names[0]])
-    vector = xp.concatenate([arrays[n].reshape(-1) for n in names])  # one copy (one launch)
+    vector = xp.concatenate([arrays[n].reshape(-1) for n in names], out=out)  # one copy (one launch)
+    return vector, unpack(vector, {n: arrays[n].shape for n in names})
+
+
+def unpack(vector, shapes: dict) -> dict:
+    """{name: view of `vector`} for shapes {name: shape} laid end to end in that order (as `pack`
+    lays them)."""
     views, at = {}, 0
-    for n in names:
-        shape, size = arrays[n].shape, arrays[n].size
+    for n, shape in shapes.items():
+        size = math.prod(shape)
         views[n] = vector[at:at + size].reshape(shape)
         at += size
-    return vector, views
+    return views
 
 
 def _address(a) -> int:
@@ -155,7 +161,8 @@ def _address(a) -> int:
 
 
 def _owner(a):
-    while a.base is not None:
+    """The array that owns the memory `a` views (an array's base may also be a buffer object)."""
+    while a.base is not None and type(a.base) is type(a):
         a = a.base
     return a
 

@@ -339,7 +339,7 @@ def run_worker(args) -> dict:
             tot.append(t_lg + t_opt)
             stp.append(t_opt)
             if len(fwd_spent) > n_fwd:  # else loss_and_grads no longer calls _forward
-                # one _forward per shard, all started together: the forward phase is the longest
+                # this process's shard's forward (the workers' run at the same time)
                 fwd.append(max(fwd_spent[n_fwd:]))
                 bwd.append(t_lg - fwd[-1])
     rss_train = peak_rss_mb()
@@ -471,7 +471,7 @@ def run_profile_worker(args) -> dict:
     model, opt, (ids, mask, labels) = build(args)
     for _ in range(args.warmup):
         train_step(model, opt, ids, mask, labels, synchronize)
-    # cProfile sees only the thread it was enabled in, so this part runs the batch as one shard
+    # cProfile sees only this process, so this part runs the batch whole, as one shard
     os.environ["MINADAPT_THREADS"], threads = "1", os.environ.get("MINADAPT_THREADS")
     try:
         prof = cProfile.Profile()
@@ -489,9 +489,8 @@ def run_profile_worker(args) -> dict:
     agg = aggregate_profile(pstats.Stats(prof).stats)
     cores = len(shards(ids.shape[0], model.xp))
     ops = {
-        "train": time_ops(lambda: train_step(model, opt, ids, mask, labels, synchronize), args.steps,
-                          cores),
-        "infer": time_ops(lambda: synchronize(model.logits(ids, mask)), args.steps, cores),
+        "train": time_ops(lambda: train_step(model, opt, ids, mask, labels, synchronize), args.steps),
+        "infer": time_ops(lambda: synchronize(model.logits(ids, mask)), args.steps),
     } if model.device == "cpu" else None  # on a GPU each op returns before its kernels finish
     return {"impl": "minadapt", "seq_len": ids.shape[1], "batch_size": ids.shape[0],
             "steps": args.steps, "wall_ms_per_step": round(wall / args.steps * 1e3, 1), **agg,
@@ -502,33 +501,29 @@ OP_MODULES = ("linear", "attention", "gelu", "layernorm", "dropout", "adapter", 
               "embedding", "loss")
 
 
-def time_ops(step, steps: int, cores: int = 1) -> dict:
+def time_ops(step, steps: int) -> dict:
     """Run step() `steps` times with a wall clock around every forward and backward of
     minadapt/nn/*.py and around clipping and AdamW. Each op's time is its own: time spent in an op
     it calls (the adapter's linears) counts for that op. Returns {"ms_per_step": {op: ms},
     "total_ms": ms per step, "rest_ms": what no op covers (residual adds, reshapes, Python, and a
     shard waiting for the others)}. Unlike cProfile this adds one clock read per op call, not per
-    Python call. With `cores` shards running at once (parallel.py), an op's time in the shard
-    threads is divided by `cores`: the share of the step's wall clock it takes on every core."""
+    Python call. Where a batch runs as shards (parallel.py), only this process's shard is seen (the
+    workers run theirs at the same time, each on its own core): the figures are per core."""
     import importlib
-    import threading
 
     from . import optim
 
-    spent, originals, lock, local = {}, [], threading.Lock(), threading.local()
+    spent, originals, stack = {}, [], []  # stack: the open ops' time spent in the ops they called
 
     def timed(key, fn):
         def wrapper(*a, **kw):
-            stack = local.__dict__.setdefault("stack", [])  # this thread's open ops
             t0 = time.perf_counter()
             stack.append(0.0)
             try:
                 return fn(*a, **kw)
             finally:
                 dt, inner = time.perf_counter() - t0, stack.pop()
-                share = 1.0 if threading.current_thread() is threading.main_thread() else 1.0 / cores
-                with lock:
-                    spent[key] = spent.get(key, 0.0) + (dt - inner) * share
+                spent[key] = spent.get(key, 0.0) + dt - inner
                 if stack:
                     stack[-1] += dt
         return wrapper
@@ -562,7 +557,7 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
     product per core (parallel.py), or whole where the step runs one shard."""
     import numpy as np
 
-    from .parallel import run, shards
+    from .parallel import shards
 
     def r(*shape):
         return rng.standard_normal(shape).astype(dtype)
@@ -573,7 +568,7 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
 
     def sharded(product, n):  # product(s) computes the rows s (of n) of the batch
         parts = shards(n)
-        return lambda: run(product, parts)
+        return lambda: on_cores(product, parts)
 
     if g.expr == "x @ W.T":  # rows: tokens, cut as the step cuts its sentences
         x, w = r(g.m, g.k), r(g.n, g.k)
@@ -598,6 +593,26 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
         dc, b = heads(r(B, g.m, nh * g.k), nh), r(B, nh, g.k, g.n)
         return sharded(lambda s: dc[s] @ b[s], B)
     raise ValueError(f"unknown gemm expression {g.expr!r}")
+
+
+def on_cores(product, parts) -> list:
+    """[product(s) for s in parts], each on its own thread, OpenBLAS at one thread meanwhile: a
+    single matrix product keeps the GIL released from start to end, so threads run these side by
+    side as the step's shard processes do (parallel.py says why a step needs processes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .parallel import openblas
+
+    if len(parts) == 1:
+        return [product(parts[0])]
+    blas = openblas()[1]
+    before = blas("get_num_threads")()
+    blas("set_num_threads")(1)
+    try:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            return list(pool.map(product, parts))
+    finally:
+        blas("set_num_threads")(before)
 
 
 def time_gemm(fn, min_seconds=0.2, min_reps=5) -> float:
@@ -901,7 +916,7 @@ def format_table(rows: list[dict], mem: str = "peak_rss_mb") -> str:
 
 def format_profile(prof: dict, top: int = 15) -> str:
     out = [f"profile: {prof['steps']} training steps at B={prof['batch_size']} L={prof['seq_len']} "
-           f"under cProfile, as one shard (cProfile sees one thread; {prof['wall_ms_per_step']:.0f} "
+           f"under cProfile, as one shard (cProfile sees one process; {prof['wall_ms_per_step']:.0f} "
            f"ms/step with the profiler on); own time per minadapt function, NumPy calls counted in "
            f"their caller",
            f"  {'share':>6}  {'ms/step':>8}  {'calls/step':>10}  function"]
@@ -913,7 +928,7 @@ def format_profile(prof: dict, top: int = 15) -> str:
     ops = prof.get("ops")
     if ops:
         cores = prof.get("shards", 1)
-        per = f", per core: {cores} shards run at once" if cores > 1 else ""
+        per = f", per core: this process's shard, {cores} run at once" if cores > 1 else ""
         out += ["", f"wall clock per op, {prof['steps']} steps each (an op's own time; no profiler "
                     f"overhead): ms per step{per}"]
         names = list(dict.fromkeys([*ops["train"]["ms_per_step"], *ops["infer"]["ms_per_step"]]))

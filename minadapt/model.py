@@ -14,13 +14,14 @@ the three projections run as one matmul.
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import bert, heads, parallel
-from .backend import get_xp, pack, resolve_device, resolve_dtype, to_device, to_numpy, xp_for
+from .backend import get_xp, pack, resolve_device, resolve_dtype, to_device, to_numpy, unpack, xp_for
 from .config import BertConfig
 from .errors import WeightsError
 from .nn import adapter, loss as cross_entropy
@@ -55,20 +56,26 @@ class Model:
         self.dtype = next(iter(params.values())).dtype
         self.backbone = dict(backbone or {})  # name, path, sha256 (filled lazily)
         self.tokenizer = tokenizer
-        self.params = {k: to_device(v, self.device) for k, v in params.items()}
+        self.params = {k: self._home(to_device(v, self.device)) for k, v in params.items()}
         self.qkv = [self._fuse_qkv(i) for i in range(cfg.num_hidden_layers)]
         self.adapter: AdapterConfig | None = None
         self.head: HeadConfig | None = None
         self.trainable: set[str] = set()
         self.rng = self._new_rng(seed)
+        self._workers = None  # (state it was forked from, parallel.Workers): made on first use
+
+    def _home(self, a):
+        """Where a parameter lives: on the CPU, shared memory, so that the worker processes that run
+        shards of a batch (parallel.py) see every change the optimiser makes; else the device."""
+        return parallel.shared_copy(a) if self.xp is np else a
 
     # --- building -------------------------------------------------------------------------------
     def _fuse_qkv(self, i):
         """Concatenate Q, K, V into one (3H, H) matrix and make the three dict entries views of it."""
         p = f"encoder.layer.{i}.attention.self."
         names = ("query", "key", "value")
-        w = self.xp.concatenate([self.params[p + n + ".weight"] for n in names])
-        b = self.xp.concatenate([self.params[p + n + ".bias"] for n in names])
+        w = self._home(self.xp.concatenate([self.params[p + n + ".weight"] for n in names]))
+        b = self._home(self.xp.concatenate([self.params[p + n + ".bias"] for n in names]))
         H = self.cfg.hidden_size
         for j, n in enumerate(names):
             self.params[p + n + ".weight"] = w[j * H:(j + 1) * H]
@@ -88,7 +95,7 @@ class Model:
             if k in self.params and self.params[k].shape == v.shape:
                 self.params[k][...] = v
             else:
-                self.params[k] = v
+                self.params[k] = self._home(v)
 
     def _pack_trainable(self):
         """Lay the trainable parameters end to end in one vector; params[name] become views of it.
@@ -98,7 +105,9 @@ class Model:
         fused Q|K|V matrix, so a model that trains them is left unpacked (and still correct)."""
         names = sorted(self.trainable)
         if names and not any(".attention.self." in n for n in names):
-            _, views = pack(self.params, names)
+            size = sum(self.params[n].size for n in names)
+            out = parallel.shared_empty(size, self.dtype) if self.xp is np else None
+            _, views = pack(self.params, names, out=out)
             self.params.update(views)
 
     def add_adapter(self, name: str, bottleneck: int = 64, non_linearity: str = "swish",
@@ -154,16 +163,42 @@ class Model:
             out.append(a)
         return out
 
-    def _sharded(self, fn, rng, *batch):
-        """fn(*shard of each batch array, weight, rng) on every shard of the batch at once (CPU cores;
-        parallel.py): returns fn's results, one per shard, in batch order. weight = the shard's share
-        of the batch, B_s / B; None arrays stay None. rng: the generator the shards' dropout is drawn
-        from, or None where nothing is random (evaluation), so that inference never moves it."""
+    def _sharded(self, method, rng, batch, *extra, slots=False):
+        """self.method(*shard of each batch array, weight, rng, *extra) for every shard of the batch,
+        all at once on the CPU's cores (parallel.py). Returns (results, one per shard in batch order;
+        slot vectors). weight = the shard's share of the batch, B_s / B; None arrays stay None. rng:
+        the generator the shards' dropout is drawn from, or None where nothing is random
+        (evaluation), so that inference never moves it. slots=True: each shard also gets slot=, a
+        vector of the trainable parameters' size to write its gradients into."""
         B = batch[0].shape[0]
         parts = parallel.shards(B, self.xp)
         rngs = parallel.child_rngs(rng, len(parts)) if rng is not None else [None] * len(parts)
-        return parallel.run(lambda s, r: fn(*(None if a is None else a[s] for a in batch),
-                                            (s.stop - s.start) / B, r), parts, rngs)
+        calls = [(*(None if a is None else a[s] for a in batch), (s.stop - s.start) / B, r, *extra)
+                 for s, r in zip(parts, rngs)]
+        size = sum(self.params[k].size for k in self.trainable) if slots else 0
+        if len(parts) == 1:  # the whole batch, here
+            kwargs = {"slot": self.xp.empty(size, self.dtype)} if slots else {}
+            return [getattr(self, method)(*calls[0], **kwargs)], kwargs.get("slot")
+        workers = self._worker_processes(len(parts), size)
+        return workers.map(self, method, calls, slots), workers.slots
+
+    def _worker_processes(self, n, slot_size) -> parallel.Workers:
+        """The worker processes for n shards, forked anew whenever the model has changed in a way
+        shared memory does not carry over: a parameter replaced or added, the trainable set, the
+        adapter or head. (Changes inside the parameters' own memory need nothing.)"""
+        for k, v in self.params.items():
+            if not parallel.is_shared(v):  # put there from outside: copy it where workers see it
+                self.params[k] = parallel.shared_copy(v)
+        state = (self.cfg, self.dtype, self.adapter, self.head, frozenset(self.trainable),
+                 tuple(self.params), tuple(map(id, self.params.values())),
+                 tuple(id(w) for w, _ in self.qkv), n, slot_size)
+        if self._workers is None or self._workers[0] != state or not self._workers[1].alive:
+            if self._workers is not None:
+                self._workers[2].detach()
+                self._workers[1].close()
+            workers = parallel.Workers(self, n, slot_size, self.dtype)
+            self._workers = (state, workers, weakref.finalize(self, workers.close))
+        return self._workers[1]
 
     def _cat(self, arrays):
         return arrays[0] if len(arrays) == 1 else self.xp.concatenate(arrays)
@@ -171,18 +206,20 @@ class Model:
     def encode(self, input_ids, attention_mask, token_type_ids=None):
         """Last hidden state (B, T, H) of every token, in evaluation mode (no dropout).
         Includes the adapters when one is added (they are the identity at init)."""
-        def shard(ids, mask, types, weight, rng):
-            return bert.encoder_forward(self.params, self.qkv, self.cfg, ids, mask, types,
-                                        self._run(False, rng))[0]
-        return self._cat(self._sharded(shard, None, *self._inputs(input_ids, attention_mask,
-                                                                   token_type_ids)))
+        batch = self._inputs(input_ids, attention_mask, token_type_ids)
+        return self._cat(self._sharded("_shard_encode", None, batch)[0])
+
+    def _shard_encode(self, ids, mask, types, weight, rng):
+        return bert.encoder_forward(self.params, self.qkv, self.cfg, ids, mask, types,
+                                    self._run(False, rng))[0]
 
     def logits(self, input_ids, attention_mask, token_type_ids=None):
         """Class scores (B, C) in evaluation mode; only [CLS] is computed in the last layer."""
-        def shard(ids, mask, types, weight, rng):
-            return self._forward(ids, mask, types, self._run(False, rng))[0]
-        return self._cat(self._sharded(shard, None, *self._inputs(input_ids, attention_mask,
-                                                                   token_type_ids)))
+        batch = self._inputs(input_ids, attention_mask, token_type_ids)
+        return self._cat(self._sharded("_shard_logits", None, batch)[0])
+
+    def _shard_logits(self, ids, mask, types, weight, rng):
+        return self._forward(ids, mask, types, self._run(False, rng))[0]
 
     def _forward(self, input_ids, attention_mask, token_type_ids, run):
         if self.head is None:
@@ -210,21 +247,21 @@ class Model:
         whole batch's, and the shards' gradient vectors are summed."""
         batch = self._inputs(input_ids, attention_mask, token_type_ids, labels)
         rng = (rng if rng is not None else self.rng) if train else None  # evaluation draws nothing
-        results = self._sharded(lambda *a: self._shard_loss_and_grads(*a, train), rng, *batch)
+        results, slots = self._sharded("_shard_loss_and_grads", rng, batch, train, slots=True)
         loss = results[0][0]
         for r in results[1:]:
             loss = loss + r[0]
-        grads = {}
-        if self.trainable:
-            vector, grads = results[0][2]  # views of one vector, laid out like _pack_trainable's
-            for r in results[1:]:
-                vector += r[2][0]
+        # the shards' gradient vectors add up (a new array: the slots are overwritten next step)
+        vector = slots if slots.ndim == 1 else slots.sum(axis=0)
+        names = sorted(self.trainable)  # the layout _shard_loss_and_grads packs them in
+        grads = unpack(vector, {k: self.params[k].shape for k in names})
         return loss, self._cat([r[1] for r in results]), grads
 
     def _shard_loss_and_grads(self, input_ids, attention_mask, token_type_ids, labels, weight, rng,
-                              train):
+                              train, slot):
         """loss_and_grads of one shard, its loss (and so its gradients) scaled by `weight`.
-        Returns (weight * loss, logits, (gradient vector, {name: view of it}) or None)."""
+        Writes the gradients end to end into the vector `slot` (sorted by name); returns
+        (weight * loss, logits)."""
         run = self._run(train, rng)
         logits, (enc_caches, head_cache, h_shape) = self._forward(input_ids, attention_mask,
                                                                   token_type_ids, run)
@@ -239,8 +276,9 @@ class Model:
             _, enc_grads = bert.encoder_backward(dh, enc_caches, run, lowest)
             grads.update(enc_grads)
         assert set(grads) == self.trainable, set(grads) ^ self.trainable
-        # one vector of gradients, laid out like the packed parameters (see _pack_trainable)
-        return loss * weight, logits, pack(grads, sorted(grads)) if grads else None
+        if grads:  # one vector, laid out like the packed parameters (see _pack_trainable)
+            pack(grads, sorted(grads), out=slot)
+        return loss * weight, logits
 
     # --- adapter files --------------------------------------------------------------------------
     def backbone_id(self) -> dict:

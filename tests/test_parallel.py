@@ -2,7 +2,6 @@
 run, and that a model gives the same loss, gradients and outputs whichever way the batch is cut."""
 import os
 import signal
-import threading
 import time
 
 import numpy as np
@@ -42,39 +41,91 @@ def test_threads_default_and_bad_value(monkeypatch):
             parallel.threads()
 
 
+class Probe:
+    """A stand-in for a model: what a shard sees of its process and of shared memory."""
+
+    def __init__(self):
+        self.shared = parallel.shared_empty(3, np.float64)
+        self.shared[...] = 0
+        self.private = np.zeros(3)
+
+    def look(self, i):
+        get_threads = parallel.openblas()[1]("get_num_threads")
+        return os.getpid(), get_threads(), parallel.shards(8), float(self.shared[i]), self.private[i]
+
+    def write(self, i, slot):
+        slot[...] = i + 1
+        return i
+
+    def fail(self, i):
+        if i == 1:
+            raise ValueError(f"shard {i} failed")
+        return i
+
+
 @needs_openblas
-def test_run_keeps_order_holds_blas_at_one_thread_and_restores_it(monkeypatch):
+def test_workers_run_shards_in_other_processes_that_see_shared_memory():
+    probe = Probe()
+    workers = parallel.Workers(probe, 3, slot_size=2)
+    try:
+        probe.shared[...] = [1, 2, 3]  # after the fork: shared memory carries it over
+        probe.private[...] = 7  # ordinary memory does not: the workers keep their copy
+        get_threads = parallel.openblas()[1]("get_num_threads")
+        before = get_threads()
+        seen = workers.map(probe, "look", [(0,), (1,), (2,)])
+        assert get_threads() == before
+        assert [s[0] for s in seen] == [os.getpid(), *workers.pids] and len(set(workers.pids)) == 2
+        assert [s[1] for s in seen] == [1, 1, 1]  # single-threaded BLAS in every shard
+        assert [s[2] for s in seen] == [[slice(0, 8)]] * 3  # no shards inside a shard
+        assert [s[3] for s in seen] == [1, 2, 3]
+        assert [s[4] for s in seen] == [7, 0, 0]
+        assert workers.map(probe, "write", [(0,), (1,), (2,)], slots=True) == [0, 1, 2]
+        assert workers.slots.tolist() == [[1, 1], [2, 2], [3, 3]]
+    finally:
+        workers.close()
+    assert not workers.alive
+
+
+@needs_openblas
+def test_a_shards_error_reaches_the_caller_and_the_workers_go_on():
+    probe = Probe()
+    workers = parallel.Workers(probe, 2)
+    try:
+        with pytest.raises(ValueError, match="shard 1 failed") as info:
+            workers.map(probe, "fail", [(0,), (1,)])
+        assert "in shard worker process" in "".join(getattr(info.value, "__notes__", ["in shard worker process"]))
+        assert workers.map(probe, "fail", [(0,), (2,)]) == [0, 2]  # the pipes are still in step
+    finally:
+        workers.close()
+
+
+@needs_openblas
+def test_a_dead_worker_is_an_error_that_says_so(monkeypatch):
     monkeypatch.setenv("MINADAPT_THREADS", "2")
-    get_threads = parallel.openblas()[1]("get_num_threads")
-    before = get_threads()
-    seen = []
+    model = tiny_model()
+    model.add_adapter("a", bottleneck=3)
+    model.add_classification_head("a")
+    ids, mask, types, labels = tiny_batch(B=4)
+    model.logits(ids, mask, types)
+    workers = model._workers[1]
+    os.kill(workers.pids[0], signal.SIGKILL)
+    workers._procs[0].join()
+    assert not workers.alive
+    model.logits(ids, mask, types)  # a dead worker found before the call: new workers
+    assert model._workers[1] is not workers and model._workers[1].alive
+    os.kill(model._workers[1].pids[0], signal.SIGKILL)
+    time.sleep(0.2)
+    with pytest.raises(parallel.WorkerError, match="died"):  # ... or during it
+        model._workers[1].map(model, "_shard_logits", [(ids[:2], mask[:2], types[:2], 0.5, None),
+                                                       (ids[2:], mask[2:], types[2:], 0.5, None)])
 
-    def work(s, tag):
-        seen.append((threading.current_thread().name, get_threads(), parallel.shards(8)))
-        return tag, s
 
-    parts = parallel.shards(7)
-    assert parallel.run(work, parts, ["a", "b"]) == [("a", parts[0]), ("b", parts[1])]
-    assert get_threads() == before
-    for name, blas_threads, nested in seen:
-        assert name.startswith("minadapt-shard")
-        assert blas_threads == 1
-        assert nested == [slice(0, 8)]  # no shards inside a shard
-
-
-@needs_openblas
-def test_run_passes_a_shards_error_on_and_restores_blas(monkeypatch):
-    get_threads = parallel.openblas()[1]("get_num_threads")
-    before = get_threads()
-
-    def work(s):
-        if s.start > 0:
-            raise RuntimeError("shard failed")
-        return s
-
-    with pytest.raises(RuntimeError, match="shard failed"):
-        parallel.run(work, [slice(0, 2), slice(2, 4)])
-    assert get_threads() == before
+def test_shared_memory_is_recognised():
+    a = parallel.shared_empty((2, 3), np.float32)
+    assert parallel.is_shared(a) and parallel.is_shared(a[1:]) and parallel.is_shared(a.T)
+    assert not parallel.is_shared(np.zeros(3)) and not parallel.is_shared(a.copy())
+    b = parallel.shared_copy(np.arange(4.0))
+    assert parallel.is_shared(b) and b.tolist() == [0, 1, 2, 3]
 
 
 def test_child_rngs_follow_the_parent_state():
@@ -117,6 +168,39 @@ def test_model_gives_the_whole_batchs_loss_grads_and_outputs(monkeypatch, thread
 
 
 @needs_openblas
+def test_workers_follow_the_model_as_it_changes(monkeypatch):
+    """Training changes the parameters in place (shared memory carries that to the workers); adding
+    an adapter, replacing a parameter or loading an adapter file changes more (new workers)."""
+    model = tiny_model()
+    model.add_classification_head("a")
+    ids, mask, types, labels = tiny_batch(B=4)
+
+    def both():
+        monkeypatch.setenv("MINADAPT_THREADS", "1")
+        whole = model.loss_and_grads(ids, mask, types, labels, train=False)
+        monkeypatch.setenv("MINADAPT_THREADS", "2")
+        sharded = model.loss_and_grads(ids, mask, types, labels, train=False)
+        assert abs(whole[0] - sharded[0]) < 1e-12
+        for k in whole[2]:
+            np.testing.assert_allclose(sharded[2][k], whole[2][k], rtol=0, atol=1e-12)
+        return sharded[0]
+
+    first = both()
+    model.add_adapter("a", bottleneck=3)
+    rng = np.random.default_rng(1)
+    for k in model.trainable:  # in place, as AdamW does
+        model.params[k][...] = 0.3 * rng.standard_normal(model.params[k].shape)
+    assert both() != first
+    name = "encoder.layer.0.output.dense.weight"  # a frozen weight, replaced by a new array
+    model.params[name] = model.params[name] * 1.5
+    assert not parallel.is_shared(model.params[name])
+    third = both()
+    assert parallel.is_shared(model.params[name])
+    model.params[name][...] *= 0.5  # and changed in place afterwards
+    assert both() != third
+
+
+@needs_openblas
 def test_sharded_dropout_repeats_from_the_same_state(monkeypatch):
     monkeypatch.setenv("MINADAPT_THREADS", "2")
     model = tiny_model()
@@ -150,22 +234,24 @@ def test_inference_never_moves_the_dropout_generator(monkeypatch):
 
 
 @needs_openblas
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_shards_run_in_a_forked_child(monkeypatch):
     """A process forked after shards have run (a data-loader worker, multiprocessing with fork)
-    runs shards too: the thread pool it inherits must not leave its work waiting."""
-    monkeypatch.setenv("MINADAPT_THREADS", "3")
-    assert parallel.run(lambda s: s.stop, parallel.shards(6)) == [2, 4, 6]  # the parent's pool
-    time.sleep(0.2)  # its threads idle now: a copied executor believes they will take the work
+    runs shards too, with workers of its own (the parent's pipes are not its to use)."""
     monkeypatch.setenv("MINADAPT_THREADS", "2")
+    model = tiny_model()
+    model.add_classification_head("a")
+    ids, mask, types, labels = tiny_batch(B=4)
+    expected = model.logits(ids, mask, types)
     pid = os.fork()
-    if pid == 0:  # the child: exit 0 only if its shards ran
+    if pid == 0:  # the child: exit 0 only if its shards ran and agree
         code = 1
         try:
-            code = 0 if parallel.run(lambda s: s.stop, parallel.shards(4)) == [2, 4] else 1
+            model._workers = None  # its copy of the parent's workers belongs to the parent
+            got = model.logits(ids, mask, types)
+            code = 0 if np.abs(got - expected).max() < 1e-12 else 1
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
@@ -175,3 +261,39 @@ def test_shards_run_in_a_forked_child(monkeypatch):
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     pytest.fail("the forked child's shards never ran")
+
+
+@needs_openblas
+def test_workers_end_with_the_process_that_made_them(tmp_path):
+    """A parent that dies without closing its workers (killed, os._exit) leaves none behind: their
+    pipes reach their end. (Workers ignore SIGINT and SIGTERM, so nothing else would stop them.)"""
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        "os.environ['MINADAPT_THREADS'] = '3'\n"
+        "from conftest import tiny_batch, tiny_model\n"
+        "model = tiny_model()\n"
+        "model.add_classification_head('a')\n"
+        "ids, mask, types, labels = tiny_batch(B=4)\n"
+        "model.logits(ids, mask, types)\n"
+        "print(*model._workers[1].pids, flush=True)\n"
+        "os._exit(0)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2, out.stderr
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

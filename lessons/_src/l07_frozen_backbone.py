@@ -398,11 +398,20 @@ $$\mathcal L = \frac1B \sum_{b=1}^{B} \ell_b = \sum_s \frac{B_s}{B}\, \mathcal L
 \qquad\text{so}\qquad \nabla \mathcal L = \sum_s \frac{B_s}{B}\, \nabla \mathcal L_s .$$
 
 Each shard starts its backward from $B_s / B$ instead of 1, and the shards' gradients are simply
-added. This is how multi-GPU training works (each device its own micro-batch, gradients summed),
-with cores for devices and one shared copy of the weights. `model.loss_and_grads` does it on every
-CPU call (`minadapt/parallel.py`): `parallel.shards(B)` cuts the batch, `parallel.run` runs the
-pieces on Python threads. Threads are enough because NumPy lets go of Python's global lock inside
-every matmul and every ufunc.
+added. This is how multi-GPU training works (PyTorch's DistributedDataParallel: one process per
+device, each its own micro-batch, gradients summed), with cores for devices. `model.loss_and_grads`
+does it on every CPU call (`minadapt/parallel.py`): `parallel.shards(B)` cuts the batch; shard 0
+runs in your process, and each other shard in a *worker process* forked from it, so the worker
+starts with the whole model already in its memory.
+
+Why processes and not threads? NumPy lets go of Python's global lock (the GIL) inside every matmul
+and every ufunc, so threads do run side by side; but each NumPy call has to take the lock back to
+start and to finish, a step makes thousands of calls, and with two busy threads every hand-over
+costs microseconds. Processes have a GIL each. The price is that they share nothing by default: after
+a fork each process writes to its own copy of memory. Two things must be common, so they live in
+*shared memory* (`parallel.shared_empty`): the parameters, which AdamW changes in place after every
+step, and one gradient vector per shard, which your process adds up. Everything else (token ids in,
+loss and logits out) is small and travels through a pipe.
 
 Why not let the BLAS use the cores instead, as NumPy does by default? OpenBLAS threads only the
 matrix products. GELU, softmax, LayerNorm and the residual adds then run on one core while the other
@@ -434,9 +443,9 @@ for name, t in ms.items():
 md(r'''
 The loss and the gradients agree to float32 rounding: the shards change where the sums are added up,
 not what is added. On a one-core machine the two timings are the same step. On the 2-core benchmark
-machine, sharding took a fifth off a training step at $L = 64$ and a tenth at $L = 16$, where
-each NumPy call is short and Python's own time between calls starts to count
-(`benchmarks/README.md`).
+machine, shards on two threads took a fifth off a training step at $L = 64$ and a tenth at $L = 16$;
+on two processes, a further 6% over SST-2's mix of short sentences, where each NumPy call is short
+and the threads' hand-overs counted most (`benchmarks/README.md`).
 On a GPU there is one device, and the batch runs whole.
 
 ## 6. Against PyTorch: the committed benchmark
