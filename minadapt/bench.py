@@ -10,7 +10,8 @@ What is timed, per sequence length L (batch B = 32, every row L real tokens, flo
     infer   Model.logits (dropout off, [CLS]-only last layer)
 
 `warmup` untimed steps, then `steps` timed ones; each number is the median with [min-max].
-Peak RSS is the process's high-water mark (ru_maxrss) after the training steps.
+Peak RSS is the process's high-water mark (ru_maxrss) after the training steps, plus its shard
+workers' (VmHWM), shared pages counted in each: an upper bound.
 
 Each (implementation, L) runs in a fresh subprocess, for two reasons: BLAS reads its thread count
 (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS) once, when NumPy is first imported, so
@@ -212,9 +213,17 @@ def summary(seconds: list[float]) -> dict:
     return {"median": round(statistics.median(ms), 3), "min": round(min(ms), 3), "max": round(max(ms), 3)}
 
 
-def peak_rss_mb() -> float:
+def peak_rss_mb(model=None) -> float:
+    """Peak resident memory of this process, plus that of `model`'s shard worker processes
+    (parallel.py): their sum, in which the pages they share (the weights, in shared memory or
+    inherited from the fork) count once per process, so an upper bound on what they hold."""
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
-    return round(kb / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+    mb = kb / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    workers = getattr(model, "_workers", None)
+    for pid in workers[1].pids if workers else ():
+        with open(f"/proc/{pid}/status") as f:  # VmHWM: the process's peak resident set, in kB
+            mb += next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    return round(mb, 1)
 
 
 def gpu_memory(device: str) -> dict:
@@ -342,7 +351,7 @@ def run_worker(args) -> dict:
                 # this process's shard's forward (the workers' run at the same time)
                 fwd.append(max(fwd_spent[n_fwd:]))
                 bwd.append(t_lg - fwd[-1])
-    rss_train = peak_rss_mb()
+    rss_train = peak_rss_mb(model)
     gpu_mem = gpu_memory(model.device)
     final_loss = float(loss)
     del model._forward  # the class's own again
@@ -374,7 +383,7 @@ def run_worker(args) -> dict:
         "opt_ms": summary(stp),
         "infer_ms": infer_ms,
         "peak_rss_mb": rss_train,
-        "peak_rss_after_infer_mb": peak_rss_mb(),
+        "peak_rss_after_infer_mb": peak_rss_mb(model),
         **gpu_mem,
         "trainable_params": int(sum(model.params[k].size for k in model.trainable)),
         "final_train_loss": final_loss,  # the same batch every step, so it falls

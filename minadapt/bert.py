@@ -36,6 +36,7 @@ class Run(NamedTuple):
     rng: object = None  # numpy/cupy Generator for dropout masks (train=True)
     adapter: object = None  # AdapterConfig (name, non_linearity) or None
     trainable: frozenset = frozenset()  # names that get gradients
+    transposed: dict = {}  # {weight name or "qkv.{i}": contiguous W^T} of frozen linears (nn/linear.py)
 
 
 class LayerCache(NamedTuple):
@@ -83,7 +84,8 @@ def _adapter_backward(dy, cache, i, where, run, grads):
 def _linear_forward(x, params, prefix, run):
     """A named dense layer; frozen (no dW, no saved input) unless its weight is trainable."""
     frozen = prefix + "weight" not in run.trainable
-    return linear.forward(x, params[prefix + "weight"], params[prefix + "bias"], frozen=frozen)
+    return linear.forward(x, params[prefix + "weight"], params[prefix + "bias"], frozen=frozen,
+                          w_t=run.transposed.get(prefix + "weight") if frozen else None)
 
 
 def _linear_backward(dy, cache, prefix, grads, need_dx=True):
@@ -160,17 +162,20 @@ def layer_forward(params, i, x, bias, qkv, cfg: BertConfig, run: Run, cls_only=F
     H, nh = cfg.hidden_size, cfg.num_attention_heads
     w_qkv, b_qkv = qkv
     qkv_frozen = _qkv_frozen(i, run)
+    wt_qkv = run.transposed.get(f"qkv.{i}") if qkv_frozen else None  # (H, 3H)
     p_hidden = cfg.hidden_dropout_prob
     # --- self-attention ---
     if cls_only:  # queries for [CLS] alone; keys and values for every token
         x_res = x[:, :1]  # (B, 1, H), the residual branch
-        q, q_cache = linear.forward(x_res, w_qkv[:H], b_qkv[:H], frozen=qkv_frozen)
-        kv, kv_cache = linear.forward(x, w_qkv[H:], b_qkv[H:], frozen=qkv_frozen)  # (B, T, 2H)
+        q, q_cache = linear.forward(x_res, w_qkv[:H], b_qkv[:H], frozen=qkv_frozen,
+                                    w_t=None if wt_qkv is None else wt_qkv[:, :H])
+        kv, kv_cache = linear.forward(x, w_qkv[H:], b_qkv[H:], frozen=qkv_frozen,
+                                      w_t=None if wt_qkv is None else wt_qkv[:, H:])  # (B, T, 2H)
         k, v = kv[..., :H], kv[..., H:]
         qkv_caches = (q_cache, kv_cache)
     else:
         x_res = x
-        qkv_out, qkv_cache = linear.forward(x, w_qkv, b_qkv, frozen=qkv_frozen)  # (B, T, 3H)
+        qkv_out, qkv_cache = linear.forward(x, w_qkv, b_qkv, frozen=qkv_frozen, w_t=wt_qkv)  # (B, T, 3H)
         q, k, v = qkv_out[..., :H], qkv_out[..., H:2 * H], qkv_out[..., 2 * H:]
         qkv_caches = (qkv_cache,)
     c, attn_cache = attention.forward(q, k, v, bias, nh, cfg.attention_probs_dropout_prob,

@@ -63,6 +63,7 @@ class Model:
         self.trainable: set[str] = set()
         self.rng = self._new_rng(seed)
         self._workers = None  # (state it was forked from, parallel.Workers): made on first use
+        self._transposed = {}  # {name: (W, contiguous W^T)} of frozen linears, see _run
 
     def _home(self, a):
         """Where a parameter lives: on the CPU, shared memory, so that the worker processes that run
@@ -152,7 +153,33 @@ class Model:
     # --- running --------------------------------------------------------------------------------
     def _run(self, train, rng=None):
         return bert.Run(train=train, rng=rng if rng is not None else self.rng, adapter=self.adapter,
-                        trainable=frozenset(self.trainable))
+                        trainable=frozenset(self.trainable), transposed=self._frozen_transposed())
+
+    def _frozen_transposed(self) -> dict:
+        """{name: contiguous W^T} for the encoder's frozen linear weights ("qkv.{i}" for the fused
+        Q|K|V), for the forward's x W^T (nn/linear.py says why). On NumPy only (cuBLAS reads a
+        transposed operand at no cost), 42 MB more for all-MiniLM-L6-v2. A copy is made when first
+        needed and made again when the weight is replaced by another array or has trained: a frozen
+        weight is a constant, so it is not watched for changes made in place."""
+        if self.xp is not np:
+            return {}
+        weights = {}
+        for i in range(self.cfg.num_hidden_layers):
+            p = f"encoder.layer.{i}."
+            q = p + "attention.self.query.weight"
+            weights[f"qkv.{i}"] = (self.qkv[i][0], q in self.trainable)
+            for name in ("attention.output.dense.weight", "intermediate.dense.weight",
+                         "output.dense.weight"):
+                weights[p + name] = (self.params[p + name], p + name in self.trainable)
+        out = {}
+        for name, (w, trains) in weights.items():
+            if trains:  # its copy would go stale with the first update: forget it
+                self._transposed.pop(name, None)
+                continue
+            if name not in self._transposed or self._transposed[name][0] is not w:
+                self._transposed[name] = (w, np.ascontiguousarray(w.T))
+            out[name] = self._transposed[name][1]
+        return out
 
     def _inputs(self, *arrays):
         """Host arrays (or lists) moved to this model's device; None and device arrays unchanged."""
@@ -189,6 +216,7 @@ class Model:
         for k, v in self.params.items():
             if not parallel.is_shared(v):  # put there from outside: copy it where workers see it
                 self.params[k] = parallel.shared_copy(v)
+        self._frozen_transposed()  # made here, before a fork, the workers inherit them
         state = (self.cfg, self.dtype, self.adapter, self.head, frozenset(self.trainable),
                  tuple(self.params), tuple(map(id, self.params.values())),
                  tuple(id(w) for w, _ in self.qkv), n, slot_size)

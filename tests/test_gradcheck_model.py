@@ -126,3 +126,29 @@ def test_query_key_value_train_together():
     model.trainable.add("encoder.layer.1.attention.self.key.weight")
     with pytest.raises(ValueError, match="trainable together"):
         model.loss_and_grads(*tiny_batch(), train=False)
+
+
+def test_transposed_copies_of_frozen_weights_follow_the_weights():
+    """The forward's contiguous W^T copies (nn/linear.py) give the same outputs as W.T, and follow a
+    weight that is replaced or starts to train (then it has none: its copy would go stale)."""
+    from minadapt.nn import linear
+
+    model = tiny_model()
+    model.add_classification_head("a")
+    ids, mask, types, _ = tiny_batch(B=3)
+    name = "encoder.layer.1.intermediate.dense.weight"
+    copies = model._frozen_transposed()
+    assert np.array_equal(copies[name], model.params[name].T) and copies[name].flags.c_contiguous
+    assert np.array_equal(copies["qkv.0"], model.qkv[0][0].T)
+    with_copies = model.logits(ids, mask, types)
+    plain = linear.forward
+    try:
+        linear.forward = lambda x, w, b=None, frozen=False, w_t=None: plain(x, w, b, frozen)
+        without = model.logits(ids, mask, types)
+    finally:
+        linear.forward = plain
+    np.testing.assert_allclose(with_copies, without, rtol=0, atol=1e-12)
+    model.params[name] = model.params[name] * 2.0
+    assert np.array_equal(model._frozen_transposed()[name], model.params[name].T)
+    model.trainable.add(name)
+    assert name not in model._frozen_transposed()
