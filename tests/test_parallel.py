@@ -41,6 +41,15 @@ def test_threads_default_and_bad_value(monkeypatch):
             parallel.threads()
 
 
+def _two_shards_of_an_adapted_model(monkeypatch):
+    """A tiny model with an adapter and a head, and a batch of 4 that runs as two shards."""
+    monkeypatch.setenv("MINADAPT_THREADS", "2")
+    model = tiny_model()
+    model.add_adapter("a", bottleneck=3)
+    model.add_classification_head("a")
+    return model, tiny_batch(B=4)
+
+
 class Probe:
     """A stand-in for a model: what a shard sees of its process and of shared memory."""
 
@@ -101,11 +110,7 @@ def test_a_shards_error_reaches_the_caller_and_the_workers_go_on():
 
 @needs_openblas
 def test_a_dead_worker_is_an_error_that_says_so(monkeypatch):
-    monkeypatch.setenv("MINADAPT_THREADS", "2")
-    model = tiny_model()
-    model.add_adapter("a", bottleneck=3)
-    model.add_classification_head("a")
-    ids, mask, types, labels = tiny_batch(B=4)
+    model, (ids, mask, types, labels) = _two_shards_of_an_adapted_model(monkeypatch)
     model.logits(ids, mask, types)
     workers = model._workers[1]
     os.kill(workers.pids[0], signal.SIGKILL)
@@ -201,11 +206,7 @@ def test_workers_follow_the_model_as_it_changes(monkeypatch):
 
 @needs_openblas
 def test_sharded_dropout_repeats_from_the_same_state(monkeypatch):
-    monkeypatch.setenv("MINADAPT_THREADS", "2")
-    model = tiny_model()
-    model.add_adapter("a", bottleneck=3)
-    model.add_classification_head("a")
-    ids, mask, types, labels = tiny_batch(B=4)
+    model, (ids, mask, types, labels) = _two_shards_of_an_adapted_model(monkeypatch)
     first = model.loss_and_grads(ids, mask, types, labels, rng=np.random.default_rng(9))
     again = model.loss_and_grads(ids, mask, types, labels, rng=np.random.default_rng(9))
     other = model.loss_and_grads(ids, mask, types, labels, rng=np.random.default_rng(10))
@@ -218,11 +219,7 @@ def test_sharded_dropout_repeats_from_the_same_state(monkeypatch):
 def test_inference_never_moves_the_dropout_generator(monkeypatch):
     """Evaluating between training steps (as `minadapt train` does every --eval-every steps) must
     not change the training run: logits, encode and an evaluation-mode loss draw nothing."""
-    monkeypatch.setenv("MINADAPT_THREADS", "2")
-    model = tiny_model()
-    model.add_adapter("a", bottleneck=3)
-    model.add_classification_head("a")
-    ids, mask, types, labels = tiny_batch(B=4)
+    model, (ids, mask, types, labels) = _two_shards_of_an_adapted_model(monkeypatch)
     before = model.rng.bit_generator.state
     model.logits(ids, mask, types)
     model.encode(ids, mask, types)
