@@ -347,9 +347,9 @@ def run_worker(args) -> dict:
         if i >= args.warmup:
             tot.append(t_lg + t_opt)
             stp.append(t_opt)
-            if len(fwd_spent) > n_fwd:  # else loss_and_grads no longer calls _forward
-                # this process's shard's forward (the workers' run at the same time)
-                fwd.append(max(fwd_spent[n_fwd:]))
+            if len(fwd_spent) == n_fwd + 1:  # else loss_and_grads no longer calls _forward
+                # this process's shard's forward (the workers' run at the same time, unseen)
+                fwd.append(fwd_spent[-1])
                 bwd.append(t_lg - fwd[-1])
     rss_train = peak_rss_mb(model)
     gpu_mem = gpu_memory(model.device)
@@ -610,18 +610,12 @@ def on_cores(product, parts) -> list:
     side as the step's shard processes do (parallel.py says why a step needs processes)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .parallel import openblas
+    from .parallel import one_blas_thread
 
     if len(parts) == 1:
         return [product(parts[0])]
-    blas = openblas()[1]
-    before = blas("get_num_threads")()
-    blas("set_num_threads")(1)
-    try:
-        with ThreadPoolExecutor(len(parts)) as pool:
-            return list(pool.map(product, parts))
-    finally:
-        blas("set_num_threads")(before)
+    with one_blas_thread(), ThreadPoolExecutor(len(parts)) as pool:
+        return list(pool.map(product, parts))
 
 
 def time_gemm(fn, min_seconds=0.2, min_reps=5) -> float:

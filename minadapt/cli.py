@@ -239,7 +239,9 @@ def cmd_info(args):
     from . import parallel
 
     shards = len(parallel.shards(32))
-    how = (f"{shards} shards at once, one per core (this process and {shards - 1} worker process{'es' if shards > 2 else ''})" if shards > 1 else "whole, on one shard")
+    workers = f"{shards - 1} worker process" + ("es" if shards > 2 else "")
+    how = (f"{shards} shards at once, one per core (this process and {workers})" if shards > 1
+           else "whole, on one shard")
     print(f"this machine: {parallel.cores()} cores; a batch of 32 on the CPU runs {how} "
           f"($MINADAPT_THREADS sets the shards)")
 

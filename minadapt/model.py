@@ -216,7 +216,6 @@ class Model:
         for k, v in self.params.items():
             if not parallel.is_shared(v):  # put there from outside: copy it where workers see it
                 self.params[k] = parallel.shared_copy(v)
-        self._frozen_transposed()  # made here, before a fork, the workers inherit them
         state = (self.cfg, self.dtype, self.adapter, self.head, frozenset(self.trainable),
                  tuple(self.params), tuple(map(id, self.params.values())),
                  tuple(id(w) for w, _ in self.qkv), n, slot_size)
@@ -224,6 +223,7 @@ class Model:
             if self._workers is not None:
                 self._workers[2].detach()
                 self._workers[1].close()
+            self._frozen_transposed()  # made before the fork, the workers inherit them
             workers = parallel.Workers(self, n, slot_size, self.dtype)
             self._workers = (state, workers, weakref.finalize(self, workers.close))
         return self._workers[1]

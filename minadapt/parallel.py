@@ -15,12 +15,12 @@ Why processes, not threads. NumPy releases Python's GIL inside each ufunc and ma
 do run shards side by side; but every NumPy call must take the GIL back to start and to return,
 and a step makes thousands of calls. With two busy threads each hand-over costs microseconds
 (measured here: GELU's chain of ufuncs in 256 KB blocks took 5.4 ns an element on each of two
-threads against 2.4 on one). Processes share no GIL. The shard 0 runs in the calling process;
+threads against 2.4 on one). Processes share no GIL. Shard 0 runs in the calling process;
 shards 1..n-1 in worker processes forked from it, so each worker starts with the model already in
 its memory. What must stay common lives in shared memory (`shared_empty`): the parameters, which
 the optimiser changes in place between steps, and one gradient slot per shard, which the caller
-sums. Measured on the 2-core benchmark machine over 200 batches of SST-2's length mix: 11% less
-time per step than the same shards on two threads.
+sums. Measured on the 2-core benchmark machine over 200 batches of SST-2's length mix, one process
+each, alternating: 152-157 ms a training step, against 163-177 for the same shards on two threads.
 
 Shards are used on NumPy only (a GPU is one device), on Linux with OpenBLAS (its thread count can be
 set to 1 while shards run; another BLAS would multiply threads), and for B >= 2.
@@ -33,6 +33,7 @@ import os
 import signal
 import traceback
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -84,6 +85,19 @@ def _find_openblas():
             if hasattr(lib, f"{prefix}get_num_threads{suffix}"):
                 return path, lambda name, lib=lib, pre=prefix, suf=suffix: getattr(lib, pre + name + suf)
     return None
+
+
+@contextmanager
+def one_blas_thread():
+    """OpenBLAS at one thread inside the block, its thread count restored afterwards: each shard's
+    products run single-threaded on its own core (OpenBLAS's threads would fight over the cores)."""
+    blas = openblas()[1]
+    before = blas("get_num_threads")()
+    blas("set_num_threads")(1)
+    try:
+        yield
+    finally:
+        blas("set_num_threads")(before)
 
 
 def shards(batch_size: int, xp=np) -> list[slice]:
@@ -170,8 +184,6 @@ class Workers:
         """[getattr(target, method)(*args) for args in calls], shard 0 here, the others in the
         workers, all at once; with slots=True each also gets slot=its row of self.slots."""
         assert len(calls) == self.n
-        blas = openblas()[1]
-        get_threads, set_threads = blas("get_num_threads"), blas("set_num_threads")
         results, error = [None] * self.n, None
         try:
             for conn, proc, args in zip(self._conns, self._procs, calls[1:]):
@@ -179,17 +191,15 @@ class Workers:
                     conn.send((method, args, slots))
                 except OSError:  # a broken pipe: the worker is gone
                     raise _died(proc) from None
-            before = get_threads()
-            set_threads(1)  # this process's products run single-threaded, as the workers' do
             _INSIDE[0] = True
             try:
-                kwargs = {"slot": self.slots[0]} if slots else {}
-                results[0] = getattr(target, method)(*calls[0], **kwargs)
+                with one_blas_thread():  # this process's products single-threaded, as the workers'
+                    kwargs = {"slot": self.slots[0]} if slots else {}
+                    results[0] = getattr(target, method)(*calls[0], **kwargs)
             except Exception as e:  # the workers' answers must still be read (below)
                 error = e
             finally:
                 _INSIDE[0] = False
-                set_threads(before)
             for i, conn in enumerate(self._conns, start=1):
                 ok, value = _receive(conn, self._procs[i - 1])
                 if ok:
@@ -280,23 +290,20 @@ def _serve(target, conn, slot, parent_ends):
     os._exit(0)  # no atexit handlers, no flushing of the parent's copied buffers
 
 
-class _quiet_fork:
+@contextmanager
+def _quiet_fork():
     """Around a fork: Python >= 3.12 warns that forking a multi-threaded process may deadlock the
     child (OpenBLAS keeps idle threads). The worker only runs NumPy code, single-threaded; OpenBLAS
     resets its thread pool in a forked child. And `tokenizers` prints a warning in a child forked
     after it has used its thread pool, unless TOKENIZERS_PARALLELISM is set; the worker never
     tokenises, so the child is told it is configured (the parent's setting is restored)."""
-
-    def __enter__(self):
-        self.before = os.environ.get("TOKENIZERS_PARALLELISM")
-        os.environ["TOKENIZERS_PARALLELISM"] = self.before or "false"
-        self.warnings = warnings.catch_warnings()
-        self.warnings.__enter__()
-        warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
-                                category=DeprecationWarning)
-
-    def __exit__(self, *exc):
-        self.warnings.__exit__(*exc)
-        if self.before is None:
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = before or "false"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
+                                    category=DeprecationWarning)
+            yield
+    finally:
+        if before is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        return False
