@@ -226,8 +226,8 @@ for every padded token (linearly in the dense layers, quadratically in attention
 training sentences are 3 to 66 tokens long, most of them short, so a batch drawn at random
 almost always contains one long sentence and is mostly padding.
 
-`bucketed_batches(lengths, batch_size, rng, pool_batches=50)` shuffles all indices, cuts them into
-pools of 50 batches, sorts each pool by length and cuts it into batches, then shuffles the batches.
+`bucketed_batches(lengths, batch_size, rng, pool_batches=200)` shuffles all indices, cuts them into
+pools of 200 batches, sorts each pool by length and cuts it into batches, then shuffles the batches.
 Each batch holds sentences of similar length, while which sentences share a batch, and the order of
 the batches, are still random. `pool_batches=1` is the plain random split. Over one epoch of the full
 training set:
@@ -235,7 +235,7 @@ training set:
 code(r'''
 rng = np.random.default_rng(0)
 kinds = {"random (pool_batches=1)": bucketed_batches(train_len, BATCH, rng, pool_batches=1),
-         "bucketed (pool_batches=50)": bucketed_batches(train_len, BATCH, rng)}
+         "bucketed (pool_batches=200)": bucketed_batches(train_len, BATCH, rng)}
 
 fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
 for (name, batches_), colour in zip(kinds.items(), ("C3", "C0")):
@@ -264,8 +264,10 @@ plt.show()
 md(r'''
 What to look at: random batches pad to around 40 tokens because nearly every one of them contains
 some long sentence; two thirds of what the encoder would compute is padding. Bucketed batches track
-the length distribution itself (most batches are short, a few long), and padding drops to a few
-percent. Since a step's cost grows at least linearly with $T$, an epoch becomes roughly three times
+the length distribution itself (most batches are short, a few long), and padding drops to about
+1%. The pool's size is the knob: the larger the pool, the nearer a sentence's neighbours in length
+(pools of 50 batches leave 4.6% padding, 200 leave 1.25%), while sentences still meet at random in
+pools of 6,400. Since a step's cost grows at least linearly with $T$, an epoch becomes roughly three times
 cheaper, for free. (Evaluation, `train.evaluate`, goes one step further and sorts the whole dev set
 by length: it needs no randomness.)
 

@@ -192,7 +192,7 @@ def load_sst2(
 
 # --- batching --------------------------------------------------------------------------------------
 def bucketed_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool_batches: int = 50
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool_batches: int = 200
 ) -> list[np.ndarray]:
     """One epoch of training batches: similar lengths inside a batch, random order between them.
 
@@ -211,7 +211,11 @@ def bucketed_batches(
     - lengths: int array of shape (N,), the length of each example (tokens, or any proxy for them)
     - batch_size: rows per batch; only the last batch of the last pool may be smaller
     - rng: the generator that draws both shuffles; the same state gives the same batches
-    - pool_batches: batches per pool: 1 is a plain random split, N/batch_size a global sort
+    - pool_batches: batches per pool: 1 is a plain random split, N/batch_size a global sort. The
+      larger the pool, the closer neighbours in length are, so the less padding: on SST-2's
+      training set (batch 32) 4.6% of the tokens a step computes are padding with pools of 50
+      batches, 2.4% with 100, 1.25% with 200 (the default: ~10 pools an epoch, each of 6,400
+      sentences drawn at random) and 0.7% with 400
 
     Returns a list of int arrays of indices into `lengths`; together they hold each index once.
     """
