@@ -119,7 +119,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class Gemm(NamedTuple):
     """One matrix product of the step: `batch` independent (m, k) x (k, n) products.
     `expr` is how the code writes it, which fixes the memory layout BLAS sees:
-      "x @ W.T"   x (m, k), W (n, k): a linear forward, W in torch layout (out, in)
+      "x @ Wt"    x (m, k), Wt (k, n) contiguous: a frozen linear's forward on its W^T copy
+                  (linear.py says why the step keeps one)
+      "x @ W.T"   x (m, k), W (n, k): a trainable linear's forward, W in torch layout (out, in)
       "dy @ W"    dy (m, k), W (k, n): a linear backward's dx
       "dy.T @ x"  dy (k, m), x (k, n): a linear backward's dW
       "a @ b", "a.T @ b", "a.T @ dc", "dc @ b"   attention's batched products over (B, nh):
@@ -142,7 +144,7 @@ class Gemm(NamedTuple):
 def _linear(name, rows, d_in, d_out, train, trainable, need_dx=True):
     """A linear y = x W^T (rows x d_in -> rows x d_out): its forward and, in training, the backward
     products it needs: dx = dy W unless nothing below wants it; dW = dy^T x only when it trains."""
-    out = [Gemm(name, "fwd", "x @ W.T", (), rows, d_in, d_out)]
+    out = [Gemm(name, "fwd", "x @ W.T" if trainable else "x @ Wt", (), rows, d_in, d_out)]
     if train and need_dx:
         out.append(Gemm(name + " dx", "bwd", "dy @ W", (), rows, d_out, d_in))
     if train and trainable:
@@ -582,6 +584,9 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
     if g.expr == "x @ W.T":  # rows: tokens, cut as the step cuts its sentences
         x, w = r(g.m, g.k), r(g.n, g.k)
         return sharded(lambda s: x[s] @ w.T, g.m)
+    if g.expr == "x @ Wt":
+        x, w_t = r(g.m, g.k), r(g.k, g.n)
+        return sharded(lambda s: x[s] @ w_t, g.m)
     if g.expr == "dy @ W":
         dy, w = r(g.m, g.k), r(g.k, g.n)
         return sharded(lambda s: dy[s] @ w, g.m)
@@ -604,17 +609,23 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
     raise ValueError(f"unknown gemm expression {g.expr!r}")
 
 
+_THREADS: dict = {}  # n -> a ThreadPoolExecutor kept for the whole run
+
+
 def on_cores(product, parts) -> list:
     """[product(s) for s in parts], each on its own thread, OpenBLAS at one thread meanwhile: a
     single matrix product keeps the GIL released from start to end, so threads run these side by
-    side as the step's shard processes do (parallel.py says why a step needs processes)."""
+    side as the step's shard processes do (parallel.py says why a step needs processes). The
+    threads are made once: starting two for every call would add ~0.1 ms to products that take
+    under a millisecond at short lengths, and understate the ceiling."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .parallel import one_blas_thread
 
     if len(parts) == 1:
         return [product(parts[0])]
-    with one_blas_thread(), ThreadPoolExecutor(len(parts)) as pool:
+    pool = _THREADS.setdefault(len(parts), ThreadPoolExecutor(len(parts)))
+    with one_blas_thread():
         return list(pool.map(product, parts))
 
 

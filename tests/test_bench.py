@@ -127,8 +127,11 @@ def test_gemm_operands_match_shapes(monkeypatch, threads):
     shards; check the shards' parts make a result of the shape its FLOP count claims."""
     monkeypatch.setenv("MINADAPT_THREADS", threads)
     gemms = bench.step_gemms(BertConfig(**TINY), B=3, L=4, bottleneck=2)
-    assert {g.expr for g in gemms} == {"x @ W.T", "dy @ W", "dy.T @ x", "a @ b", "a.T @ b", "a.T @ dc",
-                                       "dc @ b"}
+    assert {g.expr for g in gemms} == {"x @ Wt", "x @ W.T", "dy @ W", "dy.T @ x", "a @ b", "a.T @ b",
+                                       "a.T @ dc", "dc @ b"}
+    # frozen weights' forwards read the W^T copy, trainable ones (adapters, head) W itself
+    assert {g.name for g in gemms if g.expr == "x @ W.T"} == {
+        "adapter1 down", "adapter1 up", "adapter2 down", "adapter2 up", "head dense", "head out"}
     rng = np.random.default_rng(0)
     for g in gemms:
         parts = bench.gemm_operands(g, rng)()
