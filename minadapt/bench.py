@@ -624,7 +624,9 @@ def on_cores(product, parts) -> list:
 
     if len(parts) == 1:
         return [product(parts[0])]
-    pool = _THREADS.setdefault(len(parts), ThreadPoolExecutor(len(parts)))
+    if len(parts) not in _THREADS:
+        _THREADS[len(parts)] = ThreadPoolExecutor(len(parts))
+    pool = _THREADS[len(parts)]
     with one_blas_thread():
         return list(pool.map(product, parts))
 

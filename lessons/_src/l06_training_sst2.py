@@ -267,8 +267,8 @@ some long sentence; two thirds of what the encoder would compute is padding. Buc
 the length distribution itself (most batches are short, a few long), and padding drops to about
 1%. The pool's size is the knob: the larger the pool, the nearer a sentence's neighbours in length
 (pools of 50 batches leave 4.6% padding, 200 leave 1.25%), while sentences still meet at random in
-pools of 6,400. Since a step's cost grows at least linearly with $T$, an epoch becomes roughly three times
-cheaper, for free. (Evaluation, `train.evaluate`, goes one step further and sorts the whole dev set
+pools of 6,400. Since a step's cost grows at least linearly with $T$, an epoch becomes roughly
+three times cheaper, for free. (Evaluation, `train.evaluate`, goes one step further and sorts the whole dev set
 by length: it needs no randomness.)
 
 ## 6. A real training run
