@@ -160,7 +160,7 @@ def _address(a) -> int:
     return a.data.ptr if get_xp(a) is not np else a.__array_interface__["data"][0]
 
 
-def _owner(a):
+def owner(a):
     """The array that owns the memory `a` views (an array's base may also be a buffer object)."""
     while a.base is not None and type(a.base) is type(a):
         a = a.base
@@ -172,12 +172,12 @@ def packed_offsets(arrays: dict):
     return (vector, {name: offset}); otherwise None."""
     if not arrays:
         return None
-    vector = _owner(next(iter(arrays.values())))
+    vector = owner(next(iter(arrays.values())))
     if vector.ndim != 1 or not vector.flags.c_contiguous:
         return None
     start, offsets, total = _address(vector), {}, 0
     for name, a in arrays.items():
-        if _owner(a) is not vector or not a.flags.c_contiguous or a.dtype != vector.dtype:
+        if owner(a) is not vector or not a.flags.c_contiguous or a.dtype != vector.dtype:
             return None
         offsets[name] = (_address(a) - start) // a.itemsize
         total += a.size

@@ -37,6 +37,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from .backend import owner
+
 _OPENBLAS = []  # [found or None], looked up once
 _INSIDE = [False]  # True while this process runs a shard (always, in a worker): shards do not nest
 
@@ -140,11 +142,12 @@ def shared_copy(a) -> np.ndarray:
 
 def is_shared(a) -> bool:
     """True for a NumPy array (or a view of one) that lives in shared memory from shared_empty."""
-    while isinstance(a, np.ndarray):
-        a = a.base
-    if isinstance(a, memoryview):  # np.frombuffer's base: a view of the mapping
-        a = a.obj
-    return isinstance(a, mmap.mmap)
+    if not isinstance(a, np.ndarray):
+        return False
+    base = owner(a).base  # what the owning array's memory came from
+    if isinstance(base, memoryview):  # np.frombuffer's base: a view of the mapping
+        base = base.obj
+    return isinstance(base, mmap.mmap)
 
 
 # --- the worker processes -------------------------------------------------------------------------
@@ -167,7 +170,7 @@ class Workers:
 
         self.n = n
         self.slots = shared_empty((n, slot_size), dtype)
-        self.pids, self._conns, self._procs = [], [], []
+        self._conns, self._procs = [], []
         context = multiprocessing.get_context("fork")
         for i in range(1, n):
             here, there = context.Pipe()
@@ -178,7 +181,6 @@ class Workers:
             there.close()
             self._conns.append(here)
             self._procs.append(proc)
-            self.pids.append(proc.pid)
 
     def map(self, target, method: str, calls: list, slots: bool = False) -> list:
         """[getattr(target, method)(*args) for args in calls], shard 0 here, the others in the
@@ -227,6 +229,11 @@ class Workers:
                 proc.kill()
                 proc.join()
         self._conns, self._procs = [], []
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (none once closed)."""
+        return [proc.pid for proc in self._procs]
 
     @property
     def alive(self) -> bool:
