@@ -345,6 +345,7 @@ def test_parent_end_to_end_with_fake_torch(tiny_checkpoint, tmp_path):
     report = json.loads(out.read_text())
     assert set(report) >= {"machine", "config", "rows", "profile"}
     assert report["machine"]["cores"] >= 1 and report["machine"]["numpy"] == np.__version__
+    assert report["machine"]["simd"] not in ("", "?")  # which loops NumPy picked: AVX2, AVX-512...
     assert report["config"]["env"]["OPENBLAS_NUM_THREADS"] == "2"
     assert "epoch_estimate" not in report  # no data, no tokenizer: skipped quietly
     assert [row["L"] for row in report["rows"]] == [4, 8]
