@@ -221,8 +221,7 @@ def peak_rss_mb(model=None) -> float:
     inherited from the fork) count once per process, so an upper bound on what they hold."""
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
     mb = kb / (1024 * 1024 if sys.platform == "darwin" else 1024)
-    workers = getattr(model, "_workers", None)
-    for pid in workers[1].pids if workers else ():
+    for pid in model.worker_pids if model is not None else ():
         with open(f"/proc/{pid}/status") as f:  # VmHWM: the process's peak resident set, in kB
             mb += next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
     return round(mb, 1)

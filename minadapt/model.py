@@ -228,6 +228,13 @@ class Model:
             self._workers = (state, workers, weakref.finalize(self, workers.close))
         return self._workers[1]
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the shard workers this model has forked (parallel.py); [] before the
+        first sharded call, with one core, or on a GPU. `minadapt bench` adds their memory to
+        the calling process's."""
+        return list(self._workers[1].pids) if self._workers is not None else []
+
     def _cat(self, arrays):
         return arrays[0] if len(arrays) == 1 else self.xp.concatenate(arrays)
 

@@ -191,6 +191,9 @@ def test_workers_follow_the_model_as_it_changes(monkeypatch):
         return sharded[0]
 
     first = both()
+    pids = model.worker_pids  # what bench reads the workers' memory from
+    assert len(pids) == 1 and pids[0] != os.getpid()
+    os.kill(pids[0], 0)  # a live process (signal 0 only checks)
     model.add_adapter("a", bottleneck=3)
     rng = np.random.default_rng(1)
     for k in model.trainable:  # in place, as AdamW does
@@ -202,6 +205,7 @@ def test_workers_follow_the_model_as_it_changes(monkeypatch):
     assert not parallel.is_shared(model.params[name])
     assert both() != second
     assert parallel.is_shared(model.params[name])
+    assert model.worker_pids != pids  # new workers, forked for the changed model
 
 
 @needs_openblas
