@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     # "sdpa": transformers' default for BERT, and PyTorch's fastest attention here (one fused
     # scaled_dot_product_attention call per layer; AdapterHub wraps it as
-    # BertSdpaSelfAttentionWithAdapters). "eager" (matmul, softmax, matmul) was 4-8% slower at
+    # BertSdpaSelfAttentionWithAdapters). "eager" (matmul, softmax, matmul) was 4-7% slower at
     # inference on this 2-core machine, so comparing against it would flatter minadapt.
     model = BertAdapterModel.from_pretrained(str(args.weights), attn_implementation=ATTENTION,
                                              torch_dtype=torch.float32)
