@@ -233,7 +233,7 @@ class Model:
         """Process ids of the shard workers this model has forked (parallel.py); [] before the
         first sharded call, with one core, or on a GPU. `minadapt bench` adds their memory to
         the calling process's."""
-        return list(self._workers[1].pids) if self._workers is not None else []
+        return self._workers[1].pids if self._workers is not None else []
 
     def _cat(self, arrays):
         return arrays[0] if len(arrays) == 1 else self.xp.concatenate(arrays)
