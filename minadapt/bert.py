@@ -37,6 +37,7 @@ class Run(NamedTuple):
     adapter: object = None  # AdapterConfig (name, non_linearity) or None
     trainable: frozenset = frozenset()  # names that get gradients
     transposed: dict = {}  # {weight name or "qkv.{i}": contiguous W^T} of frozen linears (nn/linear.py)
+    grad: bool = True  # a backward follows; False (inference): ops may skip what only backward reads
 
 
 class LayerCache(NamedTuple):
@@ -187,7 +188,7 @@ def layer_forward(params, i, x, bias, qkv, cfg: BertConfig, run: Run, cls_only=F
     h, ln1 = _ln_forward(a, params, p + "attention.output.LayerNorm.", cfg, run)
     # --- feed-forward ---
     f, ffn_in = _linear_forward(h, params, p + "intermediate.dense.", run)  # (B, T, F)
-    f, gelu_cache = gelu.forward(f)
+    f, gelu_cache = gelu.forward(f, grad=run.grad)
     o, ffn_out = _linear_forward(f, params, p + "output.dense.", run)
     o, drop2 = dropout.forward(o, p_hidden, run.rng, run.train)
     o, adapter2 = _adapter_forward(o, params, i, "output", run)

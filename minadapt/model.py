@@ -151,9 +151,10 @@ class Model:
         return [k for k in self.params if k not in self.trainable]
 
     # --- running --------------------------------------------------------------------------------
-    def _run(self, train, rng=None):
+    def _run(self, train, rng=None, grad=True):
         return bert.Run(train=train, rng=rng if rng is not None else self.rng, adapter=self.adapter,
-                        trainable=frozenset(self.trainable), transposed=self._frozen_transposed())
+                        trainable=frozenset(self.trainable), transposed=self._frozen_transposed(),
+                        grad=grad)
 
     def _frozen_transposed(self) -> dict:
         """{name: contiguous W^T} for the encoder's frozen linear weights ("qkv.{i}" for the fused
@@ -246,7 +247,7 @@ class Model:
 
     def _shard_encode(self, ids, mask, types, weight, rng):
         return bert.encoder_forward(self.params, self.qkv, self.cfg, ids, mask, types,
-                                    self._run(False, rng))[0]
+                                    self._run(False, rng, grad=False))[0]
 
     def logits(self, input_ids, attention_mask, token_type_ids=None):
         """Class scores (B, C) in evaluation mode; only [CLS] is computed in the last layer."""
@@ -254,7 +255,7 @@ class Model:
         return self._cat(self._sharded("_shard_logits", None, batch)[0])
 
     def _shard_logits(self, ids, mask, types, weight, rng):
-        return self._forward(ids, mask, types, self._run(False, rng))[0]
+        return self._forward(ids, mask, types, self._run(False, rng, grad=False))[0]
 
     def _forward(self, input_ids, attention_mask, token_type_ids, run):
         if self.head is None:

@@ -183,13 +183,20 @@ def _softmax_ref(s, padded):
     return e / e.sum(-1, keepdims=True)
 
 
-@pytest.mark.parametrize("case", ["row far below", "padded key 0", "all near"])
+@pytest.mark.parametrize("case", ["row far below", "padded key 0", "all near", "all high",
+                                  "no padding"])
 def test_attention_softmax_shift(rng, case):
-    """The softmax shifts by each head's maximum score, and falls back to each row's maximum when
-    a row may lie too far below it (its exps would underflow): every case is the exact softmax."""
+    """The softmax needs no shift when scores are moderate ("all near"), shifts by each head's
+    maximum when some are large ("all high": exp(100) overflows float32), and falls back to each
+    row's maximum when a row may lie too far below it (its exps would underflow): every case is the
+    exact softmax, with padded keys and without."""
     B, nh, Tq, Tk = 2, 3, 4, 5
     s = rng.normal(size=(B, nh, Tq, Tk))
     padded = np.zeros((B, 1, 1, Tk), bool)
+    if case != "no padding":
+        padded[0, ..., -1] = True
+    if case == "all high":
+        s += 100.0
     if case == "row far below":
         s[0, 1, 2] -= 500.0  # with the head's maximum, this row's float32 exps would all be 0
     if case == "padded key 0":
@@ -200,3 +207,13 @@ def test_attention_softmax_shift(rng, case):
         attention._softmax_block(got, np.where(padded, np.finfo(dtype).min, 0).astype(dtype))
         assert np.all(np.isfinite(got))
         assert rel_error(got, want) < tol
+
+
+def test_gelu_without_cache_is_the_same_gelu(rng):
+    """grad=False (inference) computes Phi(x) in y's memory: the same numbers, and no cache."""
+    for dtype in (np.float32, np.float64):
+        x = (rng.normal(size=(7, 300)) * 3).astype(dtype)
+        y, cache = gelu.forward(x)
+        y_inf, none = gelu.forward(x, grad=False)
+        assert none is None and cache is not None
+        assert np.array_equal(y, y_inf)

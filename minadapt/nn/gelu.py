@@ -24,16 +24,22 @@ class GeluCache(NamedTuple):
     cdf: object  # Phi(x), reused by backward
 
 
-def forward(x):
-    """Inputs: x of any shape. Returns (y, cache), y of the same shape."""
+def forward(x, grad=True):
+    """Inputs: x of any shape. Returns (y, cache), y of the same shape.
+    grad=False: no backward follows (inference), so the cache is None and Phi(x) is computed in
+    y's own memory instead of an array of its own (one large array fewer to write and read)."""
     xp = get_xp(x)
     if xp is not np:  # on a GPU: the same maths in one kernel (cuda_kernels.py says why)
         from ..cuda_kernels import elementwise
 
         y, cdf = elementwise("gelu_forward", x)
-        return y, GeluCache(x, cdf)
-    y, cdf = xp.empty_like(x), xp.empty_like(x)
+        return y, GeluCache(x, cdf) if grad else None
     rows = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+    y = xp.empty_like(x)
+    if not grad:
+        blockwise(_forward_block_no_cache, rows(x), rows(y))
+        return y, None
+    cdf = xp.empty_like(x)
     blockwise(_forward_block, rows(x), rows(y), rows(cdf))  # cache-sized row blocks
     return y, GeluCache(x, cdf)
 
@@ -41,6 +47,11 @@ def forward(x):
 def _forward_block(x, y, cdf):
     normal_cdf(x, out=cdf)  # Phi(x)
     get_xp(x).multiply(x, cdf, out=y)
+
+
+def _forward_block_no_cache(x, y):
+    normal_cdf(x, out=y)  # Phi(x), then y = x Phi(x) in place
+    y *= x
 
 
 def backward(dy, cache):
