@@ -126,7 +126,11 @@ class Gemm(NamedTuple):
       "dy.T @ x"  dy (k, m), x (k, n): a linear backward's dW
       "a @ b", "a.T @ b", "a.T @ dc", "dc @ b"   attention's batched products over (B, nh):
                   a and b are contiguous (B, nh, ., .) arrays (attention copies q, k^T and v so),
-                  dc a per-head view of the (B, T, H) gradient
+                  dc a per-head view of the (B, T, H) gradient; over (B,) alone (the last layer's
+                  cls_attention), contiguous (B, ., .) arrays
+      "a @ b.T"   over (B,): b (B, n, k) read transposed (the layer input x as x^T)
+      "a @ Wh", "a @ Wh.T", "dc @ Wh"   cls_attention's products over (B, nh) with a weight's
+                  per-head rows Wh (nh, hs, H), shared by the B sentences
     """
     name: str
     phase: str  # "fwd" or "bwd"
@@ -164,12 +168,29 @@ def _attention(B, nh, Tq, Tk, hs, train):
     return out
 
 
+def _cls_attention(B, nh, Tq, Tk, hs, train):
+    """nn/cls_attention.py: the last layer's attention over keys and values it never forms."""
+    H = nh * hs
+    out = [Gemm("cls u = q Wk_h", "fwd", "a @ Wh", (B, nh), Tq, hs, H),
+           Gemm("cls scores u x^T", "fwd", "a @ b.T", (B,), nh * Tq, H, Tk),
+           Gemm("cls z = a x", "fwd", "a @ b", (B,), nh * Tq, Tk, H),
+           Gemm("cls context z Wv_h^T", "fwd", "a @ Wh.T", (B, nh), Tq, H, hs)]
+    if train:
+        out += [Gemm("cls dz = dc Wv_h", "bwd", "dc @ Wh", (B, nh), Tq, hs, H),
+                Gemm("cls da = dz x^T", "bwd", "a @ b.T", (B,), nh * Tq, H, Tk),
+                Gemm("cls dx = a^T dz", "bwd", "a.T @ b", (B,), Tk, nh * Tq, H),
+                Gemm("cls du = ds x", "bwd", "a @ b", (B,), nh * Tq, Tk, H),
+                Gemm("cls dx += ds^T u", "bwd", "a.T @ b", (B,), Tk, nh * Tq, H),
+                Gemm("cls dq = du Wk_h^T", "bwd", "a @ Wh.T", (B, nh), Tq, H, hs)]
+    return out
+
+
 def step_gemms(cfg, B: int, L: int, bottleneck: int = 64, num_labels: int = 2,
                train: bool = True) -> list[Gemm]:
     """Every matrix product of one step of adapter training (train=True) or inference, as the work
     needs it: frozen linears get dx only (no dW), adapters and head get dx and dW, no dx below
-    layer 0 (the embeddings are frozen), and the last layer computes queries, attention output,
-    FFN and adapters for the [CLS] row alone (keys and values for all L tokens).
+    layer 0 (the embeddings are frozen), and the last layer computes its query, attention output,
+    FFN and adapters for the [CLS] row alone, and attends without forming keys and values.
     cfg: a BertConfig (hidden_size, intermediate_size, num_attention_heads, num_hidden_layers)."""
     H, F, nh, n_layers = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads,
                           cfg.num_hidden_layers)
@@ -181,10 +202,10 @@ def step_gemms(cfg, B: int, L: int, bottleneck: int = 64, num_labels: int = 2,
         need_dx = i > 0
         if cls_only:
             gemms += _linear("q", B, H, H, train, False, need_dx)
-            gemms += _linear("kv", N, H, 2 * H, train, False, need_dx)
+            gemms += _cls_attention(B, nh, Tq, L, hs, train)
         else:
             gemms += _linear("qkv", N, H, 3 * H, train, False, need_dx)
-        gemms += _attention(B, nh, Tq, L, hs, train)
+            gemms += _attention(B, nh, Tq, L, hs, train)
         gemms += _linear("attn out", rows, H, H, train, False)
         for where in ("adapter1", "ffn", "adapter2"):
             if where == "ffn":
@@ -507,8 +528,8 @@ def run_profile_worker(args) -> dict:
             "shards": cores, "ops": ops}
 
 
-OP_MODULES = ("linear", "attention", "gelu", "layernorm", "dropout", "adapter", "swish", "tanh",
-              "embedding", "loss")
+OP_MODULES = ("linear", "attention", "cls_attention", "gelu", "layernorm", "dropout", "adapter",
+              "swish", "tanh", "embedding", "loss")
 
 
 def time_ops(step, steps: int) -> dict:
@@ -592,13 +613,25 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
     if g.expr == "dy.T @ x":  # each shard its own dW over its rows (the shards' dW are then summed)
         dy, x = r(g.k, g.m), r(g.k, g.n)
         return sharded(lambda s: dy[s].T @ x[s], g.k)
-    B, nh = g.batch
+    B, nh = g.batch[0], g.batch[-1]  # the sentences are what shards cut
     if g.expr == "a @ b":
-        a, b = r(B, nh, g.m, g.k), r(B, nh, g.k, g.n)
+        a, b = r(*g.batch, g.m, g.k), r(*g.batch, g.k, g.n)
         return sharded(lambda s: a[s] @ b[s], B)
     if g.expr == "a.T @ b":
-        a, b = r(B, nh, g.k, g.m), r(B, nh, g.k, g.n)
-        return sharded(lambda s: a[s].transpose(0, 1, 3, 2) @ b[s], B)
+        a, b = r(*g.batch, g.k, g.m), r(*g.batch, g.k, g.n)
+        return sharded(lambda s: a[s].swapaxes(-1, -2) @ b[s], B)
+    if g.expr == "a @ b.T":
+        a, b = r(*g.batch, g.m, g.k), r(*g.batch, g.n, g.k)
+        return sharded(lambda s: a[s] @ b[s].swapaxes(-1, -2), B)
+    if g.expr == "a @ Wh":
+        a, w = r(B, nh, g.m, g.k), r(nh, g.k, g.n)
+        return sharded(lambda s: a[s] @ w, B)
+    if g.expr == "a @ Wh.T":
+        a, w = r(B, nh, g.m, g.k), r(nh, g.n, g.k)
+        return sharded(lambda s: a[s] @ w.swapaxes(-1, -2), B)
+    if g.expr == "dc @ Wh":
+        dc, w = heads(r(B, g.m, nh * g.k), nh), r(nh, g.k, g.n)
+        return sharded(lambda s: dc[s] @ w, B)
     if g.expr == "a.T @ dc":
         a, dc = r(B, nh, g.k, g.m), heads(r(B, g.k, nh * g.n), nh)
         return sharded(lambda s: a[s].transpose(0, 1, 3, 2) @ dc[s], B)

@@ -18,8 +18,8 @@ added explicitly.
 
 Two kinds of skipped work make adapter training cheap (see DESIGN.md, "Frozen is a speed feature"):
 frozen linears compute no dW; and when only [CLS] is read (classification), the last layer computes
-its queries, FFN and adapters for the first token alone (`cls_only`), while keys and values still
-come from every token.
+its query, FFN and adapters for the first token alone (`cls_only`), and, with Q, K and V frozen,
+attends over keys and values it never forms (nn/cls_attention.py).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from .backend import get_xp
 from .config import BertConfig
-from .nn import adapter, attention, dropout, embedding, gelu, layernorm, linear
+from .nn import adapter, attention, cls_attention, dropout, embedding, gelu, layernorm, linear
 
 
 class Run(NamedTuple):
@@ -43,7 +43,7 @@ class Run(NamedTuple):
 class LayerCache(NamedTuple):
     x: object  # the layer input's shape is all backward needs of it
     cls_only: bool
-    qkv: tuple  # linear caches of q and kv (cls_only) or of the fused qkv
+    qkv: tuple  # linear caches: of the fused qkv; of q (cls_only, frozen Q|K|V); or of q and kv
     attn: object
     attn_out: object
     drop1: object
@@ -166,21 +166,26 @@ def layer_forward(params, i, x, bias, qkv, cfg: BertConfig, run: Run, cls_only=F
     wt_qkv = run.transposed.get(f"qkv.{i}") if qkv_frozen else None  # (H, 3H)
     p_hidden = cfg.hidden_dropout_prob
     # --- self-attention ---
-    if cls_only:  # queries for [CLS] alone; keys and values for every token
-        x_res = x[:, :1]  # (B, 1, H), the residual branch
-        q, q_cache = linear.forward(x_res, w_qkv[:H], b_qkv[:H], frozen=qkv_frozen,
-                                    w_t=None if wt_qkv is None else wt_qkv[:, :H])
-        kv, kv_cache = linear.forward(x, w_qkv[H:], b_qkv[H:], frozen=qkv_frozen,
-                                      w_t=None if wt_qkv is None else wt_qkv[:, H:])  # (B, T, 2H)
-        k, v = kv[..., :H], kv[..., H:]
-        qkv_caches = (q_cache, kv_cache)
-    else:
+    p_attn = cfg.attention_probs_dropout_prob
+    if not cls_only:
         x_res = x
         qkv_out, qkv_cache = linear.forward(x, w_qkv, b_qkv, frozen=qkv_frozen, w_t=wt_qkv)  # (B, T, 3H)
         q, k, v = qkv_out[..., :H], qkv_out[..., H:2 * H], qkv_out[..., 2 * H:]
         qkv_caches = (qkv_cache,)
-    c, attn_cache = attention.forward(q, k, v, bias, nh, cfg.attention_probs_dropout_prob,
-                                      run.rng, run.train)
+        c, attn_cache = attention.forward(q, k, v, bias, nh, p_attn, run.rng, run.train)
+    else:  # the query of [CLS] alone
+        x_res = x[:, :1]  # (B, 1, H), the residual branch
+        q, q_cache = linear.forward(x_res, w_qkv[:H], b_qkv[:H], frozen=qkv_frozen,
+                                    w_t=None if wt_qkv is None else wt_qkv[:, :H])
+        if qkv_frozen:  # keys and values are never formed (nn/cls_attention.py)
+            c, attn_cache = cls_attention.forward(q, x, w_qkv[H:2 * H], w_qkv[2 * H:], b_qkv[2 * H:],
+                                                  bias, nh, p_attn, run.rng, run.train)
+            qkv_caches = (q_cache,)
+        else:  # K and V train: form them for every token, their dW needs them
+            kv, kv_cache = linear.forward(x, w_qkv[H:], b_qkv[H:])  # (B, T, 2H)
+            k, v = kv[..., :H], kv[..., H:]
+            qkv_caches = (q_cache, kv_cache)
+            c, attn_cache = attention.forward(q, k, v, bias, nh, p_attn, run.rng, run.train)
     a, attn_out_cache = _linear_forward(c, params, p + "attention.output.dense.", run)
     a, drop1 = dropout.forward(a, p_hidden, run.rng, run.train)
     a, adapter1 = _adapter_forward(a, params, i, "attention.output", run)
@@ -225,10 +230,16 @@ def layer_backward(dout, cache: LayerCache, i, run: Run, need_dx=True):
         return None, grads
     (da,) = dropout.backward(da, cache.drop1)
     dc = _linear_backward(da, cache.attn_out, p + "attention.output.dense.", grads)
+    xp = get_xp(dout)
+    if isinstance(cache.attn, cls_attention.ClsAttentionCache):
+        # c = attention of q against keys and values never formed; q from the [CLS] row alone
+        dq, dx = cls_attention.backward(dc, cache.attn)
+        dx[:, :1] += _qkv_backward(dq, cache.qkv[0], i, 0, grads) + dx_res
+        assert dx.shape == cache.x
+        return dx, grads
     # c = attention(q, k, v)
     dq, dk, dv = attention.backward(dc, cache.attn)
     # q, k, v = x Wqkv^T + bqkv (fused), or q from the [CLS] row alone
-    xp = get_xp(dout)
     if cache.cls_only:
         q_cache, kv_cache = cache.qkv
         dx = _qkv_backward(xp.concatenate([dk, dv], axis=-1), kv_cache, i, 1, grads, need_dx)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from minadapt.gradcheck import check, rel_error
-from minadapt.nn import (adapter, attention, dropout, embedding, gelu, layernorm, linear, loss,
-                         relu, swish, tanh)
+from minadapt.nn import (adapter, attention, cls_attention, dropout, embedding, gelu, layernorm,
+                         linear, loss, relu, swish, tanh)
 
 TOL = 1e-7
 
@@ -217,3 +217,35 @@ def test_gelu_without_cache_is_the_same_gelu(rng):
         y_inf, none = gelu.forward(x, grad=False)
         assert none is None and cache is not None
         assert np.array_equal(y, y_inf)
+
+
+def _cls_attention_inputs(rng, B=2, Tq=1, Tk=5, H=8):
+    q, x, _, bias = _attention_inputs(rng, B, Tq, Tk, H)
+    w_k, w_v = rng.normal(size=(H, H)), rng.normal(size=(H, H))
+    b_k, b_v = rng.normal(size=H), rng.normal(size=H)
+    return q, x, w_k, b_k, w_v, b_v, bias
+
+
+@pytest.mark.parametrize("train", [False, True])  # without and with dropout on the probabilities
+def test_cls_attention_is_attention_over_projected_keys_and_values(rng, train):
+    """Keys and values never formed give the same context as forming them (the key bias included:
+    softmax ignores it), with the same dropout masks drawn."""
+    q, x, w_k, b_k, w_v, b_v, bias = _cls_attention_inputs(rng)
+    k, v = x @ w_k.T + b_k, x @ w_v.T + b_v
+    c, _ = cls_attention.forward(q, x, w_k, w_v, b_v, bias, 2, 0.3, np.random.default_rng(5), train)
+    want, _ = attention.forward(q, k, v, bias, 2, 0.3, np.random.default_rng(5), train)
+    assert rel_error(c, want) < 1e-14
+
+
+@pytest.mark.parametrize("Tq", [1, 3])
+@pytest.mark.parametrize("train", [False, True])
+def test_cls_attention(rng, Tq, train):
+    q, x, w_k, _, w_v, b_v, bias = _cls_attention_inputs(rng, Tq=Tq)
+    dc = rng.normal(size=q.shape)
+    f = lambda q_, x_: cls_attention.forward(q_, x_, w_k, w_v, b_v, bias, 2, 0.3,  # noqa: E731
+                                             np.random.default_rng(5), train)[0]
+    _, cache = cls_attention.forward(q, x, w_k, w_v, b_v, bias, 2, 0.3, np.random.default_rng(5), train)
+    dq, dx = cls_attention.backward(dc, cache)
+    assert check(lambda t: f(t, x), q, dc, dq) < TOL
+    assert check(lambda t: f(q, t), x, dc, dx) < TOL
+    assert np.all(dx[1, -2:] == 0)  # padded tokens get no gradient

@@ -312,8 +312,9 @@ for name in names:  # the weight is perturbed in place inside the dict (for the 
 '''),
 md(r'''
 **Two kinds of skipped work.** A classification head reads only the final [CLS] vector. So the last
-layer can compute its queries, attention output, FFN and adapters for that **one row** per sentence
-(`cls_only=True`), while keys and values still come from every token. The [CLS] row is the same:
+layer can compute its query, attention output, FFN and adapters for that **one row** per sentence
+(`cls_only=True`); the query still attends to every token, through keys and values that, with Q, K
+and V frozen, are never even formed (lesson 7 shows how). The [CLS] row is the same:
 '''),
 code(r'''
 last = cfg.num_hidden_layers - 1

@@ -241,8 +241,7 @@ this saving.
 ## 3. The last layer for [CLS] only
 
 The head reads the final hidden state of [CLS] alone, so the last layer only needs that one row of
-its output. Attention still needs keys and values of *every* token (the [CLS] query attends to all of
-them), but the query, the attention output, the FFN and the adapters are needed for one row per
+its output. The query, the attention output, the FFN and the adapters are needed for one row per
 sentence. `bert.encoder_forward(..., cls_only=True)` does exactly that (used by `model.logits` and
 `model.loss_and_grads`), and returns `(B, 1, H)`. `model.encode` runs the full last layer. They must
 agree on [CLS]:
@@ -257,31 +256,53 @@ print(f"max |difference| on [CLS]: {np.abs(h_all[:, 0] - h_cls[:, 0]).max():.1e}
       f"{np.array_equal(model.encode(ids, mask), h_all)}")
 '''),
 md(r'''
-The two agree to float32 rounding (about $10^{-7}$; a $(B, H)$ product and a $(B\cdot L, H)$ product
-add their terms in a different order, so they are not bit-identical). What it saves, per sentence of
-$L$ tokens, in the last layer: the rows $L-1$ of Q ($2H^2$), attention output ($2H^2$), FFN
-($4HF$) and two adapters ($8Hm$), and the attention scores and context shrink from $L$ query rows
-to 1 ($4LH \to 4H$ per token of context):
+The two agree to float32 rounding (about $10^{-7}$; the products add their terms in a different
+order, so they are not bit-identical).
 
-$$\text{saved} = (L-1)\,\big(4H^2 + 4HF + 8Hm + 4LH\big) \quad\text{FLOPs per sentence.}$$
+The [CLS] query still attends to every token, so it seems to need every token's key and value,
+$k = x W_k^\top + b_k$ and $v = x W_v^\top + b_v$: $4LH^2$ FLOPs a sentence for what one query
+reads. But matrix products associate. With $q'_h = q_h / \sqrt{d}$ and head $h$'s rows $W_{k,h}$,
+$W_{v,h}$ of the weights,
+
+$$s_h = q'_h k_h^\top = (q'_h W_{k,h})\, x^\top + q'_h \cdot b_{k,h}, \qquad
+c_h = a_h v_h = (a_h x)\, W_{v,h}^\top + b_{v,h},$$
+
+and softmax ignores the $q'_h \cdot b_{k,h}$ that every score of the row shares. So the weights move
+to the query's side: $u_h = q'_h W_{k,h}$ (one row), scores $u_h x^\top$, $z_h = a_h x$, context
+$z_h W_{v,h}^\top + b_{v,h}$. That is `nn/cls_attention.py`: with Q, K and V frozen, the last layer
+never forms a key or a value. Its backward sends gradient to $x$ along both paths, through the
+scores and through $z$; `tests/test_gradcheck_ops.py` checks it against finite differences and
+against the usual attention over projected keys and values.
+
+What both save, per sentence of $L$ tokens and $n_h$ heads, against a full last layer: rows $1$ to
+$L-1$ of Q, K, V and of the attention output ($8H^2$ a row), of the FFN ($4HF$) and of the two
+adapters ($8Hm$); and attention's products, $4L^2H$ FLOPs over all the queries, become the
+$4 n_h L H$ of $u_h x^\top$ and $a_h x$:
+
+$$\text{saved} = (L-1)\,\big(8H^2 + 4HF + 8Hm\big) + 4LH\,(L - n_h) \quad\text{FLOPs per sentence.}$$
+
+The check below counts a full layer by hand ($8LH^2 + 4L^2H + 8LHm + 4LHF$ a sentence) and asks that
+the library's count plus the saving give exactly the full model's FLOPs.
 '''),
 code(r'''
-H, F, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+H, F, nh, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_hidden_layers
 rows = []
 for L_ in (16, 32, 64, 128):
     m_ = 64
     cls_infer = bench.step_flops(cfg, 32, L_, m_)["infer"]  # the library's count, [CLS]-only last layer
-    saved = 32 * (L_ - 1) * (4 * H * H + 4 * H * F + 8 * H * m_ + 4 * L_ * H)
+    saved = 32 * ((L_ - 1) * (8 * H * H + 4 * H * F + 8 * H * m_) + 4 * L_ * H * (L_ - nh))
+    full_layer = 8 * L_ * H * H + 4 * L_ * L_ * H + 8 * L_ * H * m_ + 4 * L_ * H * F
+    full = 32 * (n_layers * full_layer + 2 * H * H + 2 * H * 2)  # and the head (dense, 2 labels)
+    assert cls_infer + saved == full
     rows.append((L_, cls_infer, saved))
-    print(f"L={L_:3d}: inference {cls_infer / 1e9:6.2f} GFLOP with cls_only, {(cls_infer + saved) / 1e9:6.2f} without: "
-          f"saves {saved / (cls_infer + saved):.1%}")
+    print(f"L={L_:3d}: inference {cls_infer / 1e9:6.2f} GFLOP with cls_only, {full / 1e9:6.2f} without: "
+          f"saves {saved / full:.1%}")
 '''),
 md(r'''
-About 14% of the forward, growing slowly with $L$: a whole layer of six would be 17%, and the keys
-and values of every token still have to be computed. In a training step the saving counts twice, since
-the last layer's backward products shrink in the same way (DESIGN.md puts it at about 14% of the
-step's FLOPs at $L = 64$). The step-time differences involved are small against the noise of a
-shared machine, so this section counts FLOPs rather than timing them.
+About 16% of the forward: a whole layer of six would be 17%, and what is left of the last layer is
+one row per sentence and attention's $4 n_h L H$. In a training step the saving counts twice, since
+the last layer's backward products shrink in the same way. The step-time differences involved are
+small against the noise of a shared machine, so this section counts FLOPs rather than timing them.
 
 ## 4. Memory: what the caches hold
 

@@ -126,21 +126,40 @@ def forward(q, k, v, bias, n_heads, p_drop=0.0, rng=None, train=False):
                       out=xp.empty((B, n_heads, Tq, hs), q.dtype))
     k_t = xp.ascontiguousarray(split_heads(k, n_heads).transpose(0, 1, 3, 2))
     v_h = xp.ascontiguousarray(split_heads(v, n_heads))
-    a = q_h @ k_t  # (B, nh, Tq, Tk), the scaled scores q k^T / sqrt(hs)
-    if xp is np and train and p_drop > 0:  # softmax, then dropout, one cache-sized block at a time
-        a_drop = xp.empty_like(a)
-        blockwise(lambda s, m, sd: _softmax_dropout_block(s, m, sd, p_drop, rng), a, bias, a_drop)
-        drop = None  # backward needs a and a_drop only
-    else:
-        if xp is np:
-            blockwise(_softmax_block, a, bias)  # now the probabilities
-        else:  # on a GPU: the same maths, one kernel
-            from ..cuda_kernels import softmax_forward
-
-            softmax_forward(a, bias, 1.0)
-        a_drop, drop = dropout.forward(a, p_drop, rng, train)
+    a, a_drop, drop = probabilities(q_h @ k_t, bias, p_drop, rng, train)  # from q k^T / sqrt(hs)
     c = a_drop @ v_h  # (B, nh, Tq, hs)
     return merge_heads(c), AttentionCache(q_h, k_t, v_h, a, a_drop, drop)
+
+
+def probabilities(s, bias, p_drop=0.0, rng=None, train=False):
+    """The scaled scores s (B, nh, Tq, Tk), overwritten, -> (a, a~, drop): a = softmax(s + bias),
+    a~ = dropout(a) (a itself at evaluation), drop = what `scores_gradient` needs of the dropout."""
+    xp = get_xp(s)
+    if xp is np and train and p_drop > 0:  # softmax, then dropout, one cache-sized block at a time
+        a_drop = xp.empty_like(s)
+        blockwise(lambda s, m, sd: _softmax_dropout_block(s, m, sd, p_drop, rng), s, bias, a_drop)
+        return s, a_drop, None  # backward needs a and a_drop only
+    if xp is np:
+        blockwise(_softmax_block, s, bias)  # now the probabilities
+    else:  # on a GPU: the same maths, one kernel
+        from ..cuda_kernels import softmax_forward
+
+        softmax_forward(s, bias, 1.0)
+    a_drop, drop = dropout.forward(s, p_drop, rng, train)
+    return s, a_drop, drop
+
+
+def scores_gradient(da, a, a_drop, drop):
+    """In place: da, the gradient w.r.t. a~ = dropout(softmax(s)), becomes the gradient w.r.t. s.
+    Returns it."""
+    if get_xp(da) is np:
+        blockwise(_softmax_backward_block, a, a_drop, da)
+        return da
+    (da,) = dropout.backward(da, drop)  # on a GPU: the dropout's product, then one kernel
+    from ..cuda_kernels import softmax_backward
+
+    softmax_backward(a, da, 1.0)
+    return da
 
 
 def backward(dc, cache):
@@ -152,13 +171,7 @@ def backward(dc, cache):
     dv = a_drop.transpose(0, 1, 3, 2) @ dc
     da = dc @ xp.ascontiguousarray(v.transpose(0, 1, 3, 2))  # (see "Layout")
     # a~ = dropout(a), a = softmax(s), s = q k^T / sqrt(hs) + m: da becomes ds, in place
-    if xp is np:
-        blockwise(_softmax_backward_block, a, a_drop, da)
-    else:  # on a GPU: the dropout's product, then one kernel
-        (da,) = dropout.backward(da, drop)
-        from ..cuda_kernels import softmax_backward
-
-        softmax_backward(a, da, 1.0)
+    da = scores_gradient(da, a, a_drop, drop)
     # s = (q / sqrt(hs)) k^T, with the cached q already scaled:
     #   dk = ds^T (q / sqrt(hs)),   dq = (ds k) / sqrt(hs)
     dk = da.transpose(0, 1, 3, 2) @ q
