@@ -613,7 +613,8 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
     if g.expr == "dy.T @ x":  # each shard its own dW over its rows (the shards' dW are then summed)
         dy, x = r(g.k, g.m), r(g.k, g.n)
         return sharded(lambda s: dy[s].T @ x[s], g.k)
-    B, nh = g.batch[0], g.batch[-1]  # the sentences are what shards cut
+    B = g.batch[0]  # the sentences, which shards cut
+    nh = g.batch[1] if len(g.batch) > 1 else None  # heads, for the per-head products
     if g.expr == "a @ b":
         a, b = r(*g.batch, g.m, g.k), r(*g.batch, g.k, g.n)
         return sharded(lambda s: a[s] @ b[s], B)

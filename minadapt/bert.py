@@ -230,7 +230,8 @@ def layer_backward(dout, cache: LayerCache, i, run: Run, need_dx=True):
         return None, grads
     (da,) = dropout.backward(da, cache.drop1)
     dc = _linear_backward(da, cache.attn_out, p + "attention.output.dense.", grads)
-    xp = get_xp(dout)
+    if not need_dx and _qkv_frozen(i, run):  # attention's backward would only feed dx
+        return None, grads
     if isinstance(cache.attn, cls_attention.ClsAttentionCache):
         # c = attention of q against keys and values never formed; q from the [CLS] row alone
         dq, dx = cls_attention.backward(dc, cache.attn)
@@ -240,6 +241,7 @@ def layer_backward(dout, cache: LayerCache, i, run: Run, need_dx=True):
     # c = attention(q, k, v)
     dq, dk, dv = attention.backward(dc, cache.attn)
     # q, k, v = x Wqkv^T + bqkv (fused), or q from the [CLS] row alone
+    xp = get_xp(dout)
     if cache.cls_only:
         q_cache, kv_cache = cache.qkv
         dx = _qkv_backward(xp.concatenate([dk, dv], axis=-1), kv_cache, i, 1, grads, need_dx)

@@ -152,3 +152,19 @@ def test_transposed_copies_of_frozen_weights_follow_the_weights():
     assert np.array_equal(model._frozen_transposed()[name], model.params[name].T)
     model.trainable.add(name)
     assert name not in model._frozen_transposed()
+
+
+def test_lowest_layer_attention_output_trains_alone():
+    """Only the last layer's attention output dense (and the head) trains: backward stops right
+    after its dW, skipping the attention backward that would only feed dx."""
+    model = tiny_model()
+    model.add_classification_head("a")
+    _boost_head(model)
+    name = "encoder.layer.1.attention.output.dense.weight"
+    model.trainable.update({name, name.replace("weight", "bias")})
+    assert model.lowest_trainable_layer() == 1
+    batch = tiny_batch()
+    _, _, grads = model.loss_and_grads(*batch, train=False)
+    f = _loss_fn(model, batch, False, 0)
+    for n in (name, name.replace("weight", "bias")):
+        assert rel_error(grads[n], numerical_grad(f, model.params[n], np.array(1.0), h=1e-5)) < TOL, n

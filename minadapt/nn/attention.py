@@ -115,15 +115,21 @@ def _softmax_backward_block(a, a_drop, da):
     da -= a * row_sums(da)
 
 
+def scaled_query_heads(q, n_heads):
+    """(B, Tq, H) -> q / sqrt(hs) as a contiguous (B, nh, Tq, hs) array: the copy and the scaling
+    in one pass, so the larger (Tq, Tk) scores never need a scaling pass."""
+    B, Tq, H = q.shape
+    hs = H // n_heads
+    return get_xp(q).multiply(split_heads(q, n_heads), q.dtype.type(1.0 / math.sqrt(hs)),
+                              out=get_xp(q).empty((B, n_heads, Tq, hs), q.dtype))
+
+
 def forward(q, k, v, bias, n_heads, p_drop=0.0, rng=None, train=False):
     """Inputs: q (B, Tq, H), k and v (B, Tk, H), bias (B, 1, 1, Tk) from `mask_bias`.
     Returns (context (B, Tq, H), cache)."""
     xp = get_xp(q)
-    B, Tq, H = q.shape
-    hs = H // n_heads
     # contiguous per-head copies (see "Layout" above); the scale rides along with q's copy
-    q_h = xp.multiply(split_heads(q, n_heads), q.dtype.type(1.0 / math.sqrt(hs)),
-                      out=xp.empty((B, n_heads, Tq, hs), q.dtype))
+    q_h = scaled_query_heads(q, n_heads)
     k_t = xp.ascontiguousarray(split_heads(k, n_heads).transpose(0, 1, 3, 2))
     v_h = xp.ascontiguousarray(split_heads(v, n_heads))
     a, a_drop, drop = probabilities(q_h @ k_t, bias, p_drop, rng, train)  # from q k^T / sqrt(hs)

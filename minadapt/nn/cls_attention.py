@@ -31,8 +31,9 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from ..backend import get_xp, row_sums
-from .attention import merge_heads, probabilities, scores_gradient, split_heads
+from ..backend import row_sums
+from .attention import (merge_heads, probabilities, scaled_query_heads, scores_gradient,
+                        split_heads)
 
 
 class ClsAttentionCache(NamedTuple):
@@ -52,11 +53,9 @@ def forward(q, x, w_k, w_v, b_v, bias, n_heads, p_drop=0.0, rng=None, train=Fals
     be projected from, w_k, w_v (H, H) and b_v (H,) their weights, bias (B, 1, 1, Tk) from
     attention.mask_bias. Returns (context (B, Tq, H), cache): the same as attention.forward(q,
     x Wk^T + bk, x Wv^T + bv, ...), with the same dropout masks drawn."""
-    xp = get_xp(q)
     B, Tq, H = q.shape
     Tk, hs = x.shape[1], H // n_heads
-    q_h = xp.multiply(split_heads(q, n_heads), q.dtype.type(1.0 / math.sqrt(hs)),
-                      out=xp.empty((B, n_heads, Tq, hs), q.dtype))
+    q_h = scaled_query_heads(q, n_heads)
     u = q_h @ w_k.reshape(n_heads, hs, H)  # (B, nh, Tq, H)
     # all heads' queries of a sentence against its tokens in one product
     s = (u.reshape(B, n_heads * Tq, H) @ x.transpose(0, 2, 1)).reshape(B, n_heads, Tq, Tk)
