@@ -586,8 +586,6 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
     """Random operands laid out as the step's code lays them out; returns a function computing the
     product as the step does: cut into shards of the batch that run at once, one single-threaded
     product per core (parallel.py), or whole where the step runs one shard."""
-    import numpy as np
-
     from .parallel import shards
 
     def r(*shape):
@@ -599,7 +597,7 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
 
     def sharded(product, n):  # product(s) computes the rows s (of n) of the batch
         parts = shards(n)
-        return lambda: on_cores(product, parts)
+        return lambda reps=1: on_cores(product, parts, reps)
 
     if g.expr == "x @ W.T":  # rows: tokens, cut as the step cuts its sentences
         x, w = r(g.m, g.k), r(g.n, g.k)
@@ -645,34 +643,45 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
 _THREADS: dict = {}  # n -> a ThreadPoolExecutor kept for the whole run
 
 
-def on_cores(product, parts) -> list:
-    """[product(s) for s in parts], each on its own thread, OpenBLAS at one thread meanwhile: a
-    single matrix product keeps the GIL released from start to end, so threads run these side by
-    side as the step's shard processes do (parallel.py says why a step needs processes). The
-    threads are made once: starting two for every call would add ~0.1 ms to products that take
-    under a millisecond at short lengths, and understate the ceiling."""
+def on_cores(product, parts, reps: int = 1) -> list:
+    """[product(s) for s in parts], each on its own thread (computed `reps` times over, the last
+    results returned), OpenBLAS at one thread meanwhile: a single matrix product keeps the GIL
+    released from start to end, so threads run these side by side as the step's shard processes
+    do (parallel.py says why a step needs processes). The threads are made once, and `reps` lets a
+    caller time many products per hand-over: one hand-over to the threads costs ~0.1 ms, more than
+    a short length's per-head products (12 by 32 by 12) take, and would understate the ceiling."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .parallel import one_blas_thread
 
+    def repeated(s):
+        for _ in range(reps - 1):
+            product(s)
+        return product(s)
+
     if len(parts) == 1:
-        return [product(parts[0])]
+        return [repeated(parts[0])]
     if len(parts) not in _THREADS:
         _THREADS[len(parts)] = ThreadPoolExecutor(len(parts))
     pool = _THREADS[len(parts)]
     with one_blas_thread():
-        return list(pool.map(product, parts))
+        return list(pool.map(repeated, parts))
 
 
-def time_gemm(fn, min_seconds=0.2, min_reps=5) -> float:
-    """Best time of one call (seconds), after one warm-up call: a ceiling, so the best run counts."""
+def time_gemm(fn, min_seconds=0.2, min_reps=5, min_call_seconds=2e-3) -> float:
+    """Best time of one product (seconds) from fn(reps), which computes it reps times: a ceiling,
+    so the best run counts. reps is chosen so that one call takes about min_call_seconds, which
+    spreads the fixed cost of a call (handing the work to the shards' threads) over many products."""
+    fn()  # warm-up
+    t0 = time.perf_counter()
     fn()
-    best, reps, t_start = float("inf"), 0, time.perf_counter()
-    while reps < min_reps or time.perf_counter() - t_start < min_seconds:
+    reps = max(1, min(1000, round(min_call_seconds / max(time.perf_counter() - t0, 1e-7))))
+    best, calls, t_start = float("inf"), 0, time.perf_counter()
+    while calls < min_reps or time.perf_counter() - t_start < min_seconds:
         t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-        reps += 1
+        fn(reps)
+        best = min(best, (time.perf_counter() - t0) / reps)
+        calls += 1
     return best
 
 
@@ -934,6 +943,22 @@ def epoch_estimate(step_ms: dict, lengths, batch_size: int, seed: int = 0) -> di
             "extrapolated": round(float(((padded < xs[0]) | (padded > xs[-1])).mean()), 3)}
 
 
+def epoch_report(report: dict, lengths, batch_size: int) -> dict:
+    """{"epoch_estimate": {impl: epoch_estimate of its measured steps}}, and with --blas also
+    "epoch_floor": the same epoch with each step taking only its matrix products' time at the BLAS
+    ceiling (the "step floor" per L). A step cannot be faster than its own products, so when the
+    floor alone is above a target, no saving outside the products reaches it on this machine."""
+    out: dict = {"epoch_estimate": {}}
+    for impl in ("minadapt", "torch"):
+        step_ms = {row["L"]: row[impl]["train_ms"]["median"] for row in report["rows"] if row.get(impl)}
+        if step_ms:
+            out["epoch_estimate"][impl] = epoch_estimate(step_ms, lengths, batch_size)
+    if report.get("blas"):
+        floor_ms = {x["L"]: x["floor_ms"] for x in report["blas"]["lengths"]}
+        out["epoch_floor"] = epoch_estimate(floor_ms, lengths, batch_size)
+    return out
+
+
 def sst2_lengths(weights, data_dir):
     """Token lengths of SST-2's training sentences, or None when the data or tokenizer is absent."""
     from .data.sst2 import find_sst2, read_tsv
@@ -1048,6 +1073,17 @@ def format_blas(blas: dict) -> str:
     return "\n".join(out)
 
 
+def format_epoch_floor(floor: dict, estimate: dict) -> str:
+    line = (f"epoch floor: {floor['seconds'] / 60:.1f} min ({floor['seconds']:.0f} s) = the same "
+            f"{floor['steps']} batches, each step only its matrix products at the ceiling above "
+            "(no GELU, softmax, LayerNorm, optimiser or Python). A step is never faster than its "
+            "products")
+    if estimate.get("minadapt"):
+        share = floor["seconds"] / estimate["minadapt"]["seconds"]
+        line += f"; they are {100 * share:.0f}% of minadapt's estimated epoch"
+    return line
+
+
 # --- main ------------------------------------------------------------------------------------------
 def main(args) -> int:
     if args.worker:
@@ -1119,12 +1155,7 @@ def main(args) -> int:
 
     lengths = sst2_lengths(weights, args.data_dir)
     if lengths is not None:
-        report["epoch_estimate"] = {}
-        for impl in ("minadapt", "torch"):
-            step_ms = {row["L"]: row[impl]["train_ms"]["median"] for row in report["rows"]
-                       if row.get(impl)}
-            if step_ms:
-                report["epoch_estimate"][impl] = epoch_estimate(step_ms, lengths, args.batch_size)
+        report.update(epoch_report(report, lengths, args.batch_size))
 
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
@@ -1181,4 +1212,6 @@ def print_report(report: dict) -> str:
             if others is not None and others > 0.1:
                 lines.append(f"WARNING: other processes kept {others:.1f} cores busy meanwhile: "
                              "these numbers are disturbed")
+    if report.get("epoch_floor"):
+        lines.append(format_epoch_floor(report["epoch_floor"], report.get("epoch_estimate", {})))
     return "\n".join(lines)

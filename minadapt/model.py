@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import bert, heads, parallel
-from .backend import get_xp, pack, resolve_device, resolve_dtype, to_device, to_numpy, unpack, xp_for
+from .backend import pack, resolve_device, resolve_dtype, to_device, to_numpy, unpack, xp_for
 from .config import BertConfig
 from .errors import WeightsError
 from .nn import adapter, loss as cross_entropy

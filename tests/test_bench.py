@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,24 @@ def test_gemm_operands_match_shapes(monkeypatch, threads):
             assert len(parts) == int(threads), g
 
 
+def test_time_gemm_spreads_the_call_over_many_products():
+    # a product far shorter than one call's fixed cost is timed many to a call, and the time
+    # returned is per product
+    calls = []
+
+    def fn(reps=1):
+        calls.append(reps)
+        time.sleep(1e-3)  # the fixed cost of a call (hand-over to the threads)
+
+    seconds = bench.time_gemm(fn, min_seconds=0.0, min_reps=3, min_call_seconds=0.1)
+    assert calls[:2] == [1, 1] and len(calls) == 5  # a warm-up, the calibration, 3 timed calls
+    assert 10 <= calls[-1] <= 100 and seconds < 1e-3 / 5
+    # products ran in every shard, reps times each, the last results returned
+    ran = []
+    out = bench.on_cores(lambda s: ran.append(s) or s.start, [slice(0, 2), slice(2, 4)], reps=3)
+    assert out == [0, 2] and len(ran) == 6
+
+
 def test_time_ops_own_time_and_restore():
     """Each op gets its own time: the adapter's two linears count for linear.forward, not twice."""
     from minadapt.nn import adapter, linear
@@ -226,6 +245,21 @@ def test_epoch_estimate():
     # a last, smaller batch costs in proportion to its rows
     est = bench.epoch_estimate({16: 16.0, 32: 32.0}, np.array([10] * 48), batch_size=32)
     assert est["seconds"] == pytest.approx((10 + 5) / 1e3)
+
+
+def test_epoch_report_floor_from_blas():
+    lengths = np.array([10] * 64 + [20] * 64)  # two batches of each length (see above)
+    row = lambda L, ms: {"L": L, "minadapt": {"train_ms": timing(ms, ms, ms)}, "torch": None}  # noqa: E731
+    report = {"rows": [row(16, 32.0), row(32, 64.0)]}
+    out = bench.epoch_report(report, lengths, batch_size=32)
+    assert set(out) == {"epoch_estimate"}  # no --blas, no floor
+    assert out["epoch_estimate"]["minadapt"]["seconds"] == pytest.approx((2 * 20 + 2 * 40) / 1e3)
+    report["blas"] = {"lengths": [{"L": 16, "floor_ms": 16.0}, {"L": 32, "floor_ms": 32.0}]}
+    out = bench.epoch_report(report, lengths, batch_size=32)
+    floor = out["epoch_floor"]  # each step at its products' time alone: half the measured here
+    assert floor["seconds"] == pytest.approx((2 * 10 + 2 * 20) / 1e3) and floor["steps"] == 4
+    text = bench.format_epoch_floor(floor, out["epoch_estimate"])
+    assert text.startswith("epoch floor: 0.0 min (0 s)") and "50% of minadapt's estimated epoch" in text
 
 
 # --- the table -------------------------------------------------------------------------------------

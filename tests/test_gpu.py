@@ -91,6 +91,8 @@ def test_attention_embedding_loss_dropout(rng):
     (dc_, dcache), (dg_, dgache) = (dropout.forward(z, 0.3, scale=scale),
                                      dropout.forward(cupy.asarray(z), 0.3, scale=cupy.asarray(scale)))
     _same([dc_], [dg_])
+    dz = rng.normal(size=z.shape)
+    _same(dropout.backward(dz, dcache), dropout.backward(cupy.asarray(dz), dgache))
 
 
 def _no_dropout(model):
