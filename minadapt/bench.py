@@ -22,7 +22,8 @@ speed drifts by 5-10% over minutes, so only ratios taken side by side in one run
 
 Also here: the step's matrix products and FLOP count (`step_gemms`), the GFLOP/s this machine's
 BLAS reaches on exactly those products (`--blas`, the ceiling), a cProfile of the step summed per
-minadapt function (`--profile`), and an estimate of one SST-2 epoch's time.
+minadapt function (`--profile`), and an estimate of one SST-2 epoch's time (with `--blas`, also its
+floor: the epoch if each step took only its matrix products).
 """
 from __future__ import annotations
 
@@ -105,9 +106,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="store_true",
                    help="also profile a few training steps (cProfile), time summed per minadapt function")
     p.add_argument("--blas", action="store_true",
-                   help="also measure the BLAS's GFLOP/s on the step's own matrix shapes")
+                   help="also measure the BLAS's GFLOP/s on the step's own matrix shapes, and "
+                   "each step's floor (its products alone at those rates); with SST-2's data, "
+                   "the epoch floor too")
     p.add_argument("--data-dir", metavar="DIR", help="folder with SST-2's train.tsv, for the epoch "
-                   "estimate (default: $MINADAPT_DATA/sst2 or the cache; skipped when absent)")
+                   "estimate and floor (default: $MINADAPT_DATA/sst2 or the cache; skipped when "
+                   "absent)")
     p.add_argument("--wait-quiet", type=_non_negative, default=0, metavar="SECONDS",
                    help="before each subprocess, wait up to SECONDS for other processes to leave "
                    "the CPU idle (on a shared machine; 0: start at once)")
