@@ -511,8 +511,20 @@ for path in results:
         ratio = r.get("ratio") or {}
         print(f"L={r['L']:3d}  minadapt/torch: train {ratio.get('train')}, infer {ratio.get('infer')}, "
               f"peak memory {ratio.get('rss')}  (below 1: minadapt is faster or smaller)")
+    estimate, floor = report.get("epoch_estimate", {}), report.get("epoch_floor")
+    if estimate.get("minadapt") and floor:
+        print(f"one SST-2 epoch ({floor['steps']} batches): minadapt {estimate['minadapt']['seconds'] / 60:.1f} min "
+              f"estimated from these steps, its matrix products alone {floor['seconds'] / 60:.1f} min "
+              f"(the epoch floor, {floor['seconds'] / estimate['minadapt']['seconds']:.0%} of it)")
 '''),
 md(r'''
+The last line is a bound, not a timing. With `--blas` the benchmark also times every matrix product of
+the step alone, with the shapes and layouts the step gives it, and adds them up: the *step floor*,
+what a step would cost if GELU, softmax, LayerNorm, dropout, AdamW and Python took no time at all.
+Summed over an epoch's length-bucketed batches it is the *epoch floor*. A step is never faster than
+its own products, so the floor says which savings are left: where it nearly fills a time target,
+only fewer FLOPs or a faster BLAS can reach it, never faster element-wise code.
+
 The benchmark's own table (`minadapt bench` prints it) also gives each step's FLOP rate and splits
 it into forward, backward and optimiser; `benchmarks/README.md` discusses the numbers. Only ratios
 taken within one run mean much: the machine's speed drifts over minutes. With `--rounds N` each
