@@ -652,8 +652,9 @@ def on_cores(product, parts, reps: int = 1) -> list:
     results returned), OpenBLAS at one thread meanwhile: a single matrix product keeps the GIL
     released from start to end, so threads run these side by side as the step's shard processes
     do (parallel.py says why a step needs processes). The threads are made once, and `reps` lets a
-    caller time many products per hand-over: one hand-over to the threads costs ~0.1 ms, more than
-    a short length's per-head products (12 by 32 by 12) take, and would understate the ceiling."""
+    caller time many products per hand-over: one hand-over to the threads costs 70-170 us here,
+    more than a short length's adapter or per-head products (12 by 32 by 12) take, and timed one
+    per hand-over they would understate the ceiling."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .parallel import one_blas_thread
