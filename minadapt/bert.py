@@ -225,12 +225,13 @@ def layer_backward(dout, cache: LayerCache, i, run: Run, need_dx=True):
     dx_res = da
     # a = adapter_attn(dropout(c Wo^T + bo))
     da = _adapter_backward(da, cache.adapter1, i, "attention.output", run, grads)
-    below = p + "attention.output.dense.weight" in run.trainable or not _qkv_frozen(i, run)
+    qkv_frozen = _qkv_frozen(i, run)
+    below = p + "attention.output.dense.weight" in run.trainable or not qkv_frozen
     if not need_dx and not below:  # the adapter's own gradients are all this layer still owes
         return None, grads
     (da,) = dropout.backward(da, cache.drop1)
     dc = _linear_backward(da, cache.attn_out, p + "attention.output.dense.", grads)
-    if not need_dx and _qkv_frozen(i, run):  # attention's backward would only feed dx
+    if not need_dx and qkv_frozen:  # attention's backward would only feed dx
         return None, grads
     if isinstance(cache.attn, cls_attention.ClsAttentionCache):
         # c = attention of q against keys and values never formed; q from the [CLS] row alone
