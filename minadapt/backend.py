@@ -249,20 +249,30 @@ def erf(x, out=None):
     return _erf32(x, out)
 
 
+def _monic(p_coefficients, q_coefficients):
+    """The same ratio P/Q with both divided by Q's leading coefficient, so that Q's is 1: Horner's
+    first step for Q is then t^2 + b1, one pass over the array instead of two (t^2 b0, + b1)."""
+    lead = q_coefficients[0]
+    return tuple(a / lead for a in p_coefficients), tuple(b / lead for b in q_coefficients)
+
+
 def _erf32(x, out=None):
     # Beyond |x| = 4, erf(x) rounds to +-1 in float32, so clamping there loses nothing.
-    return _odd_rational(np.clip(x, -4.0, 4.0, out=out), _ERF_ALPHA, _ERF_BETA)
+    return _odd_rational(np.clip(x, -4.0, 4.0, out=out), *_ERF_MONIC)
 
 
 def _odd_rational(t, p_coefficients, q_coefficients):
-    """In place, float32: t <- t P(t^2) / Q(t^2), coefficients highest power first (Horner)."""
+    """In place, float32: t <- t P(t^2) / Q(t^2), coefficients highest power first (Horner), Q
+    monic (`_monic`). Each line is one pass over the array: 22 for erf's degrees (6 and 4 in t^2)."""
+    assert q_coefficients[0] == 1.0, "make Q monic first (_monic)"
     t2 = t * t
-    p = t2 * np.float32(p_coefficients[0]) + np.float32(p_coefficients[1])
+    p = t2 * np.float32(p_coefficients[0])
+    p += np.float32(p_coefficients[1])
     for a in p_coefficients[2:]:
         p *= t2
         p += np.float32(a)
     p *= t
-    q = t2 * np.float32(q_coefficients[0]) + np.float32(q_coefficients[1])
+    q = t2 + np.float32(q_coefficients[1])  # Q's leading coefficient is 1
     for b in q_coefficients[2:]:
         q *= t2
         q += np.float32(b)
@@ -279,8 +289,8 @@ def _substituted(coefficients, factor):
     return tuple(float(c) * factor / 2.0 ** (n - i) for i, c in enumerate(coefficients))
 
 
-_PHI_P = _substituted(_ERF_ALPHA, 1.0 / (2.0 * math.sqrt(2.0)))
-_PHI_Q = _substituted(_ERF_BETA, 1.0)
+_ERF_MONIC = _monic(_ERF_ALPHA, _ERF_BETA)
+_PHI_MONIC = _monic(_substituted(_ERF_ALPHA, 1.0 / (2.0 * math.sqrt(2.0))), _substituted(_ERF_BETA, 1.0))
 _PHI_CLIP = 4.0 * math.sqrt(2.0)  # where erf(x / sqrt 2) is +-1 in float32
 
 
@@ -292,7 +302,7 @@ def normal_cdf(x, out=None):
         r += 1.0
         r *= 0.5
         return r
-    t = _odd_rational(np.clip(x, -_PHI_CLIP, _PHI_CLIP, out=out), _PHI_P, _PHI_Q)
+    t = _odd_rational(np.clip(x, -_PHI_CLIP, _PHI_CLIP, out=out), *_PHI_MONIC)
     t += 0.5
     return t
 

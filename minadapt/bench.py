@@ -693,7 +693,8 @@ def time_gemm(fn, min_seconds=0.2, min_reps=5, min_call_seconds=2e-3) -> float:
 def run_blas_worker(args) -> dict:
     """GFLOP/s of every distinct matrix product of the training step at each L, and the step's
     "BLAS floor": its products' FLOPs at those rates, the time a step would take if it were only
-    its matrix products, each running as fast as it does alone."""
+    its matrix products, each running as fast as it does alone. The same for inference
+    (`infer_floor_ms`): its products are the training step's forward ones, already timed."""
     import numpy as np
 
     from .config import BertConfig
@@ -712,9 +713,9 @@ def run_blas_worker(args) -> dict:
         for g in gemms:
             key = (g.expr, g.batch, g.m, g.k, g.n)
             shapes.setdefault(key, []).append(g)
-        rows, floor = [], 0.0
+        rows, floor, seconds_of = [], 0.0, {}
         for (expr, batch, m, k, n), group in shapes.items():
-            seconds = time_gemm(gemm_operands(group[0], rng))
+            seconds = seconds_of[(expr, batch, m, k, n)] = time_gemm(gemm_operands(group[0], rng))
             rate = group[0].flops / seconds / 1e9
             floor += len(group) * seconds
             rows.append({"expr": expr, "batch": list(batch), "m": m, "k": k, "n": n,
@@ -725,8 +726,10 @@ def run_blas_worker(args) -> dict:
         for row in rows:
             row["step_share"] = round(row["count"] * 2 * math.prod(row["batch"]) * row["m"] * row["k"]
                                       * row["n"] / total_flops, 4)
+        infer_floor = sum(seconds_of[(g.expr, g.batch, g.m, g.k, g.n)]
+                          for g in step_gemms(cfg, args.batch_size, L, train=False))
         out["lengths"].append({"L": L, "train_flops": total_flops, "floor_ms": round(floor * 1e3, 1),
-                               "shapes": rows})
+                               "infer_floor_ms": round(infer_floor * 1e3, 1), "shapes": rows})
     return out
 
 
@@ -1075,7 +1078,35 @@ def format_blas(blas: dict) -> str:
                    + "".join(f" {x.get(name, {}).get('gflops_per_s', float('nan')):7.0f}" for x in by_name))
     out.append(f"  {'step floor (ms)':<61}" + "".join(f" {x['floor_ms']:7.0f}" for x in lengths)
                + "   (every product of the step at its own rate; element-wise work not included)")
+    if all("infer_floor_ms" in x for x in lengths):
+        out.append(f"  {'inference floor (ms)':<61}"
+                   + "".join(f" {x['infer_floor_ms']:7.0f}" for x in lengths)
+                   + "   (the same for inference: its forward products alone)")
     return "\n".join(out)
+
+
+def floor_shares(report: dict) -> list[dict]:
+    """Per L with both a BLAS floor and a PyTorch row: each floor as a share of PyTorch's median
+    time, train and inference. A ratio target r (minadapt / torch <= r) can only be met if this
+    share is below r, and the gap r - share is all the time left, as a share of PyTorch's step, for
+    everything that is not a matrix product (GELU, softmax, LayerNorm, dropout, AdamW, Python)."""
+    floors = {x["L"]: x for x in (report.get("blas") or {}).get("lengths", [])}
+    out = []
+    for row in report["rows"]:
+        t, f = row.get("torch"), floors.get(row["L"])
+        if not t or not f:
+            continue
+        share = {"train": f["floor_ms"] / t["train_ms"]["median"]}
+        if "infer_floor_ms" in f:
+            share["infer"] = f["infer_floor_ms"] / t["infer_ms"]["median"]
+        out.append({"L": row["L"], **{k: round(v, 3) for k, v in share.items()}})
+    return out
+
+
+def format_floor_shares(shares: list[dict]) -> str:
+    cells = ", ".join(f"L={s['L']} {s['train']:.2f}/{_num(s.get('infer'), '{:.2f}')}" for s in shares)
+    return ("floor / torch (train/infer): the products alone as a share of PyTorch's time, so the "
+            "lowest ratio a NumPy step with these products could reach: " + cells)
 
 
 def format_epoch_floor(floor: dict, estimate: dict) -> str:
@@ -1219,4 +1250,6 @@ def print_report(report: dict) -> str:
                              "these numbers are disturbed")
     if report.get("epoch_floor"):
         lines.append(format_epoch_floor(report["epoch_floor"], report.get("epoch_estimate", {})))
+    if floor_shares(report):
+        lines.append(format_floor_shares(floor_shares(report)))
     return "\n".join(lines)

@@ -262,6 +262,45 @@ def test_epoch_report_floor_from_blas():
     assert text.startswith("epoch floor: 0.0 min (0 s)") and "50% of minadapt's estimated epoch" in text
 
 
+
+def test_blas_worker_floors_add_up_the_products(tiny_checkpoint, monkeypatch):
+    """Both floors are their products' times added up: with each product timed at 1 ns a FLOP,
+    the training floor is the training step's FLOPs in ns and the inference floor the inference
+    step's (its products are among the training step's, so none is timed twice)."""
+    timed = []
+
+    def fake_time(fn):
+        timed.append(fn)
+        return 1e-9 * fake_time.flops
+    monkeypatch.setattr(bench, "time_gemm", fake_time)
+    real_operands = bench.gemm_operands
+
+    def operands(g, rng):
+        fake_time.flops = g.flops
+        return real_operands(g, rng)
+    monkeypatch.setattr(bench, "gemm_operands", operands)
+    args = parse("--weights", str(tiny_checkpoint), "--lengths", "8,16", "--batch-size", "4")
+    out = bench.run_blas_worker(args)
+    cfg = BertConfig(**TINY)
+    for x, L in zip(out["lengths"], (8, 16)):
+        flops = bench.step_flops(cfg, 4, L)
+        assert x["floor_ms"] == pytest.approx(flops["train"] * 1e-6, abs=0.06)
+        assert x["infer_floor_ms"] == pytest.approx(flops["infer"] * 1e-6, abs=0.06)
+        assert 0 < x["infer_floor_ms"] < x["floor_ms"]
+    assert len(timed) == sum(len(x["shapes"]) for x in out["lengths"])  # each shape once
+    text = bench.format_blas(out)
+    assert "inference floor (ms)" in text and "step floor (ms)" in text
+
+
+def test_floor_shares():
+    report = {"rows": [{"L": 16, "torch": {"train_ms": timing(200, 1, 1), "infer_ms": timing(100, 1, 1)}},
+                       {"L": 32, "torch": None}],
+              "blas": {"lengths": [{"L": 16, "floor_ms": 150.0, "infer_floor_ms": 85.0},
+                                   {"L": 32, "floor_ms": 300.0, "infer_floor_ms": 170.0}]}}
+    assert bench.floor_shares(report) == [{"L": 16, "train": 0.75, "infer": 0.85}]  # L=32: no torch
+    assert "L=16 0.75/0.85" in bench.format_floor_shares(bench.floor_shares(report))
+    assert bench.floor_shares({"rows": report["rows"]}) == []  # no --blas
+
 # --- the table -------------------------------------------------------------------------------------
 def timing(median, lo, hi):
     return {"median": median, "min": lo, "max": hi}
