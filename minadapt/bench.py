@@ -21,7 +21,8 @@ implementations alternate (minadapt L=16, torch L=16, minadapt L=32, ...): a sha
 speed drifts by 5-10% over minutes, so only ratios taken side by side in one run mean anything.
 
 Also here: the step's matrix products and FLOP count (`step_gemms`), the GFLOP/s this machine's
-BLAS reaches on exactly those products (`--blas`, the ceiling), a cProfile of the step summed per
+BLAS reaches on exactly those products (`--blas`, the ceiling, and the floors: a training or
+inference step that did nothing but its matrix products), a cProfile of the step summed per
 minadapt function (`--profile`), and an estimate of one SST-2 epoch's time (with `--blas`, also its
 floor: the epoch if each step took only its matrix products).
 """
@@ -107,8 +108,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also profile a few training steps (cProfile), time summed per minadapt function")
     p.add_argument("--blas", action="store_true",
                    help="also measure the BLAS's GFLOP/s on the step's own matrix shapes, and "
-                   "each step's floor (its products alone at those rates); with SST-2's data, "
-                   "the epoch floor too")
+                   "the floor of each training and inference step (its products alone at those "
+                   "rates; with --compare torch also as a share of PyTorch's time); with SST-2's "
+                   "data, the epoch floor too")
     p.add_argument("--data-dir", metavar="DIR", help="folder with SST-2's train.tsv, for the epoch "
                    "estimate and floor (default: $MINADAPT_DATA/sst2 or the cache; skipped when "
                    "absent)")

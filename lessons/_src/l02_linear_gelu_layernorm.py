@@ -181,7 +181,11 @@ float64 (exact, slow: fine for checks) and, in float32, a rational approximation
 $\operatorname{erf}(x) \approx x\,P(x^2)/Q(x^2)$ on $[-4, 4]$ (the one Eigen and XLA use). GELU itself
 calls `backend.normal_cdf`, the same $P/Q$ with the $x/\sqrt2$, the $+1$ and the $/2$ of
 $\Phi(x) = (1+\operatorname{erf}(x/\sqrt2))/2$ folded into its coefficients: three passes over a
-large array fewer. How close is the approximation, in units of float32's own resolution?
+large array fewer. Both polynomials are also divided by $Q$'s leading coefficient, so that $Q$'s
+first Horner step is a single addition $x^2 + b_1$. Every multiply and every add of Horner's rule
+is one NumPy call that reads and writes the whole array, 25 of them for GELU's forward: that count,
+not the arithmetic, is what GELU costs here (lesson 7 measures it against PyTorch's single fused
+loop). How close is the approximation, in units of float32's own resolution?
 '''),
 code(r'''
 x32 = np.linspace(-5, 5, 100_001, dtype=np.float32)
