@@ -1252,6 +1252,7 @@ def print_report(report: dict) -> str:
                              "these numbers are disturbed")
     if report.get("epoch_floor"):
         lines.append(format_epoch_floor(report["epoch_floor"], report.get("epoch_estimate", {})))
-    if floor_shares(report):
-        lines.append(format_floor_shares(floor_shares(report)))
+    shares = floor_shares(report)
+    if shares:
+        lines.append(format_floor_shares(shares))
     return "\n".join(lines)

@@ -262,23 +262,18 @@ def test_epoch_report_floor_from_blas():
     assert text.startswith("epoch floor: 0.0 min (0 s)") and "50% of minadapt's estimated epoch" in text
 
 
-
 def test_blas_worker_floors_add_up_the_products(tiny_checkpoint, monkeypatch):
     """Both floors are their products' times added up: with each product timed at 1 ns a FLOP,
     the training floor is the training step's FLOPs in ns and the inference floor the inference
     step's (its products are among the training step's, so none is timed twice)."""
-    timed = []
+    timed, real_operands = [], bench.gemm_operands
 
-    def fake_time(fn):
-        timed.append(fn)
-        return 1e-9 * fake_time.flops
-    monkeypatch.setattr(bench, "time_gemm", fake_time)
-    real_operands = bench.gemm_operands
-
-    def operands(g, rng):
-        fake_time.flops = g.flops
+    def operands(g, rng):  # the product about to be timed: remember its FLOPs
+        timed.append(g.flops)
         return real_operands(g, rng)
+
     monkeypatch.setattr(bench, "gemm_operands", operands)
+    monkeypatch.setattr(bench, "time_gemm", lambda fn: 1e-9 * timed[-1])
     args = parse("--weights", str(tiny_checkpoint), "--lengths", "8,16", "--batch-size", "4")
     out = bench.run_blas_worker(args)
     cfg = BertConfig(**TINY)
@@ -300,6 +295,7 @@ def test_floor_shares():
     assert bench.floor_shares(report) == [{"L": 16, "train": 0.75, "infer": 0.85}]  # L=32: no torch
     assert "L=16 0.75/0.85" in bench.format_floor_shares(bench.floor_shares(report))
     assert bench.floor_shares({"rows": report["rows"]}) == []  # no --blas
+
 
 # --- the table -------------------------------------------------------------------------------------
 def timing(median, lo, hi):
