@@ -150,6 +150,11 @@ class Gemm(NamedTuple):
     def flops(self) -> int:
         return 2 * math.prod(self.batch) * self.m * self.k * self.n
 
+    @property
+    def shape(self) -> tuple:
+        """What its speed depends on: products with the same shape are timed once."""
+        return self.expr, self.batch, self.m, self.k, self.n
+
 
 def _linear(name, rows, d_in, d_out, train, trainable, need_dx=True):
     """A linear y = x W^T (rows x d_in -> rows x d_out): its forward and, in training, the backward
@@ -711,25 +716,20 @@ def run_blas_worker(args) -> dict:
     out = {"blas": blas_runtime(), "shards": len(shards(args.batch_size)), "lengths": []}
     for L in args.lengths:
         gemms = step_gemms(cfg, args.batch_size, L)
-        shapes: dict = {}
+        total_flops = sum(g.flops for g in gemms)
+        groups: dict = {}
         for g in gemms:
-            key = (g.expr, g.batch, g.m, g.k, g.n)
-            shapes.setdefault(key, []).append(g)
+            groups.setdefault(g.shape, []).append(g)
         rows, floor, seconds_of = [], 0.0, {}
-        for (expr, batch, m, k, n), group in shapes.items():
-            seconds = seconds_of[(expr, batch, m, k, n)] = time_gemm(gemm_operands(group[0], rng))
-            rate = group[0].flops / seconds / 1e9
+        for (expr, batch, m, k, n), group in groups.items():
+            seconds = seconds_of[group[0].shape] = time_gemm(gemm_operands(group[0], rng))
             floor += len(group) * seconds
             rows.append({"expr": expr, "batch": list(batch), "m": m, "k": k, "n": n,
                          "names": sorted({g.name for g in group}), "count": len(group),
-                         "ms": round(seconds * 1e3, 4), "gflops_per_s": round(rate, 1),
-                         "step_share": 0.0})
-        total_flops = sum(g.flops for g in gemms)
-        for row in rows:
-            row["step_share"] = round(row["count"] * 2 * math.prod(row["batch"]) * row["m"] * row["k"]
-                                      * row["n"] / total_flops, 4)
-        infer_floor = sum(seconds_of[(g.expr, g.batch, g.m, g.k, g.n)]
-                          for g in step_gemms(cfg, args.batch_size, L, train=False))
+                         "ms": round(seconds * 1e3, 4),
+                         "gflops_per_s": round(group[0].flops / seconds / 1e9, 1),
+                         "step_share": round(len(group) * group[0].flops / total_flops, 4)})
+        infer_floor = sum(seconds_of[g.shape] for g in step_gemms(cfg, args.batch_size, L, train=False))
         out["lengths"].append({"L": L, "train_flops": total_flops, "floor_ms": round(floor * 1e3, 1),
                                "infer_floor_ms": round(infer_floor * 1e3, 1), "shapes": rows})
     return out
