@@ -11,7 +11,8 @@ from typing import Callable
 
 import numpy as np
 
-from minadapt.backend import get_xp, packed_offsets, to_numpy
+from minadapt.backend import get_xp, to_numpy
+from minadapt.packed import packed_offsets
 
 
 def default_no_decay(name: str) -> bool:

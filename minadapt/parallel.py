@@ -17,9 +17,11 @@ and a step makes thousands of calls. With two busy threads each hand-over costs 
 (measured here: GELU's chain of ufuncs in 256 KB blocks took 5.4 ns an element on each of two
 threads against 2.4 on one). Processes share no GIL. Shard 0 runs in the calling process;
 shards 1..n-1 in worker processes forked from it, so each worker starts with the model already in
-its memory. What must stay common lives in shared memory (`shared_empty`): the parameters, which
-the optimiser changes in place between steps, and one gradient slot per shard, which the caller
-sums. Measured on the 2-core benchmark machine over 200 batches of SST-2's length mix, one process
+its memory (the frozen backbone is never written, so its pages stay shared with the parent). What
+changes between steps travels through shared memory (`shared_empty`): the task's trainable
+parameters, which the parent writes and each worker copies in before its shard, and one gradient
+slot per shard, which the caller sums. That is the packed trainable vector, the only thing a
+data-parallel adapter step has to exchange: the same layer over MPI would all-reduce it. Measured on the 2-core benchmark machine over 200 batches of SST-2's length mix, one process
 each, alternating: 152-157 ms a training step, against 163-177 for the same shards on two threads.
 
 Shards are used on NumPy only (a GPU is one device), on Linux with OpenBLAS (its thread count can be
@@ -33,11 +35,12 @@ import os
 import signal
 import traceback
 import warnings
+import weakref
 from contextlib import contextmanager
 
 import numpy as np
 
-from .backend import owner
+from .packed import pack, unpack
 
 _OPENBLAS = []  # [found or None], looked up once
 _INSIDE = [False]  # True while this process runs a shard (always, in a worker): shards do not nest
@@ -133,23 +136,6 @@ def shared_empty(shape, dtype) -> np.ndarray:
     return np.frombuffer(buffer, dtype, count=size // dtype.itemsize).reshape(shape)
 
 
-def shared_copy(a) -> np.ndarray:
-    """`a` copied into shared memory (see shared_empty)."""
-    out = shared_empty(a.shape, a.dtype)
-    out[...] = a
-    return out
-
-
-def is_shared(a) -> bool:
-    """True for a NumPy array (or a view of one) that lives in shared memory from shared_empty."""
-    if not isinstance(a, np.ndarray):
-        return False
-    base = owner(a).base  # what the owning array's memory came from
-    if isinstance(base, memoryview):  # np.frombuffer's base: a view of the mapping
-        base = base.obj
-    return isinstance(base, mmap.mmap)
-
-
 # --- the worker processes -------------------------------------------------------------------------
 class WorkerError(RuntimeError):
     """A worker process died (killed, out of memory) while running a shard."""
@@ -163,7 +149,8 @@ class Workers:
     results travel pickled through a pipe, so they should be small (token ids, labels, losses,
     logits); each shard may also write into its row of `slots`, an (n, slot_size) array in shared
     memory, passed to the method as `slot=`. The workers know the target as it was at the fork:
-    whoever changes it other than through shared memory must make new Workers (Model does)."""
+    whoever changes it other than through shared memory must make new Workers (DataParallel's
+    rule: one per task of a model as it stands)."""
 
     def __init__(self, target, n: int, slot_size: int = 0, dtype=np.float32):
         import multiprocessing
@@ -185,8 +172,8 @@ class Workers:
     def map(self, target, method: str, calls: list, slots: bool = False) -> list:
         """[getattr(target, method)(*args) for args in calls], shard 0 here, the others in the
         workers, all at once; with slots=True each also gets slot=its row of self.slots."""
-        assert len(calls) == self.n
-        results, error = [None] * self.n, None
+        assert 1 <= len(calls) <= self.n
+        results, error = [None] * len(calls), None
         try:
             for conn, proc, args in zip(self._conns, self._procs, calls[1:]):
                 try:
@@ -202,7 +189,7 @@ class Workers:
                 error = e
             finally:
                 _INSIDE[0] = False
-            for i, conn in enumerate(self._conns, start=1):
+            for i, conn in enumerate(self._conns[:len(calls) - 1], start=1):
                 ok, value = _receive(conn, self._procs[i - 1])
                 if ok:
                     results[i] = value
@@ -314,3 +301,127 @@ def _quiet_fork():
     finally:
         if before is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
+
+
+# --- the data-parallel layer ----------------------------------------------------------------------
+class DataParallel:
+    """Model.loss_and_grads, logits and encode for one task, with each batch cut over the cores.
+
+        dp = DataParallel(model, adapter="sst2")
+        loss, logits, grads = dp.loss_and_grads(ids, mask, types, labels, train=True)
+        dp.close()                                       # or use it as a context manager
+
+    The results equal the model's own (up to the rounding of summing the shards' gradients), but
+    dropout draws each shard's masks from its own generator (child_rngs), so a training run's
+    masks depend on the number of shards. Made for one task of a model as it stands: the task's
+    parameters may change (they are sent to the workers before every call), but a model given
+    another adapter, head or trainable set needs a new DataParallel. With one shard (one core, a
+    GPU, a batch of one) everything runs here, in this process."""
+
+    def __init__(self, model, adapter: str | None = None, n: int | None = None):
+        self.model = model
+        self.name = model.resolve(adapter)
+        self.n = n or threads()
+        self.names = sorted(model.trainable_names(self.name))
+        self.shapes = {k: model.params[k].shape for k in self.names}
+        self.size = sum(model.params[k].size for k in self.names)
+        self._workers = None
+        self._finalizer = None
+
+    def _shards(self, batch_size):
+        return shards(batch_size, self.model.xp) if self.n > 1 else [slice(0, batch_size)]
+
+    def _pool(self) -> Workers:
+        if self._workers is None or not self._workers.alive:
+            self.close()
+            self._params = shared_empty(max(self.size, 1), self.model.dtype)
+            self._workers = Workers(_Shard(self.model, self.name, self._params, self.shapes),
+                                    self.n, self.size, self.model.dtype)
+            self._finalizer = weakref.finalize(self, self._workers.close)
+        return self._workers
+
+    def _map(self, method, batch, extra, rng=None, slots=False):
+        """Run _Shard.method over the shards of `batch` (a tuple of arrays, None kept), at once."""
+        B = batch[0].shape[0]
+        parts = self._shards(B)
+        rngs = child_rngs(rng, len(parts)) if rng is not None else [None] * len(parts)
+        calls = [(i > 0, *(None if a is None else a[s] for a in batch), (s.stop - s.start) / B, r,
+                  *extra) for i, (s, r) in enumerate(zip(parts, rngs))]
+        if len(parts) == 1:
+            here = _Shard(self.model, self.name, None, self.shapes)
+            slot = self.model.xp.empty(self.size, self.model.dtype) if slots else None
+            return [getattr(here, method)(*calls[0], **({"slot": slot} if slots else {}))], slot
+        workers = self._pool()
+        if self.size:  # the task's parameters as they are now, for the workers to copy in
+            pack(self.model.params, self.names, out=self._params)
+        results = workers.map(_Shard(self.model, self.name, None, self.shapes), method, calls, slots)
+        return results, workers.slots[:len(parts)].sum(axis=0) if slots else None
+
+    def loss_and_grads(self, input_ids, attention_mask, token_type_ids, labels, train=True, rng=None):
+        """As Model.loss_and_grads for this task. Returns (loss, logits (B, C), grads)."""
+        model = self.model
+        batch = model._inputs(input_ids, attention_mask, token_type_ids, labels)
+        rng = (rng if rng is not None else model.rng) if train else None
+        results, vector = self._map("loss_and_grads", batch, (train,), rng, slots=True)
+        loss = sum(r[0] for r in results[1:]) + results[0][0]
+        logits = results[0][1] if len(results) == 1 else model.xp.concatenate([r[1] for r in results])
+        return loss, logits, unpack(vector, self.shapes) if self.size else {}
+
+    def logits(self, input_ids, attention_mask, token_type_ids=None):
+        """As Model.logits for this task."""
+        results, _ = self._map("logits", self.model._inputs(input_ids, attention_mask, token_type_ids), ())
+        return results[0] if len(results) == 1 else self.model.xp.concatenate(results)
+
+    def encode(self, input_ids, attention_mask, token_type_ids=None):
+        """As Model.encode for this task."""
+        results, _ = self._map("encode", self.model._inputs(input_ids, attention_mask, token_type_ids), ())
+        return results[0] if len(results) == 1 else self.model.xp.concatenate(results)
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids ([] before the first sharded call)."""
+        return self._workers.pids if self._workers is not None else []
+
+    def close(self):
+        """Stop the worker processes (a later call forks new ones)."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self._workers, self._finalizer = None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _Shard:
+    """What one shard runs: the model's call on its rows. In a worker (sync=True) the task's
+    parameters are first copied in from the shared vector the parent wrote."""
+
+    def __init__(self, model, name, shared, shapes):
+        self.model, self.name, self.shared, self.shapes = model, name, shared, shapes
+
+    def _sync(self, sync):
+        if sync and self.shapes:
+            for k, v in unpack(self.shared, self.shapes).items():
+                self.model.params[k][...] = v
+
+    def loss_and_grads(self, sync, ids, mask, types, labels, weight, rng, train, slot):
+        """Writes weight * the gradients into `slot` (packed in sorted name order); returns
+        (weight * loss, logits): the shards' weighted losses and gradients add up to the batch's."""
+        self._sync(sync)
+        loss, logits, grads = self.model.loss_and_grads(ids, mask, types, labels, adapter=self.name,
+                                                        train=train, rng=rng)
+        if grads:
+            pack(grads, sorted(grads), out=slot)
+            slot *= slot.dtype.type(weight)
+        return loss * weight, logits
+
+    def logits(self, sync, ids, mask, types, weight, rng):
+        self._sync(sync)
+        return self.model.logits(ids, mask, types, adapter=self.name)
+
+    def encode(self, sync, ids, mask, types, weight, rng):
+        self._sync(sync)
+        return self.model.encode(ids, mask, types, adapter=self.name)

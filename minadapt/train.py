@@ -28,6 +28,7 @@ import numpy as np
 from .backend import to_device, to_numpy
 from .errors import MinadaptError
 from .optim import AdamW, clip_grad_norm, lr_schedule
+from .parallel import DataParallel
 from .progress import Progress
 from .weights import read_safetensors, save_tensors
 
@@ -89,15 +90,19 @@ def encode_split(tokenizer, sentences):
     return ids, np.array([len(s) for s in ids])
 
 
-def evaluate(model, ids, labels, batch_size=128):
-    """Accuracy and predicted probabilities on a whole split, in batches sorted by length."""
+def evaluate(model, ids, labels, batch_size=128, adapter=None, runner=None):
+    """Accuracy and predicted probabilities of task `adapter` on a whole split, in batches sorted
+    by length. runner: what computes the logits (a parallel.DataParallel; default: the model)."""
     from .data.sst2 import sequential_batches
 
+    name = model.resolve(adapter)
+    logits = runner.logits if runner is not None else (
+        lambda *b: model.logits(*b, adapter=name))
     lengths = np.array([len(s) for s in ids])
-    probs = np.zeros((len(ids), model.head.num_labels), np.float64)
+    probs = np.zeros((len(ids), model.heads[name].num_labels), np.float64)
     for idx in sequential_batches(len(ids), batch_size, lengths):
         b = model.tokenizer.pad([ids[i] for i in idx])
-        probs[idx] = to_numpy(softmax(model.logits(b.input_ids, b.attention_mask, b.token_type_ids)))
+        probs[idx] = to_numpy(softmax(logits(b.input_ids, b.attention_mask, b.token_type_ids)))
     acc = float((probs.argmax(1) == np.asarray(labels)).mean())
     return acc, probs
 
@@ -120,7 +125,7 @@ def epoch_batches(lengths, batch_size, seed, epoch):
 # --- checkpoints ----------------------------------------------------------------------------------
 def save_training_checkpoint(path, model, opt, step, cfg, history):
     state = opt.state_dict()
-    tensors = {f"param/{k}": v for k, v in model.adapter_state().items()}
+    tensors = {f"param/{k}": v for k, v in model.adapter_state(cfg.adapter_name).items()}
     tensors.update({f"adam_m/{k}": v for k, v in state["m"].items()})
     tensors.update({f"adam_v/{k}": v for k, v in state["v"].items()})
     meta = {"format": "minadapt-checkpoint/1", "step": str(step), "config": json.dumps(cfg.to_dict()),
@@ -138,7 +143,7 @@ def load_training_checkpoint(path, model, opt, cfg):
     if changed:
         raise MinadaptError(f"{path}: cannot resume with different settings: " + ", ".join(
             f"{k}={getattr(cfg, k)!r} (checkpoint has {saved.get(k)!r})" for k in changed))
-    for k in model.trainable:
+    for k in model.trainable_names(cfg.adapter_name):
         model.params[k][...] = to_device(tensors[f"param/{k}"], model.device)
     opt.load_state_dict({"step": json.loads(meta["adam_step"]),
                          "m": {k: tensors[f"adam_m/{k}"] for k in opt.names},
@@ -212,8 +217,10 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
     steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
     total = cfg.max_steps or max(1, round(cfg.epochs * steps_per_epoch))
     warmup = int(cfg.warmup * total)
-    opt = AdamW({k: model.params[k] for k in model.trainable}, lr=cfg.lr,
-                weight_decay=cfg.weight_decay)
+    trainable = model.trainable_names(cfg.adapter_name)
+    opt = AdamW({k: model.params[k] for k in trainable}, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # the batch cut over the CPU's cores (one shard, here, on a GPU or a single core)
+    dp = DataParallel(model, adapter=cfg.adapter_name)
 
     ckpt_path, metrics_path = out / "checkpoint.safetensors", out / "metrics.jsonl"
     step, history = 0, []
@@ -255,8 +262,8 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
             idx = batches[step % steps_per_epoch]
             b = model.tokenizer.pad([train_ids[i] for i in idx])
             lr = lr_schedule(step, total, warmup, cfg.lr)
-            loss, _, grads = model.loss_and_grads(b.input_ids, b.attention_mask, b.token_type_ids,
-                                                  train_labels[idx], train=True)
+            loss, _, grads = dp.loss_and_grads(b.input_ids, b.attention_mask, b.token_type_ids,
+                                               train_labels[idx], train=True)
             grad_norm = clip_grad_norm(grads, cfg.max_grad_norm)
             opt.step(model.params, grads, lr)
             step += 1
@@ -274,7 +281,7 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
                 bar.update(1, loss=loss, sent_s=round(speed, 1))
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
                 t_eval = time.perf_counter()
-                acc, _ = evaluate(model, dev_ids, dev_labels)
+                acc, _ = evaluate(model, dev_ids, dev_labels, adapter=cfg.adapter_name, runner=dp)
                 log({"kind": "eval", "step": step, "dev_accuracy": acc})
                 if bar:
                     bar.write(f"step {step}: dev accuracy {100 * acc:.2f}%")
@@ -294,6 +301,8 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
             for s, old in zip(handled, old_handlers):
                 signal.signal(s, old)
     seconds = time.perf_counter() - t0
+    if interrupted:
+        dp.close()  # (an exception that escaped the loop leaves the workers to their finaliser)
     if interrupted == "hard":  # mid-step: the state in memory is half a step; keep the saved one
         saved = f"the last checkpoint ({ckpt_path}) is kept" if ckpt_path.is_file() else \
             "no checkpoint was saved yet"
@@ -305,10 +314,11 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
               f"continue with: minadapt train sst2 --out {out} --resume (and the same options)")
         return TrainResult(float("nan"), step, seconds, ckpt_path, metrics_path, None, True)
 
-    acc, _ = evaluate(model, dev_ids, dev_labels)
+    acc, _ = evaluate(model, dev_ids, dev_labels, adapter=cfg.adapter_name, runner=dp)
+    dp.close()
     log({"kind": "eval", "step": step, "dev_accuracy": acc})
     save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
-    adapter_path = model.save_adapter(out / "adapter.safetensors", extra_metadata={
+    adapter_path = model.save_adapter(out / "adapter.safetensors", adapter=cfg.adapter_name, extra_metadata={
         "training": cfg.to_dict(), "dev_accuracy": acc, "steps": step})
     plot = plot_history(history, out / "training.png", f"SST-2, bottleneck {cfg.bottleneck}")
     return TrainResult(acc, step, seconds, adapter_path, metrics_path, plot)

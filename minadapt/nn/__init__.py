@@ -1,6 +1,10 @@
-"""Layers as forward/backward pairs: `out, cache = op.forward(...)`, `dx, ... = op.backward(dout, cache)`."""
-from . import (adapter, attention, cls_attention, dropout, embedding, gelu, layernorm, linear, loss,
-               relu, swish, tanh)
+"""The reference ops: each layer as a forward/backward pair in the plainest NumPy that states its
+maths. `out, cache = op.forward(...)`, `dx, ... = op.backward(dout, cache)`.
 
-__all__ = ["adapter", "attention", "cls_attention", "dropout", "embedding", "gelu", "layernorm",
-           "linear", "loss", "relu", "swish", "tanh"]
+These are the code the lessons show and the exercises ask a learner to write. `minadapt.fast`
+holds faster versions of some of them, each tested equal to its reference here."""
+from . import (adapter, attention, dropout, embedding, gelu, layernorm, linear, loss, relu, swish,
+               tanh)
+
+__all__ = ["adapter", "attention", "dropout", "embedding", "gelu", "layernorm", "linear", "loss",
+           "relu", "swish", "tanh"]

@@ -1,4 +1,4 @@
-"""The Houlsby bottleneck adapter (Houlsby et al., 2019, "Parameter-Efficient Transfer Learning").
+"""The bottleneck adapter (Houlsby et al., 2019, "Parameter-Efficient Transfer Learning").
 
 Dimensions: N = rows (batch x tokens), H = hidden, m = bottleneck (m << H).
 
@@ -15,16 +15,20 @@ identity (y = h) whatever W_down is, so a freshly added adapter leaves the pretr
 unchanged, while W_down's small random values break the symmetry between the m hidden units, so
 they learn different things once W_up moves away from zero.
 
-Where it sits in a BERT layer (two per layer, "before the residual add and LayerNorm"):
+Where it sits in a BERT layer is the architecture's business (bert.py, `ADAPTER_SITES`): Houlsby's
+two per layer sit "before the residual add and LayerNorm":
     LayerNorm(x + adapter(dropout(dense(attention(x)))))      and likewise after the FFN.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from . import gelu, linear, relu, swish
 
 NON_LINEARITIES = {"swish": swish, "gelu": gelu, "relu": relu}
+KEYS = ("adapter_down.0.weight", "adapter_down.0.bias", "adapter_up.weight", "adapter_up.bias")
 
 
 class AdapterCache(NamedTuple):
@@ -36,8 +40,6 @@ class AdapterCache(NamedTuple):
 def init_params(hidden, bottleneck, rng, dtype, std=1e-2):
     """Near-identity init: W_down ~ N(0, std^2), W_up = 0, biases 0. Returns a dict of NumPy arrays
     keyed by the AdapterHub names relative to the adapter (adapter_down.0.*, adapter_up.*)."""
-    import numpy as np
-
     return {
         "adapter_down.0.weight": (rng.standard_normal((bottleneck, hidden)) * std).astype(dtype),
         "adapter_down.0.bias": np.zeros(bottleneck, dtype),
@@ -46,15 +48,13 @@ def init_params(hidden, bottleneck, rng, dtype, std=1e-2):
     }
 
 
-def forward(h, w_down, b_down, w_up, b_up, non_linearity="swish"):
-    """Inputs: h (..., H), w_down (m, H), b_down (m,), w_up (H, m), b_up (H,).
-    Returns (y (..., H), cache)."""
-    act = NON_LINEARITIES[non_linearity]
+def forward(h, w_down, b_down, w_up, b_up, act=swish):
+    """Inputs: h (..., H), w_down (m, H), b_down (m,), w_up (H, m), b_up (H,); act: the
+    non-linearity, a module with forward and backward (NON_LINEARITIES). Returns (y (..., H), cache)."""
     z, down_cache = linear.forward(h, w_down, b_down)
     u, act_cache = act.forward(z)
     y, up_cache = linear.forward(u, w_up, b_up)
-    y += h
-    return y, AdapterCache(down_cache, (act, act_cache), up_cache)
+    return h + y, AdapterCache(down_cache, (act, act_cache), up_cache)
 
 
 def backward(dy, cache):
@@ -66,5 +66,4 @@ def backward(dy, cache):
     (dz,) = act.backward(du, act_cache)
     # z = h W_down^T + b_down
     dh, dw_down, db_down = linear.backward(dz, cache.down)
-    dh += dy  # the skip connection
-    return dh, dw_down, db_down, dw_up, db_up
+    return dh + dy, dw_down, db_down, dw_up, db_up  # + dy: the skip connection

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from ..backend import row_sums
+from .numerics import row_sums
 from .attention import (merge_heads, probabilities, scaled_query_heads, scores_gradient,
                         split_heads)
 

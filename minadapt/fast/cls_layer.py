@@ -1,0 +1,66 @@
+"""The last encoder layer for the [CLS] row alone (bert.layer_forward computes every row).
+
+A classification head reads only the last layer's [CLS] vector. Every row of a layer's output
+depends on the whole input only through attention's keys and values, so the last layer needs keys
+and values of every token, but its query, attention output, feed-forward block, adapters and
+LayerNorms for one row per sentence: at L=64 that is roughly a sixth of the step's FLOPs saved.
+With Q, K and V frozen, even the keys and values are never formed (cls_attention.py).
+
+The rest of the layer is bert.after_attention_forward on (B, 1, H) rows: the same equations.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .. import bert
+from . import cls_attention
+
+
+class ClsLayerCache(NamedTuple):
+    x_shape: tuple  # (B, T, H), the layer input's
+    q: object  # linear cache of the [CLS] query
+    kv: object  # linear cache of k|v (None on the cls_attention route)
+    attn: object  # cls_attention's cache, or attention's
+    rest: bert.AfterAttentionCache
+
+
+def forward(params, i, x, bias, qkv, cfg, run):
+    """As bert.layer_forward, but returns out (B, 1, H): the [CLS] row only."""
+    H, nh = cfg.hidden_size, cfg.num_attention_heads
+    p_attn = cfg.attention_probs_dropout_prob
+    w, b = qkv
+    frozen = bert.qkv_frozen(i, run)
+    x_cls = x[:, :1]  # (B, 1, H), also the residual branch
+    q, q_cache = run.ops.linear.forward(x_cls, w[:H], b[:H], frozen=frozen)
+    if frozen:  # keys and values never formed
+        c, attn = cls_attention.forward(q, x, w[H:2 * H], w[2 * H:], b[2 * H:], bias, nh, p_attn,
+                                        run.rng, run.train)
+        kv_cache = None
+    else:  # K and V train: form them for every token, their dW needs them
+        kv, kv_cache = run.ops.linear.forward(x, w[H:], b[H:])  # (B, T, 2H)
+        c, attn = run.ops.attention.forward(q, kv[..., :H], kv[..., H:], bias, nh, p_attn,
+                                            run.rng, run.train)
+    out, rest = bert.after_attention_forward(params, i, c, x_cls, cfg, run)
+    return out, ClsLayerCache(x.shape, q_cache, kv_cache, attn, rest)
+
+
+def backward(dout, cache: ClsLayerCache, i, run, need_dx=True):
+    """As bert.layer_backward, for dout (B, 1, H). Returns (dx (B, T, H) or None, grads)."""
+    grads = {}
+    frozen = bert.qkv_frozen(i, run)
+    dc, dx_res = bert.after_attention_backward(dout, cache.rest, i, run, grads,
+                                               need_dc=need_dx or not frozen)
+    if dc is None:
+        return None, grads
+    if cache.kv is None:  # c = attention of the [CLS] query against keys and values never formed
+        dq, dx = cls_attention.backward(dc, cache.attn)
+    else:  # c = attention(q, k, v); k|v = x Wkv^T + bkv
+        dq, dk, dv = run.ops.attention.backward(dc, cache.attn)
+        xp = bert.get_xp(dk)
+        dx = bert.qkv_backward(xp.concatenate([dk, dv], axis=-1), cache.kv, i, 1, run, grads, need_dx)
+    # q = x_cls Wq^T + bq: the [CLS] row receives this, and the residual branch
+    dx_cls = bert.qkv_backward(dq, cache.q, i, 0, run, grads, need_dx)
+    if not need_dx:
+        return None, grads
+    dx[:, :1] += dx_cls + dx_res
+    return dx, grads

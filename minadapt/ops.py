@@ -1,0 +1,58 @@
+"""Which implementation of each op the encoder runs: the reference or the fast one.
+
+    model = minadapt.load_model(path, ops="reference")   # minadapt.nn: the maths, plainly
+    model = minadapt.load_model(path)                      # ops="fast": minadapt.fast, the same numbers
+
+bert.py calls every op through `run.ops` (`run.ops.gelu.forward(f)`), so the encoder's equations
+are written once. An ops bundle has: linear, attention, gelu, layernorm, dropout, adapter,
+non_linearities (name -> module, for the adapter) and cls_layer (a [CLS]-only last layer, or None:
+the reference computes every row and the head reads one).
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from . import nn
+
+NAMES = ("reference", "fast")
+
+
+def reference() -> SimpleNamespace:
+    """The plain ops of minadapt.nn."""
+    return SimpleNamespace(name="reference", linear=nn.linear, attention=nn.attention, gelu=nn.gelu,
+                           layernorm=nn.layernorm, dropout=nn.dropout, adapter=nn.adapter,
+                           non_linearities=dict(nn.adapter.NON_LINEARITIES), cls_layer=None)
+
+
+def fast(inference: bool = False, linear=None) -> SimpleNamespace:
+    """The ops of minadapt.fast. inference=True: no backward will follow, so GELU keeps no cache.
+    `linear` may be an existing fast.linear.Linear, to share its W^T copies."""
+    from .fast import attention, cls_layer, dropout, gelu, layernorm, swish
+    from .fast.linear import Linear
+
+    return SimpleNamespace(
+        name="fast", linear=linear or Linear(), attention=attention,
+        gelu=_GeluWithoutCache if inference else gelu, layernorm=layernorm, dropout=dropout,
+        adapter=nn.adapter, non_linearities={"swish": swish, "gelu": gelu, "relu": nn.relu},
+        cls_layer=cls_layer)
+
+
+def make(name: str, inference: bool = False, linear=None) -> SimpleNamespace:
+    """ops by name: "reference" or "fast"."""
+    if name == "reference":
+        return reference()
+    if name == "fast":
+        return fast(inference, linear)
+    from .errors import ConfigError
+
+    raise ConfigError(f"ops={name!r}: expected one of {', '.join(NAMES)}")
+
+
+class _GeluWithoutCache:
+    """fast.gelu at inference: Phi(x) is computed in y's own memory, and no cache is returned."""
+
+    @staticmethod
+    def forward(x):
+        from .fast import gelu
+
+        return gelu.forward(x, grad=False)
