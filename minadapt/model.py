@@ -72,6 +72,7 @@ class Model:
         self.adapters: dict[str, AdapterConfig] = {}
         self.heads: dict[str, HeadConfig] = {}
         self._trainable: dict[str, set] = {}  # name -> the parameter names that task trains
+        self.metadata: dict[str, dict] = {}  # name -> the metadata of the file it was loaded from
         self.rng = self._new_rng(seed)
 
     # --- building -------------------------------------------------------------------------------
@@ -343,6 +344,7 @@ class Model:
             self.remove(name)
             raise
         self._put(tensors)
+        self.metadata[name] = meta
         return name
 
     def remove(self, name: str):
@@ -353,6 +355,7 @@ class Model:
             self.params.pop(k, None)
         self.adapters.pop(name, None)
         self.heads.pop(name, None)
+        self.metadata.pop(name, None)
 
 
 def _renamed_layer_norms(a: dict, tensors: dict, n_layers: int) -> dict:

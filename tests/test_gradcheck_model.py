@@ -6,7 +6,11 @@ cache mixed up between layers, the [CLS]-only last layer, the fused Q|K|V split.
 import numpy as np
 import pytest
 
+import minadapt
+import minadapt.ops
+
 from minadapt import bert
+from minadapt.nn.attention import mask_bias
 from minadapt.gradcheck import numerical_grad, rel_error
 from tests.conftest import tiny_batch, tiny_model
 
@@ -93,9 +97,9 @@ def test_encoder_gradient_wrt_embeddings_output():
     """encoder_backward's dx: d sum(h * dh) / d x0, x0 the embeddings' output."""
     model = tiny_model()
     ids, mask, types, _ = tiny_batch()
-    run = bert.Run(train=False)
+    run = bert.Run(ops=model.ops, train=False)
     x0, _ = bert.embeddings_forward(model.params, model.cfg, ids, types, run)
-    bias = bert.attention.mask_bias(mask, np.float64)
+    bias = mask_bias(mask, np.float64)
 
     def layers(x):
         for i in range(model.cfg.num_hidden_layers):
@@ -109,15 +113,58 @@ def test_encoder_gradient_wrt_embeddings_output():
     assert rel_error(dx, numerical_grad(layers, x0, dh)) < TOL
 
 
-def test_cls_only_last_layer_matches_full():
+@pytest.mark.parametrize("train_qkv", [False, True])  # cls_attention, or attention over formed k, v
+def test_cls_only_last_layer_matches_full(train_qkv):
+    """fast/cls_layer.py's last layer for [CLS] alone equals row 0 of bert.layer_forward, and so do
+    its gradients (the adapters', and Q|K|V's when they train) and the gradient reaching x."""
     model = tiny_model()
     model.add_adapter("a", bottleneck=2)
+    trainable = set(model.trainable)
+    if train_qkv:
+        trainable |= {f"encoder.layer.1.attention.self.{n}.{t}" for n in ("query", "key", "value")
+                      for t in ("weight", "bias")}
+    rng = np.random.default_rng(4)
+    for k in sorted(model.trainable):
+        model.params[k] += 0.3 * rng.standard_normal(model.params[k].shape)
     ids, mask, types, _ = tiny_batch()
-    run = model._run(False)
-    full, _ = bert.encoder_forward(model.params, model.qkv, model.cfg, ids, mask, types, run)
-    cls, _ = bert.encoder_forward(model.params, model.qkv, model.cfg, ids, mask, types, run, cls_only=True)
-    assert cls.shape == (3, 1, 8)
+    run = bert.Run(ops=model.ops, trainable=frozenset(trainable), adapter=model.adapters["a"])
+    full, full_cache = bert.encoder_forward(model.params, model.qkv, model.cfg, ids, mask, types, run)
+    cls, cls_cache = bert.encoder_forward(model.params, model.qkv, model.cfg, ids, mask, types, run,
+                                          cls_only=True)
+    assert cls.shape == (3, 1, 8) and cls_cache.cls_only
     assert rel_error(full[:, :1], cls) < 1e-14
+    dcls = rng.standard_normal(cls.shape)
+    dfull = np.zeros(full.shape)
+    dfull[:, :1] = dcls
+    dx_full, g_full = bert.encoder_backward(dfull, full_cache, run, lowest=1, return_dx=True)
+    dx_cls, g_cls = bert.encoder_backward(dcls, cls_cache, run, lowest=1, return_dx=True)
+    assert rel_error(dx_full, dx_cls) < 1e-13
+    assert set(g_full) == set(g_cls) and any("attention.self" in k for k in g_cls) == train_qkv
+    for k in g_full:
+        if k.endswith("key.bias"):  # its true gradient is 0 (softmax ignores it): both ~1e-17
+            assert np.abs(g_full[k]).max() < 1e-14 and np.abs(g_cls[k]).max() < 1e-14
+            continue
+        assert rel_error(g_full[k], g_cls[k]) < 1e-13, k
+
+
+@pytest.mark.parametrize("ops", ["reference", "fast"])
+def test_both_ops_give_the_same_model(ops):
+    """The same tiny model and adapter on the reference ops and on the fast ones: loss, logits and
+    every gradient agree to rounding (the fast path's last layer computes [CLS] alone)."""
+    results = {}
+    for name in ("reference", ops):
+        model = tiny_model()
+        model.ops, model._inference_ops = minadapt.ops.make(name), minadapt.ops.make(name, True)
+        model.add_adapter("a", bottleneck=2, train_layer_norms=True)
+        model.add_classification_head("a", num_labels=3)
+        _boost_head(model)
+        batch = (*tiny_batch()[:3], np.array([0, 2, 1]))
+        results[name] = model.loss_and_grads(*batch, train=False) + (model.logits(*batch[:3]),)
+    (l1, z1, g1, y1), (l2, z2, g2, y2) = results["reference"], results[ops]
+    assert abs(l1 - l2) < 1e-13 and rel_error(z1, z2) < 1e-13 and rel_error(y1, y2) < 1e-13
+    assert set(g1) == set(g2)
+    for k in g1:
+        assert rel_error(g1[k], g2[k]) < 1e-12, k
 
 
 def test_query_key_value_train_together():
@@ -129,29 +176,24 @@ def test_query_key_value_train_together():
 
 
 def test_transposed_copies_of_frozen_weights_follow_the_weights():
-    """The forward's contiguous W^T copies (nn/linear.py) give the same outputs as W.T, and follow a
-    weight that is replaced or starts to train (then it has none: its copy would go stale)."""
-    from minadapt.nn import linear
-
+    """The fast linear's W^T copies (fast/linear.py) are made for the frozen backbone's linears,
+    give the same outputs as the reference ops, and are dropped for a weight that starts to train."""
     model = tiny_model()
     model.add_classification_head("a")
     ids, mask, types, _ = tiny_batch(B=3)
-    name = "encoder.layer.1.intermediate.dense.weight"
-    copies = model._frozen_transposed()
-    assert np.array_equal(copies[name], model.params[name].T) and copies[name].flags.c_contiguous
-    assert np.array_equal(copies["qkv.0"], model.qkv[0][0].T)
     with_copies = model.logits(ids, mask, types)
-    plain = linear.forward
-    try:
-        linear.forward = lambda x, w, b=None, frozen=False, w_t=None: plain(x, w, b, frozen)
-        without = model.logits(ids, mask, types)
-    finally:
-        linear.forward = plain
-    np.testing.assert_allclose(with_copies, without, rtol=0, atol=1e-12)
-    model.params[name] = model.params[name] * 2.0
-    assert np.array_equal(model._frozen_transposed()[name], model.params[name].T)
-    model.trainable.add(name)
-    assert name not in model._frozen_transposed()
+    assert model.ops.linear.copies == 4 * model.cfg.num_hidden_layers  # Q|K|V, Wo, Wi, Wo2
+    model.ops, model._inference_ops = minadapt.ops.reference(), minadapt.ops.reference()
+    np.testing.assert_allclose(model.logits(ids, mask, types), with_copies, rtol=0, atol=1e-12)
+    model = tiny_model()
+    model.add_classification_head("a")
+    name = "encoder.layer.1.intermediate.dense.weight"
+    for _ in range(2):  # the last layer's W_q, a view made afresh on each call, finds its copy
+        model.logits(ids, mask, types)
+    assert model.ops.linear.copies == 4 * model.cfg.num_hidden_layers
+    model.trainable.update({name, name.replace("weight", "bias")})
+    model.loss_and_grads(ids, mask, types, np.array([0, 1, 0]), train=False)
+    assert model.ops.linear.copies == 4 * model.cfg.num_hidden_layers - 1
 
 
 def test_lowest_layer_attention_output_trains_alone():

@@ -231,7 +231,7 @@ def test_adamw_and_clipping_on_cupy_match_numpy():
 def test_packed_parameters_step_as_one_vector_with_the_same_numbers(dtype):
     """Parameters that tile one vector (as Model packs them) take the whole-vector path; it gives
     bit-for-bit what the per-array path gives, decay and no-decay names alike, and clipping too."""
-    from minadapt.backend import pack, packed_offsets
+    from minadapt.packed import pack, packed_offsets
 
     loose = make_params(dtype=dtype)
     names = sorted(loose)
@@ -260,7 +260,7 @@ def test_packed_parameters_step_as_one_vector_with_the_same_numbers(dtype):
 
 def test_model_packs_its_trainable_parameters(tmp_path):
     from conftest import tiny_model, tiny_batch
-    from minadapt.backend import packed_offsets
+    from minadapt.packed import packed_offsets
 
     model = tiny_model(dtype=np.float32)
     model.add_adapter("a", bottleneck=3)
@@ -268,7 +268,10 @@ def test_model_packs_its_trainable_parameters(tmp_path):
     trainable = {k: model.params[k] for k in model.trainable}
     assert packed_offsets(trainable) is not None
     ids, mask, types, labels = tiny_batch()
-    _, _, grads = model.loss_and_grads(ids, mask, types, labels)
+    from minadapt.parallel import DataParallel
+
+    # the data-parallel layer hands back the gradients as one vector, laid out like the parameters
+    _, _, grads = DataParallel(model, n=1).loss_and_grads(ids, mask, types, labels)
     assert packed_offsets(grads)[1] == packed_offsets(trainable)[1]
     opt = AdamW(trainable)
     opt.step(model.params, grads)

@@ -42,12 +42,13 @@ def test_threads_default_and_bad_value(monkeypatch):
 
 
 def _two_shards_of_an_adapted_model(monkeypatch):
-    """A tiny model with an adapter and a head, and a batch of 4 that runs as two shards."""
+    """A tiny model with an adapter and a head, its DataParallel, and a batch of 4 that runs as
+    two shards."""
     monkeypatch.setenv("MINADAPT_THREADS", "2")
     model = tiny_model()
     model.add_adapter("a", bottleneck=3)
     model.add_classification_head("a")
-    return model, tiny_batch(B=4)
+    return model, parallel.DataParallel(model), tiny_batch(B=4)
 
 
 class Probe:
@@ -110,27 +111,21 @@ def test_a_shards_error_reaches_the_caller_and_the_workers_go_on():
 
 @needs_openblas
 def test_a_dead_worker_is_an_error_that_says_so(monkeypatch):
-    model, (ids, mask, types, labels) = _two_shards_of_an_adapted_model(monkeypatch)
-    model.logits(ids, mask, types)
-    workers = model._workers[1]
+    model, dp, (ids, mask, types, labels) = _two_shards_of_an_adapted_model(monkeypatch)
+    dp.logits(ids, mask, types)
+    workers = dp._workers
     os.kill(workers.pids[0], signal.SIGKILL)
     workers._procs[0].join()
     assert not workers.alive
-    model.logits(ids, mask, types)  # a dead worker found before the call: new workers
-    assert model._workers[1] is not workers and model._workers[1].alive
-    os.kill(model._workers[1].pids[0], signal.SIGKILL)
+    dp.logits(ids, mask, types)  # a dead worker found before the call: new workers
+    assert dp._workers is not workers and dp._workers.alive
+    os.kill(dp._workers.pids[0], signal.SIGKILL)
     time.sleep(0.2)
+    here = parallel._Shard(model, "a", None, dp.shapes)
+    calls = [(False, ids[:2], mask[:2], types[:2], 0.5, None), (True, ids[2:], mask[2:], types[2:], 0.5, None)]
     with pytest.raises(parallel.WorkerError, match="died"):  # ... or during it
-        model._workers[1].map(model, "_shard_logits", [(ids[:2], mask[:2], types[:2], 0.5, None),
-                                                       (ids[2:], mask[2:], types[2:], 0.5, None)])
-
-
-def test_shared_memory_is_recognised():
-    a = parallel.shared_empty((2, 3), np.float32)
-    assert parallel.is_shared(a) and parallel.is_shared(a[1:]) and parallel.is_shared(a.T)
-    assert not parallel.is_shared(np.zeros(3)) and not parallel.is_shared(a.copy())
-    b = parallel.shared_copy(np.arange(4.0))
-    assert parallel.is_shared(b) and b.tolist() == [0, 1, 2, 3]
+        dp._workers.map(here, "logits", calls)
+    dp.close()
 
 
 def test_child_rngs_follow_the_parent_state():
@@ -146,7 +141,7 @@ def test_child_rngs_follow_the_parent_state():
 
 @needs_openblas
 @pytest.mark.parametrize("threads", ["2", "3"])
-def test_model_gives_the_whole_batchs_loss_grads_and_outputs(monkeypatch, threads):
+def test_data_parallel_gives_the_whole_batchs_loss_grads_and_outputs(monkeypatch, threads):
     """Shards of 5 sentences (2 + 3, or 1 + 2 + 2, padded rows among them) give the loss, logits,
     every gradient, and the hidden states of the batch run whole, to rounding."""
     model = tiny_model()
@@ -159,8 +154,10 @@ def test_model_gives_the_whole_batchs_loss_grads_and_outputs(monkeypatch, thread
     results = {}
     for t in ("1", threads):
         monkeypatch.setenv("MINADAPT_THREADS", t)
-        loss, logits, grads = model.loss_and_grads(ids, mask, types, labels, train=False)
-        results[t] = (loss, logits, grads, model.logits(ids, mask, types), model.encode(ids, mask, types))
+        with parallel.DataParallel(model) as dp:
+            loss, logits, grads = dp.loss_and_grads(ids, mask, types, labels, train=False)
+            results[t] = (loss, logits, grads, dp.logits(ids, mask, types), dp.encode(ids, mask, types))
+            assert len(dp.pids) == int(t) - 1
     (l1, z1, g1, y1, h1), (l2, z2, g2, y2, h2) = results["1"], results[threads]
     assert abs(l1 - l2) < 1e-12
     np.testing.assert_allclose(z2, z1, rtol=0, atol=1e-12)
@@ -173,47 +170,48 @@ def test_model_gives_the_whole_batchs_loss_grads_and_outputs(monkeypatch, thread
 
 
 @needs_openblas
-def test_workers_follow_the_model_as_it_changes(monkeypatch):
-    """Training changes the parameters in place (shared memory carries that to the workers); adding
-    an adapter, replacing a parameter or loading an adapter file changes more (new workers)."""
-    model = tiny_model()
-    model.add_classification_head("a")
-    ids, mask, types, labels = tiny_batch(B=4)
-
-    def both():
-        monkeypatch.setenv("MINADAPT_THREADS", "1")
+def test_workers_follow_the_tasks_parameters(monkeypatch):
+    """Training changes the task's parameters in place between calls: the workers see each change
+    (the parent sends them before every call), and their answers equal the model's own."""
+    model, dp, (ids, mask, types, labels) = _two_shards_of_an_adapted_model(monkeypatch)
+    rng = np.random.default_rng(1)
+    losses = []
+    for _ in range(3):
+        for k in model.trainable:  # in place, as AdamW does
+            model.params[k][...] = 0.3 * rng.standard_normal(model.params[k].shape)
         whole = model.loss_and_grads(ids, mask, types, labels, train=False)
-        monkeypatch.setenv("MINADAPT_THREADS", "2")
-        sharded = model.loss_and_grads(ids, mask, types, labels, train=False)
+        sharded = dp.loss_and_grads(ids, mask, types, labels, train=False)
         assert abs(whole[0] - sharded[0]) < 1e-12
         for k in whole[2]:
             np.testing.assert_allclose(sharded[2][k], whole[2][k], rtol=0, atol=1e-12)
-        return sharded[0]
-
-    first = both()
-    pids = model.worker_pids  # what bench reads the workers' memory from
+        losses.append(float(sharded[0]))
+    assert len(set(losses)) == 3
+    pids = dp.pids
     assert len(pids) == 1 and pids[0] != os.getpid()
     os.kill(pids[0], 0)  # a live process (signal 0 only checks)
-    model.add_adapter("a", bottleneck=3)
-    rng = np.random.default_rng(1)
-    for k in model.trainable:  # in place, as AdamW does
-        model.params[k][...] = 0.3 * rng.standard_normal(model.params[k].shape)
-    assert both() != first
-    second = both()
-    name = "encoder.layer.0.output.dense.weight"  # a frozen weight, replaced by a new array
-    model.params[name] = model.params[name] * 1.5
-    assert not parallel.is_shared(model.params[name])
-    assert both() != second
-    assert parallel.is_shared(model.params[name])
-    assert model.worker_pids != pids  # new workers, forked for the changed model
+    dp.close()
+    assert dp.pids == []
+
+
+@needs_openblas
+def test_data_parallel_runs_one_task_of_several(monkeypatch):
+    """A model with two tasks: the DataParallel of one gives that task's logits and gradients only."""
+    model, _, (ids, mask, types, labels) = _two_shards_of_an_adapted_model(monkeypatch)
+    model.add_adapter("b", bottleneck=2, seed=4)
+    model.add_classification_head("b", num_labels=3, seed=4)
+    with parallel.DataParallel(model, adapter="b") as dp:
+        loss, logits, grads = dp.loss_and_grads(ids, mask, types, labels, train=False)
+        assert logits.shape == (4, 3) and set(grads) == model.trainable_names("b")
+        np.testing.assert_allclose(dp.logits(ids, mask, types), model.logits(ids, mask, types, adapter="b"),
+                                   rtol=0, atol=1e-12)
 
 
 @needs_openblas
 def test_sharded_dropout_repeats_from_the_same_state(monkeypatch):
-    model, (ids, mask, types, labels) = _two_shards_of_an_adapted_model(monkeypatch)
-    first = model.loss_and_grads(ids, mask, types, labels, rng=np.random.default_rng(9))
-    again = model.loss_and_grads(ids, mask, types, labels, rng=np.random.default_rng(9))
-    other = model.loss_and_grads(ids, mask, types, labels, rng=np.random.default_rng(10))
+    model, dp, (ids, mask, types, labels) = _two_shards_of_an_adapted_model(monkeypatch)
+    first = dp.loss_and_grads(ids, mask, types, labels, rng=np.random.default_rng(9))
+    again = dp.loss_and_grads(ids, mask, types, labels, rng=np.random.default_rng(9))
+    other = dp.loss_and_grads(ids, mask, types, labels, rng=np.random.default_rng(10))
     assert first[0] == again[0] and first[0] != other[0]
     for k in first[2]:
         assert np.array_equal(first[2][k], again[2][k])
@@ -223,13 +221,13 @@ def test_sharded_dropout_repeats_from_the_same_state(monkeypatch):
 def test_inference_never_moves_the_dropout_generator(monkeypatch):
     """Evaluating between training steps (as `minadapt train` does every --eval-every steps) must
     not change the training run: logits, encode and an evaluation-mode loss draw nothing."""
-    model, (ids, mask, types, labels) = _two_shards_of_an_adapted_model(monkeypatch)
+    model, dp, (ids, mask, types, labels) = _two_shards_of_an_adapted_model(monkeypatch)
     before = model.rng.bit_generator.state
-    model.logits(ids, mask, types)
-    model.encode(ids, mask, types)
-    model.loss_and_grads(ids, mask, types, labels, train=False)
+    dp.logits(ids, mask, types)
+    dp.encode(ids, mask, types)
+    dp.loss_and_grads(ids, mask, types, labels, train=False)
     assert model.rng.bit_generator.state == before
-    model.loss_and_grads(ids, mask, types, labels, train=True)
+    dp.loss_and_grads(ids, mask, types, labels, train=True)
     assert model.rng.bit_generator.state != before
 
 
@@ -241,13 +239,14 @@ def test_shards_run_in_a_forked_child(monkeypatch):
     model = tiny_model()
     model.add_classification_head("a")
     ids, mask, types, labels = tiny_batch(B=4)
-    expected = model.logits(ids, mask, types)
+    dp = parallel.DataParallel(model)
+    expected = dp.logits(ids, mask, types)
     pid = os.fork()
     if pid == 0:  # the child: exit 0 only if its shards ran and agree
         code = 1
         try:
-            model._workers = None  # its copy of the parent's workers belongs to the parent
-            got = model.logits(ids, mask, types)
+            dp = parallel.DataParallel(model)  # the parent's workers belong to the parent
+            got = dp.logits(ids, mask, types)
             code = 0 if np.abs(got - expected).max() < 1e-12 else 1
         finally:
             os._exit(code)
@@ -279,8 +278,10 @@ def test_workers_end_with_the_process_that_made_them(tmp_path):
         "model = tiny_model()\n"
         "model.add_classification_head('a')\n"
         "ids, mask, types, labels = tiny_batch(B=4)\n"
-        "model.logits(ids, mask, types)\n"
-        "print(*model._workers[1].pids, flush=True)\n"
+        "from minadapt.parallel import DataParallel\n"
+        "dp = DataParallel(model)\n"
+        "dp.logits(ids, mask, types)\n"
+        "print(*dp.pids, flush=True)\n"
         "os._exit(0)\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     pids = [int(p) for p in out.stdout.split()]

@@ -131,7 +131,8 @@ def test_save_load_predict_same_logits(tmp_path, checkpoint_dir):
     b = model.tokenizer.encode(["what a lovely surprise", "i want my two hours back"])
     want = model.logits(*b)
     fresh = minadapt.load_model(checkpoint_dir)
-    meta = fresh.load_adapter(r.adapter_path)
+    name = fresh.load_adapter(r.adapter_path)
+    meta = fresh.metadata[name]
     assert json.loads(meta["training"])["bottleneck"] == 8
     assert np.array_equal(fresh.logits(*b), want)
     n = sum(fresh.params[k].size for k in fresh.trainable)  # 12 adapters of 2*8*384+8+384, head

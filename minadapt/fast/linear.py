@@ -19,22 +19,27 @@ from ..nn.linear import LinearCache, backward  # noqa: F401  (backward is the re
 class Linear:
     """`forward` and `backward` as nn.linear's, keeping W^T copies of frozen weights.
 
-    A copy is keyed by its weight array (which it holds, so the key stays valid). A weight asked for
+    A copy is keyed by where its weight's numbers are: address, shape and strides, so that a view
+    made afresh on every call (the last layer's W_q = Wqkv[:H]) finds its copy. The entry holds the
+    weight, so that memory cannot be freed and reused by another array while the key stands. A weight asked for
     with frozen=False is training: its copy, if any, is dropped, and a later frozen call makes a new
     one from the trained values. A frozen weight changed in place by other means would leave a stale
     copy: frozen weights are constants, so nothing does."""
 
     def __init__(self):
-        self._transposed = {}  # id(W) -> (W, contiguous W^T)
+        self._transposed = {}  # key(W) -> (W, contiguous W^T)
 
     def forward(self, x, w, b=None, frozen=False):
         """As nn.linear.forward; returns (y (..., O), LinearCache)."""
-        if not frozen or get_xp(w) is not np:
-            self._transposed.pop(id(w), None)
+        if get_xp(w) is not np:
             return reference.forward(x, w, b, frozen)
-        kept = self._transposed.get(id(w))
-        if kept is None or kept[0] is not w:
-            kept = self._transposed[id(w)] = (w, np.ascontiguousarray(w.T))
+        key = (w.__array_interface__["data"][0], w.shape, w.strides, w.dtype.str)
+        if not frozen:
+            self._transposed.pop(key, None)
+            return reference.forward(x, w, b, frozen)
+        kept = self._transposed.get(key)
+        if kept is None:
+            kept = self._transposed[key] = (w, np.ascontiguousarray(w.T))
         x2 = x.reshape(-1, x.shape[-1])
         y = x2 @ kept[1]  # (N, O)
         if b is not None:
