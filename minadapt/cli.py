@@ -7,10 +7,17 @@ adapter) print one clean message and exit 1; a traceback means a bug in minadapt
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-import numpy as np
+# OpenBLAS's idle worker threads spin for ~0.1 s after each multi-threaded matmul before they
+# sleep, burning a core that the data-parallel shard processes (parallel.py) want next. A short
+# timeout lets them sleep at once. It only takes effect before NumPy is loaded, hence here, first;
+# a value the user set is kept. (The library itself changes nothing in the process.)
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
+
+import numpy as np  # noqa: E402
 
 EPILOG = """\
 examples:
@@ -146,8 +153,10 @@ def main(argv=None) -> int:
 
 
 def cmd_train(args):
+    from .fast.numerics import keep_freed_memory
     from .train import TrainConfig, train
 
+    keep_freed_memory()  # each step's arrays reuse the last step's pages (fast/numerics.py)
     cfg = TrainConfig(data_dir=args.data_dir, weights=args.weights, out=args.out,
                       bottleneck=args.bottleneck, non_linearity=args.non_linearity,
                       train_layer_norms=args.train_layer_norms, epochs=args.epochs,

@@ -20,9 +20,15 @@ def ref():
     return tensors, meta
 
 
+@pytest.fixture(scope="module", params=["fast", "reference"])
+def ops(request):
+    """Both implementations of the ops must match transformers and AdapterHub."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def model64(checkpoint_dir):
-    return minadapt.load_model(checkpoint_dir, dtype="float64")
+def model64(checkpoint_dir, ops):
+    return minadapt.load_model(checkpoint_dir, dtype="float64", ops=ops)
 
 
 def _inputs(tensors):
@@ -44,10 +50,10 @@ def test_bert_float64_matches_transformers(ref, model64):
     assert err < 1e-10, err
 
 
-def test_bert_float32_matches_transformers(ref, checkpoint_dir):
+def test_bert_float32_matches_transformers(ref, checkpoint_dir, ops):
     tensors, _ = ref
     ids, mask, types = _inputs(tensors)
-    model = minadapt.load_model(checkpoint_dir, dtype="float32")
+    model = minadapt.load_model(checkpoint_dir, dtype="float32", ops=ops)
     h = model.encode(ids, mask, types)
     assert h.dtype == np.float32
     err = np.abs(h - tensors["bert.f32.last_hidden_state"])[mask.astype(bool)].max()
@@ -63,11 +69,11 @@ def test_adapter_step_zero_is_the_frozen_model(checkpoint_dir):
     assert np.array_equal(before, after)
 
 
-def test_adapterhub_logits_loss_and_gradients(ref, checkpoint_dir):
+def test_adapterhub_logits_loss_and_gradients(ref, checkpoint_dir, ops):
     """AdapterHub's Houlsby adapters (bottleneck 64, swish) + default head, float64, dropout off:
     minadapt given the same parameters gives the same logits, loss and every gradient."""
     tensors, _ = ref
-    model = minadapt.load_model(checkpoint_dir, dtype="float64")
+    model = minadapt.load_model(checkpoint_dir, dtype="float64", ops=ops)
     model.add_adapter("sst2", bottleneck=64, non_linearity="swish")
     model.add_classification_head("sst2", num_labels=2)
     stored = {k[len("adapter.param."):]: v for k, v in tensors.items() if k.startswith("adapter.param.")}
