@@ -13,11 +13,11 @@ checkpoint's tokenizer.json:
 so the model tells the two texts apart by the segment embedding added to each token
 (`embeddings.token_type_embeddings`), not only by the [SEP] between them. A pair longer than
 `max_length` is cut "longest first", as HF's fast tokenizers do (`truncation=True`). With
-m = max_length - 3 tokens left for the two texts, the shorter text is kept whole when the longer one
-still gets at least as many tokens (the longer is cut to m - shorter); otherwise both are cut, a to
-m // 2 and b to m - m // 2 (b gets the odd token). Tokens are always cut from the end of a text.
-(transformers' slow, pure-Python tokenizer removes one token at a time from the longer text, from b
-on ties, which can differ by one token between a and b: the fast rule is the one matched here.)
+m = max_length - 3 tokens left for the two texts: when the shorter text takes at most half of m it is
+kept whole and the longer one is cut to the rest; otherwise both are cut to half, the longer text
+(b on a tie) getting the odd token. Tokens are always cut from the end of a text. (transformers'
+slow, pure-Python tokenizer removes one token at a time from the longer text instead, which can put
+the odd token on the other side: the fast rule is the one matched here, and tested.)
 """
 from __future__ import annotations
 
