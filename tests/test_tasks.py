@@ -4,7 +4,6 @@ server on 127.0.0.1), scoring, and batching pairs by length."""
 import dataclasses
 import gzip
 import io
-import json
 import threading
 import zipfile
 from functools import partial

@@ -105,3 +105,19 @@ def test_equals_transformers_directly(checkpoint_dir):
         ids, types = Tokenizer(checkpoint_dir, max_length=max_length).ids_and_types([a], [b])
         assert ids[0].tolist() == e["input_ids"], (a, b, max_length)
         assert types[0].tolist() == e["token_type_ids"], (a, b, max_length)
+
+
+def test_encoder_on_pairs_matches_transformers(checkpoint_dir, fixture):
+    """The whole path for pairs: our tokenizer's batch through minadapt's float64 encoder equals
+    BertModel's last_hidden_state on the same pairs (segment embedding of type 1 included)."""
+    import minadapt
+
+    pairs, _, tensors = fixture
+    batch = Tokenizer(checkpoint_dir).encode([a for a, _ in pairs], [b for _, b in pairs])
+    model = minadapt.load_model(checkpoint_dir, dtype="float64")
+    h = model.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    real = batch.attention_mask.astype(bool)
+    assert np.abs(h - tensors["pairs.last_hidden_state"])[real].max() < 1e-9
+    # the type ids matter: all zeros is far off
+    h0 = model.encode(batch.input_ids, batch.attention_mask, np.zeros_like(batch.token_type_ids))
+    assert np.abs(h0 - tensors["pairs.last_hidden_state"])[real].max() > 1e-2

@@ -3,20 +3,27 @@ how predictions are scored. The training loop reads a `Task`; it never branches 
 
 Built-in tasks (`TASKS`, `get_task(name)`):
 
-    name      format  text / pair columns          label column  labels (index: name)          metrics
-    sst2      TSV     sentence                     label         0 negative, 1 positive        accuracy
-    bbc-news  CSV     text                         label         5 topics (see below)          accuracy, f1_macro
-    cola      TSV*    sentence                     label         0 unacceptable, 1 acceptable  matthews, accuracy
-    mrpc      TSV     #1 String / #2 String        Quality       0 not_equivalent, 1 equivalent f1, accuracy
-    rte       TSV     sentence1 / sentence2        label         entailment, not_entailment    accuracy
-    qnli      TSV     question / sentence          label         entailment, not_entailment    accuracy
-    stsb      TSV     sentence1 / sentence2        score         a real number in [0, 5]       pearson, spearman
+    name      format  text / pair columns     label column  labels (index: name)             metrics
+    sst2      TSV     sentence                label         0 negative, 1 positive           accuracy
+    bbc-news  CSV     text                    label         business, entertainment,         accuracy,
+                                                            politics, sports, tech           f1_macro
+    cola      TSV*    sentence                label         0 unacceptable, 1 acceptable     matthews, accuracy
+    mrpc      TSV     #1 String / #2 String   Quality       0 not_equivalent, 1 equivalent   f1, accuracy
+    rte       TSV     sentence1 / sentence2   label         entailment, not_entailment       accuracy
+    qnli      TSV     question / sentence     label         entailment, not_entailment       accuracy
+    stsb      TSV     sentence1 / sentence2   score         a real number in [0, 5]          pearson, spearman
 
     * CoLA's TSV has no header line: its 4 columns are named here (source, label, original_label,
       sentence).
 
 The first metric is the one reported and used to pick the best checkpoint. Each task reads
 `train.tsv` (`.csv`) and `dev.tsv` (`.csv`); GLUE's test splits have no public labels.
+
+What was checked against real files: sst2 (equal to `minadapt.data.sst2.read_tsv` on GLUE's
+files) and bbc-news (the local copy's README counts). The GLUE layouts of CoLA, MRPC, RTE, QNLI and
+STS-B and their URLs are written from GLUE's documentation and download script (download_glue_data.py)
+without access to the files themselves; a line with more or fewer tabs than the header is reported,
+not guessed at, so a layout that differs shows up as a clear error naming the line.
 
 Your own data is a Task too: `task_from_files(train_file, dev_file, ...)` (the CLI's `--train-file`,
 `--dev-file`, `--text-column`, `--text-pair-column`, `--label-column`).
