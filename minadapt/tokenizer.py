@@ -3,27 +3,50 @@
 The checkpoint's tokenizer.json pads every sentence to a fixed 128 tokens. Most SST-2 sentences are
 a fraction of that, and attention and every matmul cost grow with the padded length, so padding is
 turned off here and each batch is padded only to its own longest sentence (`pad`).
+
+Sentence pairs (RTE, MRPC, STS-B, ...) use BERT's pair layout, the `pair` template of the
+checkpoint's tokenizer.json:
+
+    tokens          [CLS] a1 a2 a3 [SEP] b1 b2 [SEP]
+    token_type_ids    0   0  0  0    0   1  1    1
+
+so the model tells the two texts apart by the segment embedding added to each token
+(`embeddings.token_type_embeddings`), not only by the [SEP] between them. A pair longer than
+`max_length` is cut "longest first", as HF's fast tokenizers do (`truncation=True`). With
+m = max_length - 3 tokens left for the two texts: when the shorter text takes at most half of m it is
+kept whole and the longer one is cut to the rest; otherwise both are cut to half, the longer text
+(b on a tie) getting the odd token. Tokens are always cut from the end of a text. (transformers'
+slow, pure-Python tokenizer removes one token at a time from the longer text instead, which can put
+the odd token on the other side: the fast rule is the one matched here, and tested.)
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from .errors import WeightsError
+from .errors import ConfigError, WeightsError
 
 MAX_LENGTH = 128
+SPECIAL_TOKENS_PAIR = 3  # [CLS] a [SEP] b [SEP]: the shortest max_length that leaves room for text
 
 
 class Batch(NamedTuple):
     input_ids: np.ndarray  # (B, T) int64, 0 ([PAD]) after each sentence's end
     attention_mask: np.ndarray  # (B, T) int64, 1 for real tokens, 0 for padding
-    token_type_ids: np.ndarray  # (B, T) int64, all 0 for single sentences
+    token_type_ids: np.ndarray  # (B, T) int64, 0 on [CLS] a [SEP], 1 on b [SEP], 0 on padding
 
 
 class Tokenizer:
-    """`Tokenizer(path_to_tokenizer_json)`; `encode(texts)` -> Batch; `ids(texts)` -> unpadded ids."""
+    """`Tokenizer(path_to_tokenizer_json)`; `encode(texts, pairs=None)` -> Batch;
+    `ids(texts, pairs=None)` -> unpadded ids; `ids_and_types(texts, pairs=None)` -> ids and type ids.
+
+    `max_length` (tokens per example, special tokens included) may be raised up to the checkpoint's
+    `max_position_embeddings` (512 for BERT-family checkpoints), read from the config.json beside
+    tokenizer.json when there is one: the model has no position embedding beyond that.
+    """
 
     def __init__(self, path: str | Path, max_length: int = MAX_LENGTH):
         from tokenizers import Tokenizer as HFTokenizer
@@ -33,35 +56,76 @@ class Tokenizer:
             path = path / "tokenizer.json"
         if not path.is_file():
             raise WeightsError(f"{path}: no such file (the checkpoint folder needs tokenizer.json)")
+        limit = _max_positions(path.parent / "config.json")
+        if not isinstance(max_length, int) or max_length < SPECIAL_TOKENS_PAIR:
+            raise ConfigError(f"max_length must be an integer >= {SPECIAL_TOKENS_PAIR} "
+                              f"(room for [CLS], [SEP], [SEP]), got {max_length!r}")
+        if limit is not None and max_length > limit:
+            raise ConfigError(f"max_length {max_length} is longer than the checkpoint allows: "
+                              f"{path.parent / 'config.json'} has max_position_embeddings {limit}")
         try:
             self.tk = HFTokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception for malformed files
             raise WeightsError(f"{path}: not a readable tokenizer.json: {e}") from None
         self.tk.no_padding()
-        self.tk.enable_truncation(max_length)
+        self.tk.enable_truncation(max_length, strategy="longest_first")
         self.max_length = max_length
         self.pad_id = self.tk.token_to_id("[PAD]") or 0
 
-    def ids(self, texts: list[str]) -> list[np.ndarray]:
-        """Token ids of each text, [CLS] ... [SEP], truncated to max_length, not padded."""
-        return [np.asarray(e.ids, dtype=np.int64) for e in self.tk.encode_batch(list(texts))]
+    def _encodings(self, texts, pairs):
+        """The tokenizers library's Encoding of each text (or of each (text, pair) when pairs)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if pairs is None:
+            return self.tk.encode_batch(texts)
+        if isinstance(pairs, str):
+            pairs = [pairs]
+        pairs = list(pairs)
+        if len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs: one pair per text")
+        return self.tk.encode_batch(list(zip(texts, pairs)))
 
-    def pad(self, seqs: list[np.ndarray]) -> Batch:
-        """Right-pad a list of id arrays to the longest one."""
+    def ids(self, texts: list[str], pairs: list[str] | None = None) -> list[np.ndarray]:
+        """Token ids of each text, [CLS] a [SEP] (or [CLS] a [SEP] b [SEP] with pairs), truncated to
+        max_length, not padded."""
+        return [np.asarray(e.ids, dtype=np.int64) for e in self._encodings(texts, pairs)]
+
+    def ids_and_types(self, texts: list[str], pairs: list[str] | None = None
+                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(ids, type_ids): two lists of int64 arrays, one pair of equal-length arrays per example;
+        type ids are 0 on [CLS] a [SEP] and 1 on b [SEP] (all 0 without pairs)."""
+        encodings = self._encodings(texts, pairs)
+        return ([np.asarray(e.ids, dtype=np.int64) for e in encodings],
+                [np.asarray(e.type_ids, dtype=np.int64) for e in encodings])
+
+    def pad(self, seqs: list[np.ndarray], types: list[np.ndarray] | None = None) -> Batch:
+        """Right-pad a list of id arrays (and their type ids, 0 when None) to the longest one."""
         T = max(len(s) for s in seqs)
         input_ids = np.full((len(seqs), T), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(seqs), T), dtype=np.int64)
+        type_ids = np.zeros((len(seqs), T), dtype=np.int64)
         for row, s in enumerate(seqs):
             input_ids[row, : len(s)] = s
             mask[row, : len(s)] = 1
-        return Batch(input_ids, mask, np.zeros_like(input_ids))
+            if types is not None:
+                type_ids[row, : len(s)] = types[row]
+        return Batch(input_ids, mask, type_ids)
 
-    def encode(self, texts: list[str]) -> Batch:
-        """Tokenise and pad a batch of texts."""
-        if isinstance(texts, str):
-            texts = [texts]
-        return self.pad(self.ids(texts))
+    def encode(self, texts: list[str], pairs: list[str] | None = None) -> Batch:
+        """Tokenise and pad a batch of texts (or of (text, pair) pairs)."""
+        return self.pad(*self.ids_and_types(texts, pairs))
 
-    def tokens(self, text: str) -> list[str]:
-        """The WordPiece tokens of one text (for showing what the model sees)."""
-        return self.tk.encode(text).tokens
+    def tokens(self, text: str, pair: str | None = None) -> list[str]:
+        """The WordPiece tokens of one text or pair (for showing what the model sees)."""
+        return self.tk.encode(text, pair).tokens
+
+
+def _max_positions(config_path: Path) -> int | None:
+    """`max_position_embeddings` from a checkpoint's config.json; None when there is no such file
+    or field (a bare tokenizer.json: then only the caller's max_length applies)."""
+    try:
+        value = json.loads(config_path.read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
