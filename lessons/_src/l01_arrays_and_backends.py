@@ -41,7 +41,7 @@ to. `minadapt.backend` provides the few helpers this needs:
 code(r'''
 import inspect
 
-import minadapt
+import minadapt.nn
 from minadapt import backend
 
 x = np.arange(6, dtype=np.float32).reshape(2, 3)
@@ -80,12 +80,13 @@ else:
 md(r'''
 The one thing the two libraries do differently in our maths is the **error function** that BERT's
 exact GELU needs (lesson 2): NumPy has no `erf`, CuPy has one in `cupyx.scipy.special`. So
-`backend.erf` is the one place in the maths with a device branch, and it also picks a method by
-precision: exact `math.erf` element by element in float64 (slow, used only for checks), a fast
-rational approximation in float32. (The other device-aware helpers in `backend.py` are about the
-machinery, not the maths: moving arrays, synchronising, drawing dropout masks, and `blockwise`, which
-runs elementwise work in cache-sized blocks. The cores are used one level up: `parallel.py` runs
-each core on its own shard of the batch, lesson 7.) `resolve_dtype` is the precision policy: only float32 and float64 exist.
+`backend.erf` is the one place in the maths with a device branch: on NumPy it runs `math.erf`
+element by element (exact, and slow, which is fine for the plain reference ops of `minadapt/nn/`
+and for float64 checks), on CuPy the library's exact kernel. (The fast ops in `minadapt/fast/` use a
+float32 rational approximation instead, `minadapt/fast/numerics.py`, lesson 2.) Everything else in
+`backend.py` is about the machinery, not the maths: moving arrays, synchronising, and a
+scatter-add. The cores are used one level up: `parallel.py` runs each core on its own shard of the
+batch (lesson 7). `resolve_dtype` is the precision policy: only float32 and float64 exist.
 '''),
 code(r'''
 for d in ("float32", np.float64):
@@ -341,7 +342,7 @@ What to look at:
   real bug gives errors many orders of magnitude above it: nothing can hide. For float32 the best
   possible is about $10^{-5}$, and a small missing term could hide below that.
 
-Hence the library's policy (DESIGN.md, "Precision"): **gradient checks and reference comparisons
+Hence the library's policy (README.md, "Tests"): **gradient checks and reference comparisons
 run in float64, training and inference in float32**, with the very same code and a `dtype`
 argument. float32 is about 2.3× faster on the CPU and halves the memory, and for training a
 network seven correct digits are plenty: lesson 4 shows the float32 model agreeing with

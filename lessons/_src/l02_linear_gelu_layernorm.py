@@ -21,6 +21,7 @@ code(r'''
 import inspect
 
 from minadapt import backend, gradcheck
+from minadapt.fast import numerics
 from minadapt.nn import dropout, gelu, layernorm, linear, loss, relu, swish, tanh
 
 rng = np.random.default_rng(0)
@@ -91,15 +92,22 @@ The product rule gives the backward in one line:
 $$\frac{d}{dx}\,x\,\Phi(x) = \Phi(x) + x\,\varphi(x) \qquad\Rightarrow\qquad \bar x = \bar y\,\big(\Phi(x) + x\,\varphi(x)\big).$$
 
 The forward already computes $\Phi(x)$, the expensive part, so the cache keeps it (`GeluCache(x, cdf)`);
-$\varphi(x)$ is one `exp` and is recomputed. Read the file, printed below: each line of the backward
-is one step of $\bar y\,(\Phi + x\varphi)$, done in place, but always on a *fresh* output array,
-never on the upstream gradient `dy` (editing `dy` in place would silently corrupt a gradient that
-another branch still needs). The work is handed to `backend.blockwise`, which cuts the rows into
-blocks that stay in the CPU's cache; that is a speed detail (DESIGN.md
-measured GELU at ~10% of a training step) and changes nothing in the maths.
+$\varphi(x)$ is one `exp` and is recomputed. Read the file, printed below: the backward is
+$\bar y\,(\Phi + x\varphi)$ written as one expression, which makes a *fresh* array; it never
+edits the upstream gradient `dy` in place (that would silently corrupt a gradient that another
+branch still needs).
 '''),
 code(r'''
 print(inspect.getsource(gelu))  # the whole file: docstring, forward, backward
+'''),
+md(r'''
+This is the *reference* GELU, the one the lessons read. Training runs its fast twin,
+`minadapt/fast/gelu.py`, which computes the same numbers with less memory traffic: each step of
+$\bar y\,(\Phi + x\varphi)$ is done in place on one fresh output array, the rows are cut into
+blocks that stay in the CPU's cache (`numerics.blockwise`), and in float32 $\Phi$ comes from a
+rational approximation instead of `math.erf` element by element (below). On an array of millions
+of elements a dozen whole-array passes cost far more than the arithmetic, which is why it is
+worth having; `tests/test_fast_ops.py` checks it against this file, forward and backward.
 '''),
 code(r'''
 xg = rng.standard_normal((4, 6)) * 2
@@ -176,24 +184,27 @@ What to look at:
   compounds through six layers of 1536 GELUs per token: a model using the approximation does not
   reproduce the checkpoint's numbers (lesson 4 matches them to $10^{-14}$ in float64).
 
-The exact form needs erf, which NumPy lacks. `backend.erf` uses `math.erf` element by element in
-float64 (exact, slow: fine for checks) and, in float32, a rational approximation
-$\operatorname{erf}(x) \approx x\,P(x^2)/Q(x^2)$ on $[-4, 4]$ (the one Eigen and XLA use). GELU itself
-calls `backend.normal_cdf`, the same $P/Q$ with the $x/\sqrt2$, the $+1$ and the $/2$ of
+The exact form needs erf, which NumPy lacks. `backend.erf`, which the reference GELU calls, runs
+`math.erf` element by element (exact, and slow: about 50 ns an element). The fast ops use
+`minadapt/fast/numerics.py` instead: in float32, a rational approximation
+$\operatorname{erf}(x) \approx x\,P(x^2)/Q(x^2)$ on $[-4, 4]$ (the one Eigen and XLA use). The fast
+GELU calls `numerics.normal_cdf`, the same $P/Q$ with the $x/\sqrt2$, the $+1$ and the $/2$ of
 $\Phi(x) = (1+\operatorname{erf}(x/\sqrt2))/2$ folded into its coefficients: three passes over a
 large array fewer. Both polynomials are also divided by $Q$'s leading coefficient, so that $Q$'s
 first Horner step is a single addition $x^2 + b_1$. Every multiply and every add of Horner's rule
-is one NumPy call that reads and writes the whole array, 25 of them for GELU's forward: that count,
-not the arithmetic, is what GELU costs here (lesson 7 measures it against PyTorch's single fused
-loop). How close is the approximation, in units of float32's own resolution?
+is one NumPy call that reads and writes the whole array: that count, not the arithmetic, is what
+the fast GELU costs. How close is the approximation, in units of float32's own resolution?
 '''),
 code(r'''
 x32 = np.linspace(-5, 5, 100_001, dtype=np.float32)
-err = np.abs(backend.erf(x32).astype(np.float64) - backend.erf(x32.astype(np.float64)))
-print(f"float32 erf: max abs error {err.max():.1e}, i.e. {err.max() / np.spacing(np.float32(1)):.1f} float32 ulps near 1")
-g32, _ = gelu.forward(x32)
-g64, _ = gelu.forward(x32.astype(np.float64))
-print(f"float32 GELU vs float64 GELU: max abs difference {np.abs(g32 - g64).max():.1e}")
+err = np.abs(numerics.erf(x32).astype(np.float64) - backend.erf(x32.astype(np.float64)))
+print(f"float32 erf (fast/numerics.py): max abs error {err.max():.1e}, "
+      f"i.e. {err.max() / np.spacing(np.float32(1)):.1f} float32 ulps near 1")
+from minadapt.fast import gelu as fast_gelu
+
+g32, _ = fast_gelu.forward(x32)  # the fast op, float32
+g64, _ = gelu.forward(x32.astype(np.float64))  # the reference, float64
+print(f"fast float32 GELU vs reference float64 GELU: max abs difference {np.abs(g32 - g64).max():.1e}")
 '''),
 md(r'''
 ## 3. LayerNorm
@@ -316,8 +327,10 @@ Implementation details worth noticing in `layernorm.py`:
 
 * The cache holds $\hat x$, $r$ (one number per row) and $\gamma$: everything the backward formula
   uses. It does not keep $x$, $\mu$ or $\sigma^2$.
-* Both directions run through `backend.blockwise` in row blocks that fit in the CPU cache (each
-  formula above makes several passes over a row); the maths is exactly the formulas above.
+* Each formula is one NumPy expression over the whole `(..., H)` array. The fast version,
+  `minadapt/fast/layernorm.py`, runs the same formulas in row blocks that fit in the CPU cache
+  (`numerics.blockwise`), because each makes several passes over a row that would otherwise each
+  stream the whole array through memory.
 * $\epsilon = 10^{-12}$ (from `config.json`'s `layer_norm_eps`) only guards against a constant row;
   it is why $\bar x\cdot\hat x$ is "almost" rather than exactly zero.
 * `trainable=False` (the default, and the adapter setting) returns `dgamma = dbeta = None`;
@@ -338,11 +351,12 @@ Notes:
 * tanh's derivative is cheapest from its output, so its cache keeps $y$ rather than $x$.
 * Dropout is *inverted*: kept values are scaled by $1/(1-p)$ during training so that $E[y] = x$
   and evaluation is the plain identity (`train=False` returns `x` itself and a `None` cache).
-  It is linear in $x$, so the backward multiplies by the same mask. For a gradient check the mask
-  must not change between calls: `forward(..., scale=...)` takes a fixed one. (On NumPy the mask is
-  drawn as 16 random bits per element, `backend.keep_mask`, read straight from the generator's raw
-  64-bit output: about three times as fast as float uniforms, with $p$ rounded to a multiple of
-  $2^{-16}$ and the scale computed from that rounded $p$.)
+  It is linear in $x$, so the backward multiplies by the same mask. The reference draws the mask
+  as `rng.random(shape) >= p`; for a gradient check the mask must not change between calls, so the
+  check below gives every call a generator with the same seed. (The fast version,
+  `minadapt/fast/dropout.py`, draws 16 random bits per element instead, `numerics.keep_mask`, read
+  straight from the generator's raw 64-bit output: about three times as fast as float uniforms, with
+  $p$ rounded to a multiple of $2^{-16}$ and the scale computed from that rounded $p$.)
 * Cross-entropy: with $\log p_{bc} = z_{bc} - \log\sum_k e^{z_{bk}}$, $\;\partial L/\partial z_{bc}
   = \frac1B(p_{bc} - \mathbb 1[c = y_b])$. The forward subtracts each row's maximum first
   (`log-sum-exp` cannot overflow that way) and works in log space.
@@ -351,7 +365,6 @@ code(r'''
 xs_ = rng.standard_normal((3, 5))
 dys_ = rng.standard_normal(xs_.shape)
 x_relu = np.where(np.abs(xs_) < 1e-3, 0.5, xs_)  # keep clear of ReLU's kink at 0
-mask_scale = dropout.make_scale(xs_.shape, 0.3, np.random.default_rng(1), xs_.dtype, np)
 logits = rng.standard_normal((4, 3))
 labels = np.array([0, 2, 1, 2])
 
@@ -359,7 +372,7 @@ checks = {
     "relu": check_pair(relu.forward, relu.backward, x_relu, dys_),
     "swish": check_pair(swish.forward, swish.backward, xs_, dys_),
     "tanh": check_pair(tanh.forward, tanh.backward, xs_, dys_),
-    "dropout (fixed mask)": check_pair(lambda z: dropout.forward(z, 0.3, scale=mask_scale),
+    "dropout (fixed mask)": check_pair(lambda z: dropout.forward(z, 0.3, np.random.default_rng(1)),
                                        dropout.backward, xs_, dys_),
     "cross-entropy": check_pair(lambda z: loss.forward(z, labels), loss.backward, logits, np.array(1.0)),
 }

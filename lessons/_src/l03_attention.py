@@ -75,22 +75,13 @@ for name, scale in (("q·k", 1.0), ("q·k / sqrt(hs)", 1 / math.sqrt(hs))):
 md(r'''
 **The softmax, safely.** $\operatorname{softmax}(s)_j = e^{s_j}/\sum_u e^{s_u}$ is unchanged by
 subtracting any constant from the row, and subtracting the row's *maximum* makes every exponent
-$\le 0$, so `exp` cannot overflow (the largest term becomes exactly $e^0 = 1$). In `attention.forward`,
-the scores `q @ k^T` (with $q$ already divided by $\sqrt{hs}$ as it is copied into per-head layout)
-are turned into probabilities *in place* by `_softmax_block`: add the mask bias, subtract a maximum,
-`exp`, divide by the row sum. `backend.blockwise` runs it one block of sentences at a time so that the
-`(B, nh, Tq, Tk)` array stays in the CPU cache, and in training the same pass draws that block's
-dropout mask while the block is still in cache.
-
-Two details there are about speed, not maths. The shift is each *head's* maximum rather than each
-row's: any shift gives the same softmax, and NumPy finds one maximum over a whole `(Tq, Tk)` matrix
-about 13x faster than 64 maxima over rows of 64 numbers. It is only unsafe if some row lies so far
-below its head's maximum that all its exponentials underflow, and the block checks for that (every
-row's maximum is at least its score for key 0, [CLS]) and falls back to row maxima. The row sums come
-from a matrix-vector product `s @ 1`, which BLAS does faster than NumPy's reduction over short rows.
-(The products `q @ k^T` and `a @ v` are many small matrices, one per sentence and head; they run
-fastest on contiguous copies. The cores share the sentences out one level up, lesson 7.)
-
+$\le 0$, so `exp` cannot overflow (the largest term becomes exactly $e^0 = 1$). That is the whole
+of the library's `softmax`:
+'''),
+code(r'''
+print(inspect.getsource(attention.softmax))
+'''),
+md(r'''
 Without any shift, large scores overflow:
 '''),
 code(r'''
@@ -156,17 +147,35 @@ batched matmuls):
 The padded keys therefore receive **zero gradient**, in $\bar k$ (through $\bar s_j = 0$) and in
 $\bar v$ (through $a_j = 0$ in $a^\top \bar c$): exactly what "they do not take part" should mean.
 
-Here is the file below its docstring. Read `forward` and `backward` side by side: the backward's
-comments quote the forward line each block differentiates; `_softmax_backward_block` applies the
-one-line softmax Jacobian in place on `da`, in blocks like the forward. It also goes back through the
-dropout first, without the mask: dropout's backward is $\bar a = \bar{\tilde a} \odot \text{mask}/(1-p)$,
-and every term of the Jacobian formula multiplies $\bar a_j$ by $a_j$, while
-$a_j\,\text{mask}_j/(1-p) = \tilde a_j$. So with $t = \bar{\tilde a} \odot \tilde a$,
-$\;\bar s = t - a \sum_j t_j$. The cache keeps the probabilities before dropout (`a`) and after
-(`a_drop`, also needed for $\bar v$), and no mask at all (on a GPU the dropout kernel's mask is kept).
+Here are `forward` and `backward`. Read them side by side: the backward's comments quote the
+forward line each block differentiates, and each block is one of the bullets above. The cache keeps
+the per-head `q`, `k`, `v`, the probabilities before dropout (`a`, for the softmax Jacobian) and
+after it (`a_drop`, for $\bar v$), and dropout's own cache.
 '''),
 code(r'''
-print(inspect.getsource(attention).split('"""', 2)[2].lstrip())  # the code of attention.py
+print(inspect.getsource(attention.forward))
+print(inspect.getsource(attention.backward))
+'''),
+md(r'''
+**The fast version.** Training does not run this file but its twin `minadapt/fast/attention.py`,
+which computes the same numbers (`tests/test_fast_ops.py` checks it against this one, forward and
+backward, on padded inputs) and changes only how the work is laid out:
+
+* The `(B, nh, Tq, Tk)` scores are turned into probabilities *in place*, one block of sentences at a
+  time (`numerics.blockwise`), so the array stays in the CPU's cache; in training the same pass
+  draws that block's dropout mask.
+* The max-shift uses each *head's* maximum rather than each row's (any shift gives the same
+  softmax, and one maximum over a whole matrix is much cheaper than many over short rows), falling
+  back to row maxima when a row would underflow; the row sums come from a matrix-vector product
+  `s @ 1`, which BLAS does faster than NumPy's reduction over short rows (`numerics.row_sums`).
+* $q$ is divided by $\sqrt{hs}$ while it is copied into a contiguous per-head layout, so the larger
+  scores array never needs a scaling pass; contiguous copies also make the many small matrix
+  products faster.
+* The backward goes through dropout and softmax in one step without the mask: every term of the
+  Jacobian formula multiplies $\bar a_j$ by $a_j$, and $a_j\,\text{mask}_j/(1-p) = \tilde a_j$, so
+  with $t = \bar{\tilde a} \odot \tilde a$, $\;\bar s = t - a \sum_j t_j$.
+
+None of this changes the maths above; the reference is the one to read and to write yourself.
 '''),
 md(r'''
 First the softmax step alone, against the explicit Jacobian $\operatorname{diag}(a) - a a^\top$ for
@@ -213,12 +222,14 @@ Now real weights. We load all-MiniLM-L6-v2 in float32, embed two sentences (the 
 is padded to the length of the first), and run the first layers ourselves with
 `bert.embeddings_forward` and `bert.layer_forward`. Each layer returns its `LayerCache`, whose field
 `attn` is the attention cache above; `cache.attn.a` holds the probabilities `(B, nh, Tq, Tk)`.
-(`bert.Run()` with no arguments means evaluation: no dropout, no adapters, nothing trainable.)
+`bert.Run(ops=...)` says which ops to run; with nothing else it means evaluation: no dropout, no
+adapters, nothing trainable. We run the reference ops, `minadapt.ops.reference()`, whose attention
+cache is the one read above.
 '''),
 WEIGHTS,
 code(r'''
 import minadapt
-from minadapt import bert
+from minadapt import bert, ops
 
 model = minadapt.load_model(WEIGHTS, dtype="float32")
 sentences = ["The movie was surprisingly good, and the acting felt honest.", "Not my cup of tea."]
@@ -228,7 +239,7 @@ T = batch.input_ids.shape[1]
 tokens[1] += ["[PAD]"] * (T - len(tokens[1]))
 print(batch.input_ids.shape, "\n", tokens[0], "\n", tokens[1])
 
-run = bert.Run()
+run = bert.Run(ops=ops.reference())
 x, _ = bert.embeddings_forward(model.params, model.cfg, batch.input_ids, batch.token_type_ids, run)
 bias = attention.mask_bias(batch.attention_mask, model.dtype)
 probs = []
@@ -284,10 +295,10 @@ What to look at:
 * **Right.** The same head on the padded sentence: the [PAD] *columns* are exactly zero (the
   red box), the mask at work. The [PAD] *rows* (greyed) hold numbers, but nobody reads them.
 
-**What you now know of `attention.py`:** every line. `mask_bias` (the additive `finfo.min` bias),
-`split_heads`/`merge_heads` (a view, and a copy), `forward` (per-head copies with the scale; scores;
-bias and max-shifted softmax in place, in blocks; dropout; context) and `backward` (the same lines read bottom-up, with the
-one-line softmax Jacobian).
+**What you now know of `minadapt/nn/attention.py`:** every line. `mask_bias` (the additive
+`finfo.min` bias), `split_heads`/`merge_heads` (a view, and a copy), `softmax` (max-shifted),
+`forward` (scores, bias, softmax, dropout, context) and `backward` (the same lines read
+bottom-up, with the one-line softmax Jacobian).
 Lesson 4 puts it inside a full BERT layer.
 '''),
 ]
