@@ -34,7 +34,8 @@ $$\bar u = \bar y\,W_\text{up},\quad \bar W_\text{up} = \bar y^\top u,\quad \bar
 $$\bar h = \underbrace{\bar y}_{\text{skip}} + \bar z\,W_\text{down},\quad \bar W_\text{down} = \bar z^\top h,\quad \bar b_\text{down} = \textstyle\sum_n \bar z_n .$$
 
 In the code, each line is a call to `linear` or to the non-linearity's own pair, and the skip
-connection is the one explicit `dh += dy`:
+connection is the one explicit `+ dy` in the last line. The non-linearity is passed in as a
+module with its own forward/backward pair (`act=`; `adapter.NON_LINEARITIES` names them):
 '''),
 code(r'''
 import inspect
@@ -61,14 +62,15 @@ names = ["dh", "dW_down", "db_down", "dW_up", "db_up"]
 dy = rng.standard_normal(h.shape)
 
 for f in ("swish", "gelu", "relu"):
-    y, cache = adapter.forward(*params, non_linearity=f)
+    act = adapter.NON_LINEARITIES[f]
+    y, cache = adapter.forward(*params, act=act)
     analytic = adapter.backward(dy, cache)
     errs = []
     for j in range(5):
         def fwd(p, j=j):
             args = list(params)
             args[j] = p
-            return adapter.forward(*args, non_linearity=f)[0]
+            return adapter.forward(*args, act=act)[0]
         errs.append(gradcheck.check(fwd, params[j], dy, analytic[j]))
     print(f"{f:6s}" + "".join(f"  {n} {e:.0e}" for n, e in zip(names, errs)))
 '''),
@@ -106,17 +108,18 @@ WEIGHTS,
 code(r'''
 model = minadapt.load_model(WEIGHTS, dtype="float32")
 batch = model.tokenizer.encode(["A gripping, beautifully shot film.", "The plot never comes together."])
-before = model.encode(*batch)
+before = model.encode(*batch)  # the bare backbone: the model holds no adapter yet
 model.add_adapter("sst2", bottleneck=64)
-after = model.encode(*batch)
-print("adapters added:", model.adapter)
+after = model.encode(*batch, adapter="sst2")
+print("adapters held:", model.adapters)
 print("hidden states exactly equal before and after:", np.array_equal(before, after))
 
 # The adapters really are in the computation: nudge one up-projection and the output moves.
 name = "encoder.layer.3.output.adapters.sst2.adapter_up.weight"
 saved = model.params[name].copy()
 model.params[name][...] = 1e-3
-print("after setting one W_up to 1e-3, max |change| =", float(np.abs(model.encode(*batch) - before).max()))
+print("after setting one W_up to 1e-3, max |change| =",
+      float(np.abs(model.encode(*batch, adapter="sst2") - before).max()))
 model.params[name][...] = saved
 '''),
 md(r'''
@@ -146,7 +149,7 @@ adapter weights anyway, so the comparison does not depend on the init.)
 
 ## 4. Where the two adapters sit in a layer
 
-`bert.layer_forward` calls `_adapter_forward` twice per layer: after the attention block's output
+`bert.layer_forward` (through `after_attention_forward`) calls `_adapter_forward` twice per layer: after the attention block's output
 projection (and its dropout), and after the feed-forward block's output projection (and its dropout),
 each time **before** the residual add and the LayerNorm. This is Houlsby's placement, and AdapterHub's
 `DoubleSeqBnConfig`:
@@ -155,7 +158,11 @@ $$h = \operatorname{LayerNorm}_1\big(x + \operatorname{adapter}(\operatorname{dr
 \text{out} = \operatorname{LayerNorm}_2\big(h + \operatorname{adapter}(\operatorname{dropout}(f\,W_{o2}^\top + b_{o2}))\big).$$
 
 Parameter names follow AdapterHub: `encoder.layer.{i}.attention.output.adapters.{name}.…` for the
-first, `encoder.layer.{i}.output.adapters.{name}.…` for the second (`bert.adapter_prefix`).
+first, `encoder.layer.{i}.output.adapters.{name}.…` for the second (`bert.adapter_prefix`). Which
+sites an architecture uses is stated once, in `bert.ADAPTER_SITES`, and `run.adapter` (an
+`AdapterConfig`) says which adapter a forward pass runs: a model can hold several, and each call
+names one (`adapter="sst2"`). Both the reference and the fast ops run this same `nn/adapter.py`
+(the fast bundle only swaps in its fast non-linearities).
 '''),
 code(r'''
 from matplotlib.patches import Circle, FancyBboxPatch, Patch
@@ -245,7 +252,8 @@ adapter and around it.
 ## 5. What trains and what stays frozen
 
 `add_adapter` puts the 48 adapter arrays (4 per adapter, 2 per layer, 6 layers) into `model.params`
-and their names into `model.trainable`; `add_classification_head` does the same for the head
+and their names into the task's trainable set, `model.trainable_names("sst2")`;
+`add_classification_head` does the same for the head
 (`minadapt/heads.py`, AdapterHub's default head on the final [CLS] vector):
 
 $$z = \operatorname{dropout}(h_\text{[CLS]})\,W_1^\top + b_1, \qquad t = \tanh(z), \qquad
@@ -253,21 +261,23 @@ $$z = \operatorname{dropout}(h_\text{[CLS]})\,W_1^\top + b_1, \qquad t = \tanh(z
 
 named `heads.{name}.1.*` and `heads.{name}.4.*` after their positions in AdapterHub's
 `Sequential(Dropout, Linear, Tanh, Dropout, Linear)`; its backward is the same three ops read
-bottom-up (lesson 2). `model.frozen` is everything else.
+bottom-up (lesson 2). Everything else in `model.params` is frozen.
 '''),
 code(r'''
 from minadapt import heads
 
 model.add_classification_head("sst2", num_labels=2)
 print("head parameters:", heads.head_names("sst2"))
-n_adapters = sum(model.params[k].size for k in model.trainable if ".adapters." in k)
-n_head = sum(model.params[k].size for k in model.trainable if k.startswith("heads."))
-n_frozen = sum(model.params[k].size for k in model.frozen)
+trainable = model.trainable_names("sst2")
+frozen = set(model.params) - trainable
+n_adapters = sum(model.params[k].size for k in trainable if ".adapters." in k)
+n_head = sum(model.params[k].size for k in trainable if k.startswith("heads."))
+n_frozen = sum(model.params[k].size for k in frozen)
 n_all = n_adapters + n_head + n_frozen
-print(f"trainable: {len(model.trainable)} arrays, {n_adapters + n_head:,} numbers "
+print(f"trainable: {len(trainable)} arrays, {n_adapters + n_head:,} numbers "
       f"({n_adapters:,} adapters + {n_head:,} head) = {100 * (n_adapters + n_head) / n_all:.2f}% of the model")
-print(f"frozen:    {len(model.frozen)} arrays, {n_frozen:,} numbers")
-print("lowest layer with a trainable parameter (backward stops there):", model.lowest_trainable_layer())
+print(f"frozen:    {len(frozen)} arrays, {n_frozen:,} numbers")
+print("lowest layer with a trainable parameter (backward stops there):", model.lowest_trainable_layer("sst2"))
 
 fig, ax = plt.subplots(figsize=(11, 2.2))
 left = 0
@@ -292,14 +302,14 @@ plt.show()
 md(r'''
 **The gradient at step 0.** `model.loss_and_grads` runs the forward (only [CLS] in the last layer), the
 cross-entropy, and the backward down to the lowest trainable layer, and returns gradients for exactly
-the names in `model.trainable`. As section 3 predicts, every $W_\text{down}$ gradient is exactly zero
+the names in `model.trainable_names("sst2")`. As section 3 predicts, every $W_\text{down}$ gradient is exactly zero
 at the start and every $W_\text{up}$ gradient is not: the up-projections move first.
 '''),
 code(r'''
 labels = np.array([1, 0])
-loss, logits, grads = model.loss_and_grads(*batch, labels, train=False)
+loss, logits, grads = model.loss_and_grads(*batch, labels, adapter="sst2", train=False)
 print(f"loss {float(loss):.4f} (ln 2 = {np.log(2):.4f}: a fresh head is close to a coin toss)")
-print("gradients for exactly the trainable names:", set(grads) == model.trainable)
+print("gradients for exactly the trainable names:", set(grads) == trainable)
 for i in (0, 5):
     for where in ("attention.output", "output"):
         p = f"encoder.layer.{i}.{where}.adapters.sst2."
@@ -310,7 +320,9 @@ md(r'''
 That is the whole of `adapter.py`, and the last piece of `bert.py` (`_adapter_forward` /
 `_adapter_backward`: look up the four arrays by name, call the pair, file the gradients under their
 names). Houlsby et al. also train the layers' LayerNorms; `add_adapter(..., train_layer_norms=True)`
-adds their names to the trainable set (AdapterHub's `train_adapter` does not, hence the default).
+gives the adapter its own copies of them (`bert.layer_norm_prefix`), starting as the backbone's, and
+adds those to its trainable set, so training it leaves every other adapter's model as it was
+(AdapterHub's `train_adapter` does not train them, hence the default).
 
 **Next:** lesson 6 trains this adapter on SST-2, and lesson 7 measures what the frozen backbone buys.
 '''),
