@@ -8,21 +8,20 @@ parallelism of multi-GPU training (DistributedDataParallel: one process per devi
 micro-batch, gradients summed), with cores for devices.
 
 Why cut the batch rather than let BLAS use the cores: OpenBLAS threads only the matrix products.
-Everything between them (GELU, softmax, LayerNorm, residual adds; ~30% of a step here) would run on
+Everything between them (GELU, softmax, LayerNorm, residual adds; about a third of a step) would run on
 one core while the other waits. With shards every line of the step runs on every core.
 
 Why processes, not threads. NumPy releases Python's GIL inside each ufunc and matmul, so threads
 do run shards side by side; but every NumPy call must take the GIL back to start and to return,
 and a step makes thousands of calls. With two busy threads each hand-over costs microseconds
-(measured here: GELU's chain of ufuncs in 256 KB blocks took 5.4 ns an element on each of two
-threads against 2.4 on one). Processes share no GIL. Shard 0 runs in the calling process;
+(GELU's chain of ufuncs ran at less than half its one-thread speed on each of two threads;
+benchmarks/README.md, which also times processes against threads). Processes share no GIL. Shard 0 runs in the calling process;
 shards 1..n-1 in worker processes forked from it, so each worker starts with the model already in
 its memory (the frozen backbone is never written, so its pages stay shared with the parent). What
 changes between steps travels through shared memory (`shared_empty`): the task's trainable
 parameters, which the parent writes and each worker copies in before its shard, and one gradient
 slot per shard, which the caller sums. That is the packed trainable vector, the only thing a
-data-parallel adapter step has to exchange: the same layer over MPI would all-reduce it. Measured on the 2-core benchmark machine over 200 batches of SST-2's length mix, one process
-each, alternating: 152-157 ms a training step, against 163-177 for the same shards on two threads.
+data-parallel adapter step has to exchange: the same layer over MPI would all-reduce it.
 
 Shards are used on NumPy only (a GPU is one device), on Linux with OpenBLAS (its thread count can be
 set to 1 while shards run; another BLAS would multiply threads), and for B >= 2.
@@ -47,7 +46,7 @@ _INSIDE = [False]  # True while this process runs a shard (always, in a worker):
 
 
 def cores() -> int:
-    """The cores this process may run on (its CPU affinity), e.g. 2 on the benchmark machine."""
+    """The cores this process may run on (its CPU affinity), e.g. 2 on a 2-core machine."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 

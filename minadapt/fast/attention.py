@@ -4,18 +4,17 @@ Dimensions: B = batch, Tq = query tokens, Tk = key tokens, H = hidden, nh = head
 hs = H / nh = head size. Usually Tq = Tk = T; cls_attention.py asks for the [CLS] query alone.
 
 What changes against the reference:
-Dropout and softmax backward fold into one step that needs no mask: a * mask / (1 - p) is a~, so
-with t = da~ * a~,   ds = t - a * sum_j t_j.
-
-The elementwise work on the (B, nh, Tq, Tk) scores (mask, softmax; and its backward) runs
-one sentence-block at a time through `numerics.blockwise`, so it stays in cache.
-
-Layout. The per-head operands are copied into contiguous arrays, q as (B, nh, Tq, hs) and k
-already transposed, (B, nh, hs, Tk): OpenBLAS multiplies these many small matrices 2-3x faster when
-they are contiguous than as strided views of the fused Q|K|V output, and about 2x slower when the
-second one is a transposed view (A @ B^T), so backward copies k and v^T too (measured at T = 64 and
-128; the copies cost a fraction of that). The copy of q also applies 1/sqrt(hs), so the larger
-(Tq, Tk) scores never need a scaling pass, forward or backward.
+- Dropout and softmax backward fold into one step that needs no mask: a * mask / (1 - p) is a~,
+  so with t = da~ * a~,   ds = t - a * sum_j t_j.
+- The elementwise work on the (B, nh, Tq, Tk) scores (mask, softmax; and its backward) runs one
+  sentence-block at a time through `numerics.blockwise`, so it stays in cache; softmax picks a
+  cheap shift (see `_softmax_block`).
+- Layout: the per-head operands are copied into contiguous arrays, q as (B, nh, Tq, hs) and k
+  already transposed, (B, nh, hs, Tk), because OpenBLAS multiplies many small matrices faster when
+  they are contiguous than as strided views of the fused Q|K|V output, and slower when the second
+  one is a transposed view (A @ B^T); so backward copies k and v^T too (benchmarks/README.md has
+  the measurements). The copy of q also applies 1/sqrt(hs), so the larger (Tq, Tk) scores never
+  need a scaling pass, forward or backward.
 """
 from __future__ import annotations
 
@@ -40,9 +39,8 @@ class AttentionCache(NamedTuple):
 
 
 # Over the many short rows of the scores (64 keys, say), NumPy's row reductions cost more than the
-# arithmetic: in one block at Tk = 64, s.max(axis=-1) took 240 us and s.sum(axis=-1) 110 us, against
-# 18 us for the maximum over each head's whole (Tq, Tk) matrix and 18 us for the row sums as the
-# matrix-vector product s @ 1 (backend.row_sums). The softmax below uses those two.
+# arithmetic, while the maximum over each head's whole (Tq, Tk) matrix, and the row sums as the
+# matrix-vector product s @ 1 (numerics.row_sums), are cheap. The softmax below uses those two.
 _FAR_BELOW = 60.0  # exp(-60) ~ 1e-26 is still a normal float32: nothing that matters underflows
 
 

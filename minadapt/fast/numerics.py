@@ -45,7 +45,7 @@ def keep_mask(rng, shape, p, xp=np):
     as drawing float32 uniforms; p is thereby rounded to a multiple of 2^-16. On CuPy: uniform
     floats."""
     if xp is np:
-        # the bit generator's raw 64-bit output read as four 16-bit numbers: 1.7x faster than
+        # the bit generator's raw 64-bit output read as four 16-bit numbers: faster than
         # rng.integers(0, 65536, dtype=uint16), from the same (checkpointed) generator state
         threshold = int(round(p * 65536))
         n = math.prod(shape)
@@ -141,8 +141,8 @@ def row_sums(x, scale=1.0):
     """x (..., n) -> (..., 1): each row's sum (times `scale`), as the matrix-vector product x @ 1.
 
     For many short rows (n = 64 to 384) NumPy's reduction x.sum(axis=-1) spends more time per row
-    than on the additions; BLAS does the same sums as one product 3-6x faster (measured here: 18 vs
-    110 us for 3840 rows of 64, 15 vs 55 us for 682 rows of 384). The result is the same up to
+    than on the additions; BLAS does the same sums as one product several times faster
+    (benchmarks/README.md). The result is the same up to
     rounding (a different order of additions)."""
     xp = get_xp(x)
     return x @ xp.full((x.shape[-1], 1), scale, x.dtype)
@@ -151,7 +151,7 @@ def row_sums(x, scale=1.0):
 # --- blockwise elementwise work -------------------------------------------------------------------
 # An elementwise chain like GELU's (a dozen ufuncs) over a (B*T, F) array reads and writes the whole
 # array a dozen times; at 12 MB per pass that is memory traffic, not arithmetic. Cutting the rows
-# into blocks of 2^18 elements (1 MB of float32, measured best here) keeps the chain's
+# into blocks of 2^18 elements (1 MB of float32, the best size measured) keeps the chain's
 # temporaries in the CPU's cache. (The cores are used one level up: each runs its own shard of
 # the batch, see parallel.py.) On CuPy there is no such gain to have: the function runs once on
 # the whole arrays.
