@@ -5,7 +5,7 @@ from .cells import SETUP, WEIGHTS, code, md
 THREADS = code(r'''
 # Before NumPy is imported: let OpenBLAS's idle worker threads go to sleep after a moment instead of
 # spinning. On a machine with few cores, where other work competes for them, spinning workers can
-# make every step several times slower (lesson 7 measures steps; DESIGN.md has the details).
+# make every step several times slower (benchmarks/README.md has the measurements).
 import os
 
 if "OPENBLAS_THREAD_TIMEOUT" not in os.environ:  # a value you set yourself wins
@@ -32,8 +32,8 @@ $$\text{for each batch:}\quad \underbrace{\text{forward} \to \text{loss} \to \te
 6. a real (short) training run with `minadapt.train.train`, and its curves;
 7. the saved adapter file: what is in it and how big it is; reloading it; predicting.
 
-Everything runs on a CPU in about a minute and a half, so the run is short: a few thousand
-sentences, not the 67,349 of a full epoch.
+Everything runs on a CPU in a couple of minutes, so the run is short: a few thousand sentences, not
+the 67,349 of a full epoch.
 '''),
 THREADS,
 SETUP,
@@ -56,7 +56,9 @@ import time
 import minadapt
 from minadapt import optim
 from minadapt.data.sst2 import bucketed_batches, find_sst2, load_sst2
-from minadapt.train import encode_split
+from minadapt.train import TrainConfig, encode_split
+
+DEFAULTS = TrainConfig()  # the settings `minadapt train sst2` uses when given none
 
 folder = find_sst2()
 data = load_sst2(folder)
@@ -90,10 +92,10 @@ md(r'''
 model: add a bottleneck-16 adapter and a classification head (lesson 5), then take a few steps on
 length-bucketed batches (section 5) of the first 4,800 training sentences.
 
-* `model.loss_and_grads(ids, mask, types, labels, train=True)` runs the forward with dropout on
+* `model.loss_and_grads(ids, mask, types, labels, adapter="sst2", train=True)` runs the forward with dropout on
   (the last layer for [CLS] only), the mean cross-entropy, and the backward down to the lowest layer
   holding a trainable parameter. It returns the loss, the logits, and a dict of gradients whose keys
-  are exactly `model.trainable`: adapters and head, nothing of the frozen backbone.
+  are exactly `model.trainable_names("sst2")`: adapters and head, nothing of the frozen backbone.
 * `optim.clip_grad_norm(grads, 1.0)` computes the *global* norm
   $\lVert g\rVert = \sqrt{\sum_{\text{arrays}}\sum_{\text{elements}} g^2}$ and, when it exceeds 1,
   scales *every* gradient by $1/\lVert g\rVert$: the step keeps its direction but cannot be huge
@@ -105,10 +107,13 @@ length-bucketed batches (section 5) of the first 4,800 training sentences.
 code(r'''
 model.add_adapter("sst2", bottleneck=16)
 model.add_classification_head("sst2", num_labels=2)
-SUBSET, STEPS, BATCH, LR = 4800, 150, 32, 2e-3  # the real run in section 6 uses the same numbers
-WARMUP = int(0.06 * STEPS)  # TrainConfig.warmup = 0.06: 6% of the steps
+SUBSET, STEPS = 4800, 150  # the real run in section 6 uses the same numbers
+BATCH, LR = DEFAULTS.batch_size, DEFAULTS.lr  # the defaults: batch size and peak learning rate
+WARMUP = int(DEFAULTS.warmup * STEPS)  # the warm-up, a fraction of the steps
+print(f"batch {BATCH}, peak learning rate {LR:g}, warm-up {DEFAULTS.warmup:.0%} of the steps = {WARMUP}")
 
-opt = optim.AdamW({k: model.params[k] for k in model.trainable}, lr=LR, weight_decay=0.01)
+trainable = model.trainable_names("sst2")
+opt = optim.AdamW({k: model.params[k] for k in trainable}, lr=LR, weight_decay=DEFAULTS.weight_decay)
 labels = data["train"][1]
 batches = bucketed_batches(train_len[:SUBSET], BATCH, np.random.default_rng(0))
 
@@ -121,14 +126,14 @@ for step in range(4):
     b = model.tokenizer.pad([train_ids[i] for i in idx])  # pad to this batch's longest sentence
     lr = optim.lr_schedule(step, STEPS, WARMUP, LR)
     loss, logits, grads = model.loss_and_grads(b.input_ids, b.attention_mask, b.token_type_ids,
-                                               labels[idx], train=True)
+                                               labels[idx], adapter="sst2", train=True)
     norm = optim.clip_grad_norm(grads, max_norm=1.0)
     before = model.params[up_name].copy()
     opt.step(model.params, grads, lr)
     moved = np.abs(model.params[up_name] - before).max()
     print(f"{step:4d} {b.input_ids.shape[1]:3d} {lr:9.2e} {float(loss):7.4f} {norm:16.3f} {moved:20.2e}")
 
-print("\ngradients for exactly the trainable names:", set(grads) == model.trainable,
+print("\ngradients for exactly the trainable names:", set(grads) == trainable,
       f"({len(grads)} arrays)")
 print("frozen weight bit-identical after the steps:", np.array_equal(model.params[frozen_name], frozen_before))
 print("adapter up-projection moved by up to:", float(np.abs(model.params[up_name] - up_before).max()))
@@ -193,20 +198,22 @@ differ by $10^6$; the third, with no gradient at all, still decays by $\eta\lamb
 $$\eta_t = \eta_\text{peak}\cdot\begin{cases} t / t_w & t < t_w \quad\text{(warm-up)}\\
 \max\!\big(0,\ (T - t)/(T - t_w)\big) & t \ge t_w \quad\text{(linear decay)}\end{cases}$$
 
-with $T$ the total number of steps and $t_w$ the warm-up steps (6% of $T$ in `TrainConfig`).
+with $T$ the total number of steps and $t_w$ the warm-up steps (the fraction `TrainConfig.warmup` of $T$).
 **Why warm up:** in the first steps $\hat v$ rests on one or two gradients, so the normalised step
 $\hat m/\sqrt{\hat v}$ is about $\pm 1$ in *every* element, however noisy; small steps until the
 estimates settle keep an unlucky first batch from throwing the fresh head far off. **Why decay:**
 late in training, a smaller step averages out the noise of individual batches instead of bouncing
-around the minimum. Below, the schedule of this lesson's short run and that of a full epoch of
-`minadapt train sst2` (67,349 sentences in batches of 32: 2,105 steps, peak $10^{-3}$, its default).
+around the minimum. Below, the schedule of this lesson's short run and that of the default run of
+`minadapt train sst2`, its length and peak rate read from `TrainConfig()`.
 '''),
 code(r'''
-FULL = int(np.ceil(len(train_ids) / BATCH))  # steps in one full epoch
+EPOCH = int(np.ceil(len(train_ids) / DEFAULTS.batch_size))  # steps in one pass over the training set
+FULL = int(DEFAULTS.epochs * EPOCH)  # the default run: TrainConfig().epochs passes
+print(f"default run: {DEFAULTS.epochs:g} epochs of {EPOCH:,} steps = {FULL:,} steps, peak {DEFAULTS.lr:g}")
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.4))
 for ax, (total, peak, title) in zip(axes, ((STEPS, LR, f"this lesson: {STEPS} steps, peak {LR:g}"),
-                                            (FULL, 1e-3, f"one full epoch: {FULL:,} steps, peak 1e-3"))):
-    warm = int(0.06 * total)
+                                            (FULL, DEFAULTS.lr, f"the default run: {FULL:,} steps, peak {DEFAULTS.lr:g}"))):
+    warm = int(DEFAULTS.warmup * total)
     steps = np.arange(total)
     ax.plot(steps, [optim.lr_schedule(s, total, warm, peak) for s in steps])
     ax.axvline(warm, color="grey", ls=":", label=f"end of warm-up (step {warm})")
@@ -278,12 +285,11 @@ plus what a real run needs: dev-set evaluation every `eval_every` steps, a check
 AdamW moments, step, dropout generator state) at each evaluation so that `--resume` can continue,
 a line of `metrics.jsonl` every `log_every` steps, a plot, and the adapter file at the end.
 `train_subset` keeps the first $N$ training sentences, and `max_steps` overrides the epoch count.
-Here: 4,800 sentences, 150 steps of 32 (one pass), bottleneck 16, peak learning rate
-$2\cdot10^{-3}$ (a short run can afford a larger rate than the full run's $10^{-3}$), into a
-temporary folder. `train` adds the adapter and head to the fresh model it is given.
+Here: 4,800 sentences, 150 steps of 32 (one pass), bottleneck 16, the default peak learning rate,
+into a temporary folder. `train` adds the adapter and head to the fresh model it is given.
 '''),
 code(r'''
-from minadapt.train import TrainConfig, train
+from minadapt.train import train
 
 out = pathlib.Path(tempfile.mkdtemp(prefix="minadapt-lesson6-"))
 cfg = TrainConfig(out=str(out), bottleneck=16, lr=LR, train_subset=SUBSET, max_steps=STEPS,
@@ -393,11 +399,12 @@ head exactly as they were saved. The fresh model must give the trained model's l
 '''),
 code(r'''
 fresh = minadapt.load_model(WEIGHTS, dtype="float32")
-fresh.load_adapter(result.adapter_path)
-print("adapter:", fresh.adapter)
-print("head:   ", fresh.head)
+name = fresh.load_adapter(result.adapter_path)  # returns the task's name, from the file
+print("loaded:", name)
+print("adapter:", fresh.adapters[name])
+print("head:   ", fresh.heads[name])
 batch = fresh.tokenizer.encode(data["dev"][0][:64])
-same = np.array_equal(fresh.logits(*batch), trained.logits(*batch))
+same = np.array_equal(fresh.logits(*batch, adapter=name), trained.logits(*batch, adapter=name))
 print("logits of the reloaded model == logits of the trained one, on 64 dev sentences:", same)
 '''),
 md(r'''
@@ -413,7 +420,7 @@ mine = ["a gripping , beautifully shot film with a terrific cast .",
         "not bad at all .",
         "i wanted to love it , but it is just dull .",
         "an utterly forgettable sequel ."]
-probs = softmax(fresh.logits(*fresh.tokenizer.encode(mine)))
+probs = softmax(fresh.logits(*fresh.tokenizer.encode(mine), adapter=name))
 for s, p in zip(mine, probs):
     label = int(p.argmax())
     print(f"{['negative', 'positive'][label]:8s} {p[label]:6.1%}   {s}")
@@ -424,25 +431,28 @@ With 150 steps the model is confident about plainly worded sentences; a double n
 
 ## 9. The full run
 
-The command-line version of this lesson's run, over a whole epoch and with the defaults
-(bottleneck 64, peak rate $10^{-3}$, evaluation and checkpoint every 500 steps):
+The command-line version of this lesson's run, over the whole training set and with the defaults
+of `TrainConfig` (printed below):
 
     minadapt train sst2                       # --data-dir DIR or $MINADAPT_DATA; weights fetched if missing
     minadapt train sst2 --out runs/sst2 --resume            # continue after Ctrl-C, to the same numbers
     minadapt eval --adapter runs/sst2/adapter.safetensors   # dev accuracy of a saved adapter
 
-With the full epoch (14 times the sentences seen here) it reaches a clearly higher dev accuracy
-than this 150-step run; see the README for the measured figure and time. The time on this machine
-can be estimated from this run's own rate:
+Seeing many times the sentences of this run, it reaches a clearly higher dev accuracy than this
+150-step run; see the README for the measured figure and time. The time on this machine can be
+estimated from this run's own rate:
 '''),
 code(r'''
 # sentences/s between consecutive train lines; the median skips the intervals that held an evaluation
 steps_between = np.diff([0] + [h["step"] for h in tr])
 seconds_between = np.diff([0] + [h["elapsed_s"] for h in tr])
 rate = float(np.median(BATCH * steps_between / seconds_between))
+print(f"defaults: bottleneck {DEFAULTS.bottleneck}, {DEFAULTS.epochs:g} epochs ({FULL:,} steps of "
+      f"{DEFAULTS.batch_size}), peak rate {DEFAULTS.lr:g}, evaluation and checkpoint every {DEFAULTS.eval_every} steps")
+print(f"that is {FULL * DEFAULTS.batch_size / (STEPS * BATCH):.0f}x the sentences this lesson's run saw")
 print(f"this run trained at about {rate:.0f} sentences/s (bottleneck 16, on this machine, at the moment it ran)")
-print(f"one epoch, {len(train_ids):,} sentences, at that rate: about {len(train_ids) / rate / 60:.0f} minutes, "
-      f"plus the evaluations; bottleneck 64 costs a little more per step")
+print(f"the default run at that rate: about {FULL * DEFAULTS.batch_size / rate / 60:.0f} minutes, "
+      f"plus the evaluations; bottleneck {DEFAULTS.bottleneck} costs a little more per step")
 '''),
 md(r'''
 (A timing on a shared machine is an estimate, not a benchmark: other work on the same cores can
