@@ -123,11 +123,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time training and inference steps",
                        formatter_class=_DefaultsHelp,
-                       description="Time a full training step and an inference step at batch 32 "
-                       "and several lengths; optionally against PyTorch + AdapterHub in the same run.")
-    from . import bench
+                       description="Time an adapter-training step and an inference step at batch "
+                       "32 and each length, as `minadapt train` runs them (the batch cut over the "
+                       "cores), and print ms/step and sentences/s. The PyTorch comparison, a profile "
+                       "per op and the BLAS ceilings are `python benchmarks/bench.py --help` from a "
+                       "source checkout.")
 
-    bench.add_arguments(b)
+    def lengths(text):  # "64,16,16" -> [16, 64]
+        parts = [v.strip() for v in text.split(",") if v.strip()]
+        if not parts or not all(v.isdigit() and int(v) >= 1 for v in parts):
+            raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+        return sorted({int(v) for v in parts})
+
+    def at_least(low):
+        def parse(text):
+            if not text.strip().lstrip("-").isdigit() or int(text) < low:
+                raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}")
+            return int(text)
+        return parse
+
+    b.add_argument("--lengths", type=lengths, default="16,32,64,128", metavar="L,L,...",
+                   help="sequence lengths to time (every row has L real tokens)")
+    b.add_argument("--batch-size", type=at_least(1), default=32, help="sentences per step")
+    b.add_argument("--warmup", type=at_least(0), default=3, help="untimed steps first")
+    b.add_argument("--steps", type=at_least(1), default=10, help="timed steps (median, min, max)")
+    b.add_argument("--ops", choices=["fast", "reference"], default="fast",
+                   help="the encoder's ops: minadapt.fast, or the plain minadapt.nn")
     _common(b)
 
     i = sub.add_parser("info", help="show a checkpoint or adapter file",
@@ -218,7 +239,7 @@ def cmd_download(args):
 
 
 def cmd_bench(args):
-    from . import bench
+    from . import bench  # imported here: `minadapt --help` never loads it
 
     return bench.main(args)
 
