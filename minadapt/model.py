@@ -26,7 +26,7 @@ from .config import BertConfig
 from .errors import WeightsError
 from .nn import adapter, loss as cross_entropy
 from .hub import sha256_of
-from .weights import load_checkpoint, read_safetensors, save_tensors
+from .weights import check_finite, load_checkpoint, read_safetensors, save_tensors
 
 ADAPTER_FORMAT = "minadapt-adapter/1"
 
@@ -344,6 +344,7 @@ class Model:
     def load_adapter(self, path, check_backbone: bool = True):
         """Add the adapter and head stored in `path` (made by save_adapter) to this model."""
         tensors, meta = read_safetensors(path)
+        check_finite(tensors, path)
         if meta.get("format") != ADAPTER_FORMAT:
             raise WeightsError(f"{path}: not a minadapt adapter file (its metadata has no "
                                f"format={ADAPTER_FORMAT!r}; found {meta.get('format')!r})")
