@@ -432,8 +432,8 @@ def _diverged(step, total, loss, grad_norm, cfg, ckpt_path) -> TrainingDiverged:
         kept = "no checkpoint was saved before it"
     return TrainingDiverged(
         f"training stopped at step {step}/{total}: the loss is {loss:.4g} and the gradient norm "
-        f"{grad_norm:.4g}, not both finite; {kept}. Try a lower --lr (now {cfg.lr:g}), a longer "
-        f"--warmup (now {cfg.warmup:g}) or a smaller --batch-size in a new --out")
+        f"{grad_norm:.4g}, not both finite; {kept}. Try a lower --lr (now {cfg.lr:g}) or a longer "
+        f"--warmup (now {cfg.warmup:g}), in a new --out")
 
 
 def _main_thread():

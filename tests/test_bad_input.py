@@ -4,6 +4,7 @@ exit code 1 (2 for argparse's usage errors), never a traceback and never a "succ
 CASES is the table: one row per bad input, run through `minadapt.cli.main` in-process. To cover a
 new option or command, add a row; `test_every_option_and_command_is_in_the_table` fails until you do.
 """
+import errno
 import json
 import os
 import shutil
@@ -432,3 +433,30 @@ def test_download_that_cannot_repair_says_so(tmp_path, fake_ckpt, monkeypatch, c
 def test_real_process_has_no_traceback(argv, code):
     r = subprocess.run([sys.executable, "-m", "minadapt.cli", *argv], capture_output=True, text=True)
     assert r.returncode == code and "Traceback" not in r.stderr and r.stderr.strip()
+
+
+# --------------------------------------------------------------------------- the machine's errors
+
+@pytest.mark.parametrize("error,says", [
+    (MemoryError(), "out of memory"),
+    (OSError(errno.ENOSPC, "No space left on device", "/runs/x/metrics.jsonl"),
+     "/runs/x/metrics.jsonl: No space left on device"),
+])
+def test_machine_errors_are_one_line(error, says, capsys, monkeypatch):
+    def fail(*a, **k):
+        raise error
+
+    monkeypatch.setattr("minadapt.train.train", fail)
+    code, _, err = run_cli(["train", "sst2"], capsys)
+    assert code == 1 and err.startswith(f"minadapt train: error: {says}")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_other_os_errors_keep_their_traceback(monkeypatch):
+    """A FileNotFoundError escaping a command is a bug in minadapt: it is not dressed up."""
+    def fail(*a, **k):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/tmp/where")
+
+    monkeypatch.setattr("minadapt.train.train", fail)
+    with pytest.raises(FileNotFoundError):
+        main(["train", "sst2"])
