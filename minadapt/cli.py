@@ -2,7 +2,9 @@
 
 Each subcommand is a thin layer over the library (train.py, model.py, hub.py, bench.py), so
 what the command does, a script can do too. User errors (a missing file, bad data, a wrong
-adapter) print one clean message and exit 1; a traceback means a bug in minadapt.
+adapter) print one clean message and exit 1; an option's value out of range is refused by its
+argparse type (the same rule TrainConfig checks) with exit 2; a traceback means a bug in minadapt.
+tests/test_bad_input.py holds the table of bad inputs: a new option or command adds rows there.
 """
 from __future__ import annotations
 
