@@ -33,7 +33,7 @@ from .errors import ConfigError, WeightsError
 from .hub import sha256_of
 from .nn import adapter, loss as cross_entropy
 from .packed import pack
-from .weights import load_checkpoint, read_safetensors, save_tensors
+from .weights import check_finite, load_checkpoint, read_safetensors, save_tensors
 
 ADAPTER_FORMAT = "minadapt-adapter/1"
 
@@ -306,6 +306,7 @@ class Model:
         """Add the adapter and head stored in `path` (made by save_adapter) beside whatever this
         model holds. Returns the task's name."""
         tensors, meta = read_safetensors(path)
+        check_finite(tensors, path)
         if meta.get("format") != ADAPTER_FORMAT:
             raise WeightsError(f"{path}: not a minadapt adapter file (its metadata has no "
                                f"format={ADAPTER_FORMAT!r}; found {meta.get('format')!r})")
