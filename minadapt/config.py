@@ -5,7 +5,9 @@ Only the fields the maths needs are kept; each has the meaning it has in transfo
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
+from numbers import Integral, Real
 from pathlib import Path
 
 from .errors import ConfigError
@@ -63,3 +65,68 @@ class BertConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# --- numeric settings: one rule, checked by the CLI's argparse and by the config dataclasses ------
+@dataclass(frozen=True)
+class Number:
+    """A rule for a numeric setting: an int or a finite float within bounds.
+
+    The same object serves both places a number enters: as an argparse `type` (`Number(...)(text)`
+    parses the option's text, and argparse prefixes its message with the option's name) and in a
+    config dataclass's `__post_init__` (`rule.check(name, value)` raises ConfigError naming the field).
+    So `minadapt train --lr -1` and `TrainConfig(lr=-1)` fail for the same reason, in the same words.
+    """
+    kind: type  # int or float
+    low: float | None = None  # smallest allowed value (None: no bound)
+    high: float | None = None  # largest allowed value
+    low_open: bool = False  # True: `low` itself is not allowed (lr > 0, not lr >= 0)
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind is int else "a finite number"
+        if self.low is not None and self.high is not None:
+            return f"{what} from {self.low:g} to {self.high:g}"
+        if self.low is not None:
+            return f"{what} {'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{what} <= {self.high:g}"
+        return what
+
+    def fits(self, value) -> bool:
+        """True when `value` is of the right kind (bools are not numbers here) and in range."""
+        if isinstance(value, bool) or not isinstance(value, Integral if self.kind is int else Real):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or value <= self.high
+
+    def check(self, name: str, value, optional: bool = False):
+        """`value` if it fits, else ConfigError naming `name`; `optional`: None is allowed too."""
+        if (optional and value is None) or self.fits(value):
+            return value
+        none = " or None" if optional else ""
+        raise ConfigError(f"{name}: expected {self.describe()}{none}, got {value!r}")
+
+    def __call__(self, text: str):
+        """argparse `type`: the option's text as a number, or ArgumentTypeError."""
+        import argparse
+
+        try:
+            value = self.kind(text)
+        except ValueError:
+            value = None
+        if value is None or not self.fits(value):
+            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text!r}")
+        return value
+
+
+positive_int = Number(int, low=1)  # counts of things: batch size, bottleneck width, steps
+non_negative_int = Number(int, low=0)  # seeds, "0 means never" intervals
+fraction = Number(float, low=0.0, high=1.0)  # shares of something: warm-up, dropout
+
+
+def finite_float(min: float | None = None, strict: bool = False, max: float | None = None) -> Number:
+    """A finite float >= min (> min when `strict`) and <= max: `finite_float(min=0, strict=True)`."""
+    return Number(float, low=min, high=max, low_open=strict)

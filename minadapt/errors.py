@@ -20,11 +20,18 @@ class DataError(MinadaptError):
 
 class ConfigError(MinadaptError):
     """A setting is wrong: a model config (config.json) that is missing, unreadable or lacks a
-    required field, or an environment variable minadapt reads (MINADAPT_THREADS) that is malformed."""
+    required field, a training setting out of range (TrainConfig names the field, the CLI the
+    option), an --out folder that cannot be written or is in use by another run, or an environment
+    variable minadapt reads (MINADAPT_THREADS) that is malformed."""
 
 
 class WeightsError(MinadaptError):
-    """A checkpoint or adapter file is missing, truncated, or has a wrong key or shape."""
+    """A checkpoint or adapter file is missing, truncated, has a wrong key or shape, holds a NaN or
+    an Inf, or does not fit the task it is asked to run on."""
+
+
+class TrainingDiverged(MinadaptError):
+    """The training loss or gradient norm became NaN or Inf; the last good checkpoint is kept."""
 
 
 class DeviceError(MinadaptError, RuntimeError):

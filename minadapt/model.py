@@ -31,9 +31,9 @@ from .backend import resolve_device, resolve_dtype, to_device, to_numpy, xp_for
 from .config import BertConfig
 from .errors import ConfigError, WeightsError
 from .hub import sha256_of
-from .nn import adapter, loss as cross_entropy
+from .nn import adapter, loss as cross_entropy, mse
 from .packed import pack
-from .weights import load_checkpoint, read_safetensors, save_tensors
+from .weights import check_finite, load_checkpoint, read_safetensors, save_tensors
 
 ADAPTER_FORMAT = "minadapt-adapter/1"
 
@@ -54,6 +54,7 @@ class HeadConfig:
     num_labels: int = 2
     dropout: float = 0.1
     labels: tuple | None = None  # the label names, in the order of the logits (None: indices)
+    regression: bool = False  # one real-valued output and a mean-squared-error loss (STS-B)
 
 
 class Model:
@@ -153,9 +154,12 @@ class Model:
         return self
 
     def add_classification_head(self, name: str, num_labels: int = 2, seed: int = 0,
-                                dropout: float | None = None, labels=None):
+                                dropout: float | None = None, labels=None, regression: bool = False):
         """AdapterHub's default head on [CLS] for task `name` (see heads.py); its parameters become
-        `name`'s trainable parameters. labels: the label names, one per logit (optional)."""
+        `name`'s trainable parameters. labels: the label names, one per logit (optional).
+        regression=True: one output, a real number, trained with mean squared error (num_labels=1)."""
+        if regression:
+            num_labels, labels = 1, None
         self._check_new(name, "head")
         if name in self.heads:
             raise ConfigError(f"this model already holds head {name!r}")
@@ -169,7 +173,7 @@ class Model:
                                  np.random.default_rng(seed + 1), self.dtype)
         self._put(init)
         self._trainable.setdefault(name, set()).update(init)
-        self.heads[name] = HeadConfig(name, num_labels, dropout, labels)
+        self.heads[name] = HeadConfig(name, num_labels, dropout, labels, bool(regression))
         self._pack(name)
         return self
 
@@ -253,7 +257,8 @@ class Model:
 
     def loss_and_grads(self, input_ids, attention_mask, token_type_ids, labels,
                        adapter: str | None = None, train=True, rng=None):
-        """Forward, mean cross-entropy, backward, for task `adapter`.
+        """Forward, loss (mean cross-entropy; mean squared error for a regression head), backward,
+        for task `adapter`.
         Returns (loss as a 0-d array, logits (B, C), grads: {name: array} for exactly
         trainable_names(adapter)). train=True: dropout on, masks drawn from `rng` (default: the
         model's generator)."""
@@ -261,9 +266,10 @@ class Model:
         name = self.resolve(adapter)
         run = self._run(name, train, rng if train else None)
         logits, (enc_cache, head_cache, h_shape) = self._forward(name, ids, mask, types, run)
-        loss, loss_cache = cross_entropy.forward(logits, labels)
+        loss_op = mse if self.heads[name].regression else cross_entropy
+        loss, loss_cache = loss_op.forward(logits, labels)
         # backward: the forward read bottom-up
-        (dlogits,) = cross_entropy.backward(1.0, loss_cache)
+        (dlogits,) = loss_op.backward(1.0, loss_cache)
         dcls, grads = heads.backward(dlogits, head_cache, name, run.ops.dropout)
         lowest = self.lowest_trainable_layer(name)
         if lowest is not None:
@@ -306,6 +312,7 @@ class Model:
         """Add the adapter and head stored in `path` (made by save_adapter) beside whatever this
         model holds. Returns the task's name."""
         tensors, meta = read_safetensors(path)
+        check_finite(tensors, path)
         if meta.get("format") != ADAPTER_FORMAT:
             raise WeightsError(f"{path}: not a minadapt adapter file (its metadata has no "
                                f"format={ADAPTER_FORMAT!r}; found {meta.get('format')!r})")
@@ -331,7 +338,7 @@ class Model:
                                  architecture=a.get("architecture", "houlsby"))
             if h:
                 self.add_classification_head(name, h["num_labels"], dropout=h["dropout"],
-                                             labels=h.get("labels"))
+                                             labels=h.get("labels"), regression=h.get("regression", False))
             expected = self._trainable[name]
             if set(tensors) != expected:
                 diff = sorted(set(tensors) ^ expected)

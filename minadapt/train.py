@@ -17,20 +17,24 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .backend import to_device, to_numpy
-from .errors import MinadaptError
+from .config import finite_float, fraction, non_negative_int, positive_int
+from .errors import ConfigError, MinadaptError, TrainingDiverged, WeightsError
+from .nn.adapter import NON_LINEARITIES
 from .optim import AdamW, clip_grad_norm, lr_schedule
 from .parallel import DataParallel
 from .progress import Progress
-from .weights import read_safetensors, save_tensors
+from .weights import check_finite, read_safetensors, save_tensors
 
 
 @dataclass
@@ -59,6 +63,27 @@ class TrainConfig:
     RESUME_KEYS = ("bottleneck", "non_linearity", "train_layer_norms", "epochs", "max_steps",
                    "batch_size", "lr", "warmup", "weight_decay", "max_grad_norm", "train_subset",
                    "seed", "adapter_name")
+
+    # what each number may be; the CLI's options use the same rules as their argparse types
+    RULES = {"bottleneck": positive_int, "epochs": finite_float(min=0, strict=True),
+             "max_steps": positive_int, "batch_size": positive_int,
+             "lr": finite_float(min=0, strict=True), "warmup": fraction,
+             "weight_decay": finite_float(min=0), "max_grad_norm": finite_float(min=0, strict=True),
+             "eval_every": non_negative_int, "train_subset": positive_int, "seed": non_negative_int,
+             "log_every": positive_int}
+    OPTIONAL = ("max_steps", "train_subset")  # None: not set
+
+    def __post_init__(self):
+        """Refuse nonsense at once (ConfigError naming the field), not as a NaN hours later."""
+        for name, rule in self.RULES.items():
+            rule.check(f"TrainConfig.{name}", getattr(self, name), optional=name in self.OPTIONAL)
+        if self.non_linearity not in NON_LINEARITIES:
+            raise ConfigError(f"TrainConfig.non_linearity: expected one of "
+                              f"{', '.join(NON_LINEARITIES)}, got {self.non_linearity!r}")
+        if self.device not in (None, "cpu", "gpu"):
+            raise ConfigError(f"TrainConfig.device: expected 'cpu', 'gpu' or None, got {self.device!r}")
+        if not isinstance(self.out, (str, Path)) or not str(self.out):
+            raise ConfigError(f"TrainConfig.out: expected a folder path, got {self.out!r}")
 
     def to_dict(self):
         return asdict(self)
@@ -126,6 +151,7 @@ def epoch_batches(lengths, batch_size, seed, epoch):
 def save_training_checkpoint(path, model, opt, step, cfg, history):
     state = opt.state_dict()
     tensors = {f"param/{k}": v for k, v in model.adapter_state(cfg.adapter_name).items()}
+    check_finite(tensors, f"{path} (not written: the parameters in memory are not finite)")
     tensors.update({f"adam_m/{k}": v for k, v in state["m"].items()})
     tensors.update({f"adam_v/{k}": v for k, v in state["v"].items()})
     meta = {"format": "minadapt-checkpoint/1", "step": str(step), "config": json.dumps(cfg.to_dict()),
@@ -136,6 +162,7 @@ def save_training_checkpoint(path, model, opt, step, cfg, history):
 
 def load_training_checkpoint(path, model, opt, cfg):
     tensors, meta = read_safetensors(path)
+    check_finite(tensors, path)
     if meta.get("format") != "minadapt-checkpoint/1":
         raise MinadaptError(f"{path}: not a minadapt training checkpoint")
     saved = json.loads(meta["config"])
@@ -186,6 +213,78 @@ def plot_history(history, path, title=""):
     return path
 
 
+# --- the output folder and its lock ---------------------------------------------------------------
+LOCK_NAME = "train.lock"  # OUT/train.lock holds the pid of the run writing to OUT
+
+
+def prepare_out(out) -> Path:
+    """`out` as a folder this process can write to (created if missing), or a ConfigError naming
+    it: checked before any data or model is loaded, so a typo costs nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file, not a folder (--out names the folder for the adapter, "
+                          "metrics and checkpoints)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot create the --out folder: {e.strerror or e}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"{out}: the --out folder is not writable")
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, but belongs to someone else
+        return True
+    return True
+
+
+@contextmanager
+def out_lock(out: Path):
+    """Hold OUT/train.lock (our pid inside) while training, so that a second run on the same OUT
+    refuses instead of writing checkpoints over the first one's. A lock left by a process that no
+    longer exists (killed with SIGKILL, a power cut) is taken over; the lock is removed at exit."""
+    lock = Path(out) / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pid = None  # unreadable or half-written: treat as stale
+            if pid is not None and _pid_alive(pid):
+                raise ConfigError(f"{out}: another training run (pid {pid}) is writing to this --out "
+                                  f"folder; wait for it to end or choose another --out (if no run "
+                                  f"is using it, delete {lock})") from None
+            print(f"minadapt: taking over {lock} (pid {pid} is not running)", file=sys.stderr)
+            lock.unlink(missing_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{out}: cannot write to the --out folder: {e.strerror or e}") from None
+    else:
+        raise ConfigError(f"{out}: could not take {lock}; is another run starting there?")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def need_tokenizer(model) -> None:
+    """A WeightsError naming the checkpoint folder when it had no tokenizer.json to load."""
+    if model.tokenizer is None:
+        folder = Path(model.backbone.get("path") or model.backbone.get("name") or "?").parent
+        raise WeightsError(f"{folder}: no tokenizer.json in this checkpoint folder (it needs "
+                           "config.json, model.safetensors and tokenizer.json; `minadapt download` "
+                           "fetches all four files)")
+
+
 # --- the loop -------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callback=None,
           progress: bool = True) -> TrainResult:
@@ -193,12 +292,18 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
 
     `model` and `data` ({"train": (sentences, labels), "dev": ...}) may be given (tests, lessons);
     otherwise they are loaded from cfg.weights and cfg.data_dir. `callback(step, loss)` runs after
-    every step (raise Interrupted inside it to simulate Ctrl-C)."""
-    from .data.sst2 import load_sst2
+    every step (raise Interrupted inside it to simulate Ctrl-C). The --out folder is checked and
+    locked before anything is loaded."""
+    out = prepare_out(cfg.out)
+    with out_lock(out):
+        return _train(cfg, model, data, resume, callback, progress)
+
+
+def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
+    from .data.sst2 import LABEL_NAMES, load_sst2
     from .model import load_model
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.out)  # made and locked by train()
     if data is None:
         data = load_sst2(cfg.data_dir)
     train_sents, train_labels = data["train"]
@@ -206,9 +311,10 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
         train_sents, train_labels = train_sents[:cfg.train_subset], train_labels[:cfg.train_subset]
     if model is None:
         model = load_model(cfg.weights, dtype="float32", device=cfg.device, seed=cfg.seed)
+    need_tokenizer(model)
     model.add_adapter(cfg.adapter_name, cfg.bottleneck, cfg.non_linearity, seed=cfg.seed,
                       train_layer_norms=cfg.train_layer_norms)
-    model.add_classification_head(cfg.adapter_name, num_labels=2, seed=cfg.seed)
+    model.add_classification_head(cfg.adapter_name, num_labels=2, seed=cfg.seed, labels=LABEL_NAMES)
     model.rng = model._new_rng(cfg.seed)
 
     train_ids, train_len = encode_split(model.tokenizer, train_sents)
@@ -265,10 +371,12 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
             loss, _, grads = dp.loss_and_grads(b.input_ids, b.attention_mask, b.token_type_ids,
                                                train_labels[idx], train=True)
             grad_norm = clip_grad_norm(grads, cfg.max_grad_norm)
+            loss = float(loss)  # a host sync (a no-op on the CPU); the norm above already waited
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                raise _diverged(step + 1, total, loss, grad_norm, cfg, ckpt_path)
             opt.step(model.params, grads, lr)
             step += 1
             sentences += len(idx)
-            loss = float(loss)  # the one host sync per step (a no-op on the CPU)
             interval_loss, interval_n = interval_loss + loss, interval_n + 1
             if step % cfg.log_every == 0 or step == total:
                 elapsed = time.perf_counter() - t0
@@ -319,9 +427,23 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
     log({"kind": "eval", "step": step, "dev_accuracy": acc})
     save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
     adapter_path = model.save_adapter(out / "adapter.safetensors", adapter=cfg.adapter_name, extra_metadata={
-        "training": cfg.to_dict(), "dev_accuracy": acc, "steps": step})
+        "training": cfg.to_dict(), "dev_accuracy": acc, "steps": step, "labels": list(LABEL_NAMES)})
     plot = plot_history(history, out / "training.png", f"SST-2, bottleneck {cfg.bottleneck}")
     return TrainResult(acc, step, seconds, adapter_path, metrics_path, plot)
+
+
+def _diverged(step, total, loss, grad_norm, cfg, ckpt_path) -> TrainingDiverged:
+    """The error for a step whose loss or gradient norm is NaN or Inf: raised before AdamW applies
+    it, so neither the parameters in memory nor the checkpoint on disk ever hold a NaN."""
+    if ckpt_path.is_file():
+        kept = (f"the last good checkpoint, {ckpt_path} (step "
+                f"{read_safetensors(ckpt_path)[1].get('step', '?')}), is kept and --resume continues it")
+    else:
+        kept = "no checkpoint was saved before it"
+    return TrainingDiverged(
+        f"training stopped at step {step}/{total}: the loss is {loss:.4g} and the gradient norm "
+        f"{grad_norm:.4g}, not both finite; {kept}. Try a lower --lr (now {cfg.lr:g}) or a longer "
+        f"--warmup (now {cfg.warmup:g}), in a new --out")
 
 
 def _main_thread():

@@ -67,9 +67,26 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     return tensors, metadata
 
 
+def check_finite(tensors: dict, path) -> None:
+    """WeightsError naming `path` and the first tensor holding a NaN or an Inf, if any does.
+
+    A file saved from a run that diverged loads without complaint and then predicts `nan` for
+    every sentence; this check refuses it at the door instead. Integer tensors are always finite.
+    """
+    for name, value in tensors.items():
+        value = np.asarray(value)
+        if value.dtype.kind not in "fc" or np.isfinite(value).all():
+            continue
+        n_nan, n_inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
+        found = ", ".join(f"{n:,} {what}" for n, what in ((n_nan, "NaN"), (n_inf, "Inf")) if n)
+        raise WeightsError(f"{path}: tensor {name!r} holds {found} (of {value.size:,} values): it "
+                           "was saved from a run that diverged, or the file is damaged")
+
+
 def load_checkpoint(path: str | Path, cfg: BertConfig, dtype=np.float32) -> dict[str, np.ndarray]:
     """A BERT `model.safetensors` as {HF name: array of `dtype`}, checked against `cfg`."""
     tensors, _ = read_safetensors(path)
+    check_finite(tensors, path)
     params = {}
     for key, value in tensors.items():
         name = key[len("bert."):] if key.startswith("bert.") else key

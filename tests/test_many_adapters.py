@@ -110,3 +110,26 @@ def _rename_task(src, dst, old, new):
         d["name"] = new
         meta[key] = json.dumps(d)
     save_tensors(dst, tensors, meta)
+
+
+def test_a_regression_head_trains_on_mean_squared_error():
+    """A regression task (STS-B) beside a classifier: one output, MSE loss, gradients that match
+    finite differences."""
+    from minadapt.gradcheck import numerical_grad, rel_error
+
+    model = tiny_model()
+    model.add_adapter("sts", bottleneck=2)
+    model.add_classification_head("sts", regression=True)
+    _randomise(model, "sts", 3)
+    ids, mask, types, _ = tiny_batch()
+    scores = np.array([0.5, 4.0, 2.5])
+    loss, logits, grads = model.loss_and_grads(ids, mask, types, scores, adapter="sts", train=False)
+    assert logits.shape == (3, 1) and model.heads["sts"].regression
+    assert abs(loss - ((logits[:, 0] - scores) ** 2).mean()) < 1e-14
+
+    def f(_):
+        return np.asarray(model.loss_and_grads(ids, mask, types, scores, adapter="sts", train=False)[0])
+
+    for name in ("heads.sts.4.weight", "encoder.layer.0.output.adapters.sts.adapter_up.weight"):
+        num = numerical_grad(f, model.params[name], np.array(1.0), h=1e-5)
+        assert rel_error(grads[name], num) < 1e-7, name

@@ -27,6 +27,7 @@ from minadapt.errors import DataError, MinadaptError
 
 HEADER = "sentence\tlabel"
 FILES = ("train.tsv", "dev.tsv")
+LABEL_NAMES = ("negative", "positive")  # label 0, label 1: what an adapter trained here predicts
 ENV_VAR = "MINADAPT_DATA"
 
 
