@@ -31,7 +31,7 @@ examples:
   minadapt eval --adapter runs/sst2/adapter.safetensors
   minadapt predict --adapter runs/sst2/adapter.safetensors "a gorgeous, witty film"
   echo "dull and lifeless" | minadapt predict --adapter runs/sst2/adapter.safetensors
-  minadapt bench --compare torch             time a training step against PyTorch
+  minadapt bench --lengths 16,64             time training and inference steps
 
 environment:
   MINADAPT_DATA     folder holding sst2/ (train.tsv, dev.tsv); else the data is downloaded
