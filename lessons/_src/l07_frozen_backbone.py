@@ -17,8 +17,8 @@ measures where:
 3. **[CLS] only in the last layer.** The head reads one vector per sentence.
 4. **Memory.** What a frozen linear does not need to keep for its backward.
 5. **Every core at once.** Not a frozen-backbone trick, but what makes the rest pay on a CPU: the
-   batch is cut into shards that run side by side, one per core.
-6. **Against PyTorch**, from the benchmark the repository commits.
+   batch is cut into shards that run side by side, one per core (`parallel.DataParallel`).
+6. **Against PyTorch**, from the benchmark results the repository commits.
 7. **And against doing even less**: a linear probe on frozen [CLS] features, with no backward through
    the encoder at all. Is the adapter worth its cost?
 
@@ -37,8 +37,17 @@ import tempfile
 import time
 
 import minadapt
-from minadapt import bench, bert
+from minadapt import bert
 from minadapt.nn import linear
+
+
+def random_batch(B, L, vocab_size, seed=0):
+    """B full-length sentences of L random word ids ([CLS] first), their mask and random labels."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, vocab_size, (B, L))
+    ids[:, 0] = 101  # [CLS]
+    return ids, np.ones((B, L), np.int64), rng.integers(0, 2, B)
+
 
 def median_ms(fns: dict, repeats=5) -> dict:
     """{name: median milliseconds of fn()}: one untimed warm-up each, then the fns in alternation."""
@@ -68,34 +77,39 @@ A frozen layer skips the third: a third of its forward-plus-backward work. In ad
 *every* backbone linear is frozen (Q|K|V, attention output, both FFN matrices), so only the small
 adapters and the head pay for $\bar W$.
 
-`minadapt.bench.step_gemms(cfg, B, L, bottleneck)` lists every matrix product of one adapter-training
-step, as the library runs it: frozen linears with $\bar x$ only, no $\bar x$ for layer 0's Q|K|V
-(nothing below it trains), the last layer for [CLS] only (section 3). Full fine-tuning needs, on top
-of that, a $\bar W$ for each frozen linear (the same FLOPs as its forward) and layer 0's $\bar x$, to
-reach the embeddings. The configuration of the benchmark: 32 sentences of 64 tokens, bottleneck 64.
+Counting them for one step takes only the shapes. Per sentence of $L$ tokens, one layer's matrix
+products in the forward are: Q|K|V $6LH^2$, the attention output $2LH^2$, the FFN $4LHF$, the two
+adapters $8LHm$, and attention's two batched products ($q k^\top$ and $a v$) $4L^2H$. The
+backward's $\bar x$ products have the forward's sizes, except attention's, which has four ($\bar a$,
+$\bar v$, $\bar q$, $\bar k$): $8L^2H$. Adapter training adds $\bar W$ for the adapters and the head
+only, and skips layer 0's Q|K|V $\bar x$ (nothing below it trains); full fine-tuning adds a $\bar W$
+for every backbone linear (the same FLOPs as its forward) and layer 0's $\bar x$, to reach the
+embeddings. The count below takes every row of every layer; section 3 subtracts what the
+[CLS]-only last layer saves. The configuration of the committed benchmark: 32 sentences of 64
+tokens, bottleneck 64.
 '''),
 code(r'''
 model = minadapt.load_model(WEIGHTS, dtype="float32")
 cfg = model.cfg
 B, L = 16, 32  # the batch the timings below use: 16 sentences of 32 tokens
-ids, mask, labels = bench.random_batch(B, L, cfg.vocab_size)  # random words, every row full length
+ids, mask, labels = random_batch(B, L, cfg.vocab_size)  # random words, every row full length
 
 
 def step_flops_by_part(B, L, m):
-    """FLOPs of one training step, (adapters, full fine-tuning), each split into forward, dx, dW."""
-    gemms = bench.step_gemms(cfg, B, L, bottleneck=m)
-    ours = {"forward": 0, "backward dx": 0, "backward dW": 0}
-    for g in gemms:
-        part = "forward" if g.phase == "fwd" else "backward dW" if g.name.endswith(" dW") else "backward dx"
-        ours[part] += g.flops
-    frozen_fwd = [g for g in gemms if g.phase == "fwd" and g.expr == "x @ W.T"
-                  and not g.name.startswith(("adapter", "head"))]
-    layer0_qkv = next(g for g in gemms if g.name == "qkv")  # the first one is layer 0's
+    """Matrix-product FLOPs of one training step, (adapters, full fine-tuning), each split into
+    forward, dx, dW; every row of every layer (no [CLS]-only last layer)."""
+    H, F, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    linears = 8 * L * H * H + 4 * L * H * F  # Q|K|V, attention output, FFN in and out: per layer
+    adapters = 8 * L * H * m  # two adapters, down and up
+    head = 2 * H * H + 2 * H * 2  # dense H -> H, then H -> 2 labels, on [CLS]
+    qkv0 = 6 * L * H * H  # layer 0's Q|K|V: its dx reaches only the embeddings
+    ours = {"forward": n_layers * (linears + 4 * L * L * H + adapters) + head,
+            "backward dx": n_layers * (linears + 8 * L * L * H + adapters) - qkv0 + head,
+            "backward dW": n_layers * adapters + head}
     full = dict(ours)
-    full["backward dW"] += sum(g.flops for g in frozen_fwd)  # dW = dy^T x: as many FLOPs as y = x W^T
-    full["backward dx"] += layer0_qkv.flops  # dx of layer 0's Q|K|V, on to the embeddings
-    assert sum(ours.values()) == bench.step_flops(cfg, B, L, m)["train"]  # the same count as the benchmark's
-    return ours, full
+    full["backward dW"] += n_layers * linears  # dW = dy^T x: as many FLOPs as y = x W^T
+    full["backward dx"] += qkv0  # on to the embeddings
+    return {k: B * v for k, v in ours.items()}, {k: B * v for k, v in full.items()}
 
 
 for (b_, l_, m_) in ((32, 64, 64), (B, L, 16)):
@@ -109,12 +123,12 @@ for (b_, l_, m_) in ((32, 64, 64), (B, L, 16)):
 md(r'''
 So an adapter step does about $2\times$ the forward's FLOPs, full fine-tuning about $3\times$: the
 familiar "backward costs twice the forward" is the full fine-tuning figure. Now the measurement. A
-second model trains *everything*: `model.trainable.update(model.params)` adds every name. Two rules
-of the library show up here:
+second model trains *everything*: `full.trainable_names("sst2").update(full.params)` adds every
+name to the task's trainable set. Two rules of the library show up here:
 
 * Q, K and V are one fused matmul (lesson 4), so they train together or not at all: a trainable set
   holding only the query weight is refused with a clear error;
-* with the embedding tables trainable, `lowest_trainable_layer()` returns $-1$: the backward goes on
+* with the embedding tables trainable, `lowest_trainable_layer("sst2")` returns $-1$: the backward goes on
   through layer 0 into the embeddings.
 '''),
 code(r'''
@@ -124,24 +138,25 @@ model.add_classification_head("sst2", num_labels=2)
 full = minadapt.load_model(WEIGHTS, dtype="float32")
 full.add_adapter("sst2", bottleneck=16)
 full.add_classification_head("sst2", num_labels=2)
-full.trainable.add("encoder.layer.2.attention.self.query.weight")
+full_trainable = full.trainable_names("sst2")  # the set itself: adding to it makes more trainable
+full_trainable.add("encoder.layer.2.attention.self.query.weight")
 try:
-    full.loss_and_grads(ids[:1, :4], mask[:1, :4], None, labels[:1])
+    full.loss_and_grads(ids[:1, :4], mask[:1, :4], None, labels[:1], adapter="sst2")
 except ValueError as e:
     print("only the query trainable -> ValueError:", e)
-full.trainable.update(full.params)  # now everything: full fine-tuning
-n_full = sum(full.params[k].size for k in full.trainable)
-n_ad = sum(model.params[k].size for k in model.trainable)
-print(f"adapter model: {len(model.trainable)} trainable arrays, {n_ad:,} numbers; "
-      f"lowest_trainable_layer() = {model.lowest_trainable_layer()}")
-print(f"full model:    {len(full.trainable)} trainable arrays, {n_full:,} numbers; "
-      f"lowest_trainable_layer() = {full.lowest_trainable_layer()}")
+full_trainable.update(full.params)  # now everything: full fine-tuning
+n_full = sum(full.params[k].size for k in full_trainable)
+n_ad = sum(model.params[k].size for k in model.trainable_names("sst2"))
+print(f"adapter model: {len(model.trainable_names('sst2'))} trainable arrays, {n_ad:,} numbers; "
+      f"lowest_trainable_layer = {model.lowest_trainable_layer('sst2')}")
+print(f"full model:    {len(full_trainable)} trainable arrays, {n_full:,} numbers; "
+      f"lowest_trainable_layer = {full.lowest_trainable_layer('sst2')}")
 
-step_ms = median_ms({"adapters": lambda: model.loss_and_grads(ids, mask, None, labels),
-                     "full fine-tuning": lambda: full.loss_and_grads(ids, mask, None, labels)})
+step_ms = median_ms({"adapters": lambda: model.loss_and_grads(ids, mask, None, labels, adapter="sst2"),
+                     "full fine-tuning": lambda: full.loss_and_grads(ids, mask, None, labels, adapter="sst2")})
 ours, whole = step_flops_by_part(B, L, 16)
 for name, ms in step_ms.items():
-    print(f"loss_and_grads, {name:16s}: {ms:6.1f} ms (median of 5; a shared machine: noisy)")
+    print(f"loss_and_grads, {name:16s}: {ms:6.1f} ms (median of 5, one process; a shared machine: noisy)")
 print(f"measured full / adapters = {step_ms['full fine-tuning'] / step_ms['adapters']:.2f}; "
       f"FLOP ratio {sum(whole.values()) / sum(ours.values()):.2f}")
 '''),
@@ -170,7 +185,8 @@ plt.show()
 md(r'''
 What to look at: the orange $\bar W$ block is almost absent for adapters and as large as the forward
 for full fine-tuning. The measured ratio lands close to the FLOP ratio. It need not match exactly:
-not all of a step is matrix products (GELU, softmax, LayerNorm and dropout cost the same both ways,
+the library runs the last layer for [CLS] only (section 3), which saves a larger share of an
+adapter step than of a full one; not all of a step is matrix products (GELU, softmax, LayerNorm and dropout cost the same both ways,
 which pulls the ratio down), and full fine-tuning also scatters a gradient into the
 $30522 \times 384$ word-embedding table (47 MB, mostly zeros, every step), which no FLOP count sees
 (which pushes it up). And `loss_and_grads` is not the whole step: full fine-tuning then runs AdamW
@@ -179,40 +195,44 @@ over 22.9 million numbers instead of 0.3 million (section 4 counts its memory).
 ## 2. No backward below the lowest adapter
 
 `encoder_backward(dh, caches, run, lowest)` walks the layers from the top down to `lowest`, the
-lowest layer holding a trainable parameter (`model.lowest_trainable_layer()`), and inside that layer
+lowest layer holding a trainable parameter (`model.lowest_trainable_layer(name)`), and inside that layer
 stops as soon as nothing below owes a gradient. With adapters in every layer that is layer 0, and the
 whole backward runs (minus layer 0's $\bar x$ into the embeddings). With adapters only in the top $k$
 layers, the backward is cut short. We emulate that on the same model by taking the lower layers'
-adapter names out of `model.trainable` (their adapters still run in the forward, as the identity-ish
-maps they are at this point); with no adapter name left, only the head trains,
-`lowest_trainable_layer()` is `None`, and there is no encoder backward at all.
+adapter names out of the task's trainable set (their adapters still run in the forward, as the
+identity-ish maps they are at this point); with no adapter name left, only the head trains,
+`lowest_trainable_layer` is `None`, and there is no encoder backward at all.
 '''),
 code(r'''
-all_trainable = set(model.trainable)
+trainable = model.trainable_names("sst2")  # the set itself, changed in place below
+all_trainable = set(trainable)
 
 
-def top_k(k):
-    """The trainable set with adapters only in the top k layers (k = 0: the head alone)."""
+def use_top_k(k):
+    """Make the trainable set hold adapters only in the top k layers (k = 0: the head alone)."""
     first = cfg.num_hidden_layers - k
-    return {n for n in all_trainable if ".adapters." not in n or int(n.split(".")[2]) >= first}
+    trainable.clear()
+    trainable.update(n for n in all_trainable if ".adapters." not in n or int(n.split(".")[2]) >= first)
 
 
 def step_with(k):
     def fn():
-        model.trainable = top_k(k)
-        model.loss_and_grads(ids, mask, None, labels)
+        use_top_k(k)
+        model.loss_and_grads(ids, mask, None, labels, adapter="sst2")
     return fn
 
 
 ks = list(range(cfg.num_hidden_layers + 1))
-sweep_ms = median_ms({k: step_with(k) for k in ks} | {"forward only": lambda: model.logits(ids, mask)}, repeats=4)
+sweep_ms = median_ms({k: step_with(k) for k in ks}
+                     | {"forward only": lambda: model.logits(ids, mask, adapter="sst2")}, repeats=4)
 lowest = {}
 for k in ks:
-    model.trainable = top_k(k)
-    lowest[k] = model.lowest_trainable_layer()
-    print(f"adapters in the top {k} layers: lowest_trainable_layer() = {str(lowest[k]):4s} "
+    use_top_k(k)
+    lowest[k] = model.lowest_trainable_layer("sst2")
+    print(f"adapters in the top {k} layers: lowest_trainable_layer = {str(lowest[k]):4s} "
           f"step {sweep_ms[k]:6.1f} ms")
-model.trainable = all_trainable
+use_top_k(cfg.num_hidden_layers)
+assert trainable == all_trainable
 print(f"forward only (model.logits, no dropout): {sweep_ms['forward only']:.1f} ms")
 
 fig, ax = plt.subplots(figsize=(8, 3.8))
@@ -242,18 +262,18 @@ this saving.
 
 The head reads the final hidden state of [CLS] alone, so the last layer only needs that one row of
 its output. The query, the attention output, the FFN and the adapters are needed for one row per
-sentence. `bert.encoder_forward(..., cls_only=True)` does exactly that (used by `model.logits` and
-`model.loss_and_grads`), and returns `(B, 1, H)`. `model.encode` runs the full last layer. They must
-agree on [CLS]:
+sentence. With the fast ops (the default), `bert.encoder_forward(..., cls_only=True)` does exactly
+that through `minadapt/fast/cls_layer.py` (used by `model.logits` and `model.loss_and_grads`), and
+returns `(B, 1, H)`. `model.encode` runs the full last layer. They must agree on [CLS]:
 '''),
 code(r'''
-run = bert.Run(train=False, adapter=model.adapter)  # evaluation mode, with this model's adapter
+run = bert.Run(ops=model.ops, adapter=model.adapters["sst2"])  # evaluation mode, with the sst2 adapter
 h_all, _ = bert.encoder_forward(model.params, model.qkv, cfg, ids, mask, None, run)
 h_cls, _ = bert.encoder_forward(model.params, model.qkv, cfg, ids, mask, None, run, cls_only=True)
 print("full last layer:", h_all.shape, "| cls_only:", h_cls.shape)
 print(f"max |difference| on [CLS]: {np.abs(h_all[:, 0] - h_cls[:, 0]).max():.1e} "
       f"(values of size {np.abs(h_all[:, 0]).mean():.2f}); model.encode gives the full one: "
-      f"{np.array_equal(model.encode(ids, mask), h_all)}")
+      f"{model.encode(ids, mask, adapter='sst2').shape}")
 '''),
 md(r'''
 The two agree to float32 rounding (about $10^{-7}$; the products add their terms in a different
@@ -265,14 +285,17 @@ reads. But matrix products associate. With $q'_h = q_h / \sqrt{d}$ and head $h$'
 $W_{v,h}$ of the weights,
 
 $$s_h = q'_h k_h^\top = (q'_h W_{k,h})\, x^\top + q'_h \cdot b_{k,h}, \qquad
-c_h = a_h v_h = (a_h x)\, W_{v,h}^\top + b_{v,h},$$
+c_h = \tilde a_h v_h = (\tilde a_h x)\, W_{v,h}^\top + \Big(\sum_j \tilde a_{h,j}\Big)\, b_{v,h},$$
 
-and softmax ignores the $q'_h \cdot b_{k,h}$ that every score of the row shares. So the weights move
-to the query's side: $u_h = q'_h W_{k,h}$ (one row), scores $u_h x^\top$, $z_h = a_h x$, context
-$z_h W_{v,h}^\top + b_{v,h}$. That is `nn/cls_attention.py`: with Q, K and V frozen, the last layer
-never forms a key or a value. Its backward sends gradient to $x$ along both paths, through the
-scores and through $z$; `tests/test_gradcheck_ops.py` checks it against finite differences and
-against the usual attention over projected keys and values.
+where $\tilde a_h$ is the row of probabilities after dropout. Softmax ignores the $q'_h \cdot b_{k,h}$
+that every score of the row shares. The bias term of $c_h$ is $b_{v,h}$ itself only when the row
+sums to 1, which is true at evaluation; with attention dropout in training, $\tilde a_h$ sums to
+something else, and the bias must be scaled by that sum. So the weights move to the query's side:
+$u_h = q'_h W_{k,h}$ (one row), scores $u_h x^\top$, $z_h = \tilde a_h x$, context
+$z_h W_{v,h}^\top + (\sum_j \tilde a_{h,j})\, b_{v,h}$. That is `minadapt/fast/cls_attention.py`:
+with Q, K and V frozen, the last layer never forms a key or a value. Its backward sends gradient to
+$x$ along both paths, through the scores and through $z$; `tests/test_fast_ops.py` checks it against
+the reference attention over projected keys and values.
 
 What both save, per sentence of $L$ tokens and $n_h$ heads, against a full last layer: rows $1$ to
 $L-1$ of Q, K, V and of the attention output ($8H^2$ a row), of the FFN ($4HF$) and of the two
@@ -281,19 +304,18 @@ $4 n_h L H$ of $u_h x^\top$ and $a_h x$:
 
 $$\text{saved} = (L-1)\,\big(8H^2 + 4HF + 8Hm\big) + 4LH\,(L - n_h) \quad\text{FLOPs per sentence.}$$
 
-The check below counts a full layer by hand ($8LH^2 + 4L^2H + 8LHm + 4LHF$ a sentence) and asks that
-the library's count plus the saving give exactly the full model's FLOPs.
+Counted for an inference pass of 32 sentences, against a full layer ($8LH^2 + 4L^2H + 8LHm + 4LHF$
+a sentence):
 '''),
 code(r'''
 H, F, nh, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_hidden_layers
 rows = []
 for L_ in (16, 32, 64, 128):
     m_ = 64
-    cls_infer = bench.step_flops(cfg, 32, L_, m_)["infer"]  # the library's count, [CLS]-only last layer
     saved = 32 * ((L_ - 1) * (8 * H * H + 4 * H * F + 8 * H * m_) + 4 * L_ * H * (L_ - nh))
     full_layer = 8 * L_ * H * H + 4 * L_ * L_ * H + 8 * L_ * H * m_ + 4 * L_ * H * F
     full = 32 * (n_layers * full_layer + 2 * H * H + 2 * H * 2)  # and the head (dense, 2 labels)
-    assert cls_infer + saved == full
+    cls_infer = full - saved
     rows.append((L_, cls_infer, saved))
     print(f"L={L_:3d}: inference {cls_infer / 1e9:6.2f} GFLOP with cls_only, {full / 1e9:6.2f} without: "
           f"saves {saved / full:.1%}")
@@ -317,9 +339,10 @@ NamedTuples, tuples and lists), adding up the bytes of every array. Two details:
 cache merely refers to (the $W$ in a `LinearCache`, $\gamma$ in a `LayerNormCache`) are not
 activations and are left out, and an array that is a view of another (Q, K and V are slices of one
 Q|K|V output) is counted once, by its underlying buffer. Batch 32, 64 tokens, the benchmark's shape.
+(The caches are those of the fast ops, which training runs.)
 '''),
 code(r'''
-ids64, mask64, _ = bench.random_batch(32, 64, cfg.vocab_size)
+ids64, mask64, _ = random_batch(32, 64, cfg.vocab_size)
 
 
 def buffer(a):
@@ -355,9 +378,9 @@ def kept_bytes(caches, params):
 
 print("a frozen linear's cache keeps x?", linear.forward(np.ones((2, 3)), np.ones((4, 3)), frozen=True)[1].x is not None)
 kept = {}
-for name, trainable in (("adapters", model.trainable), ("full fine-tuning", set(model.params))):
-    run_train = bert.Run(train=True, rng=np.random.default_rng(0), adapter=model.adapter,
-                         trainable=frozenset(trainable))
+for name, names in (("adapters", model.trainable_names("sst2")), ("full fine-tuning", set(model.params))):
+    run_train = bert.Run(ops=model.ops, train=True, rng=np.random.default_rng(0),
+                         adapter=model.adapters["sst2"], trainable=frozenset(names))
     _, caches = bert.encoder_forward(model.params, model.qkv, cfg, ids64, mask64, None, run_train, cls_only=True)
     kept[name] = kept_bytes(caches, model.params)
     del caches
@@ -420,10 +443,12 @@ $$\mathcal L = \frac1B \sum_{b=1}^{B} \ell_b = \sum_s \frac{B_s}{B}\, \mathcal L
 
 Each shard starts its backward from $B_s / B$ instead of 1, and the shards' gradients are simply
 added. This is how multi-GPU training works (PyTorch's DistributedDataParallel: one process per
-device, each its own micro-batch, gradients summed), with cores for devices. `model.loss_and_grads`
-does it on every CPU call (`minadapt/parallel.py`): `parallel.shards(B)` cuts the batch; shard 0
-runs in your process, and each other shard in a *worker process* forked from it, so the worker
-starts with the whole model already in its memory.
+device, each its own micro-batch, gradients summed), with cores for devices. The model itself is
+one process and never forks; a layer above it does the cutting: `parallel.DataParallel(model,
+adapter)` offers the model's `loss_and_grads`, `logits` and `encode` for one task, with each batch
+cut by `parallel.shards(B)`. Shard 0 runs in your process, and each other shard in a *worker
+process* forked from it, so the worker starts with the whole model already in its memory.
+`minadapt.train.train` runs its steps through one.
 
 Why processes and not threads? NumPy lets go of Python's global lock (the GIL) inside every matmul
 and every ufunc, so threads do run side by side; but each NumPy call has to take the lock back to
@@ -437,51 +462,51 @@ loss and logits out) is small and travels through a pipe.
 Why not let the BLAS use the cores instead, as NumPy does by default? OpenBLAS threads only the
 matrix products. GELU, softmax, LayerNorm and the residual adds then run on one core while the other
 waits. Sharded, every line of the step runs on every core, and each matrix product is a
-single-threaded one on half the rows. The environment variable `MINADAPT_THREADS` sets the number
-of shards; 1 turns sharding off. The same step both ways, on this machine:
+single-threaded one on half the rows. `DataParallel(..., n=...)` sets the number of shards; by
+default it is `parallel.threads()`: `$MINADAPT_THREADS`, else the number of cores. The same step
+both ways, on this machine:
 '''),
 code(r'''
 from minadapt import parallel
 
-print(f"{parallel.cores()} cores: a batch of {B} runs as shards {parallel.shards(B)}")
+n = max(2, parallel.cores())  # two shards at least, so that the cell shows a fork even on one core
+print(f"{parallel.cores()} cores here; DataParallel with n={n} shards")
 
-def step_with(threads):
-    os.environ["MINADAPT_THREADS"] = str(threads)
-    try:
-        return model.loss_and_grads(ids, mask, None, labels, train=False)
-    finally:
-        del os.environ["MINADAPT_THREADS"]
-
-(loss_1, _, g_1), (loss_n, _, g_n) = step_with(1), step_with(parallel.cores())
-worst = max(float(np.abs(g_1[k] - g_n[k]).max() / np.abs(g_1[k]).max()) for k in g_1 if np.abs(g_1[k]).max() > 0)
-print(f"loss {loss_1:.6f} whole, {loss_n:.6f} sharded; largest gradient difference {worst:.1e} "
-      f"of that gradient's size (float32 rounding)")
-ms = median_ms({"one shard (BLAS threads)": lambda: step_with(1),
-                f"{parallel.cores()} shards": lambda: step_with(parallel.cores())})
+with parallel.DataParallel(model, "sst2", n=n) as dp:
+    loss_1, _, g_1 = model.loss_and_grads(ids, mask, None, labels, adapter="sst2", train=False)
+    loss_n, _, g_n = dp.loss_and_grads(ids, mask, None, labels, train=False)
+    print("worker processes:", len(dp.pids))
+    worst = max(float(np.abs(g_1[k] - g_n[k]).max() / np.abs(g_1[k]).max())
+                for k in g_1 if np.abs(g_1[k]).max() > 0)
+    print(f"loss {float(loss_1):.6f} whole, {float(loss_n):.6f} sharded; largest gradient difference "
+          f"{worst:.1e} of that gradient's size (float32 rounding)")
+    ms = median_ms({"the model, one process": lambda: model.loss_and_grads(ids, mask, None, labels,
+                                                                            adapter="sst2", train=False),
+                    f"DataParallel, {n} shards": lambda: dp.loss_and_grads(ids, mask, None, labels,
+                                                                           train=False)})
 for name, t in ms.items():
     print(f"  {name:26s} {t:6.1f} ms")
 '''),
 md(r'''
 The loss and the gradients agree to float32 rounding: the shards change where the sums are added up,
-not what is added. On a one-core machine the two timings are the same step. On the 2-core benchmark
-machine, shards on two threads took a fifth off a training step at $L = 64$ and a tenth at $L = 16$;
-on two processes, a further 6% over SST-2's mix of short sentences, where each NumPy call is short
-and the threads' hand-overs counted most (`benchmarks/README.md`).
+not what is added. On a one-core machine sharding cannot help (the shards take turns, and pay for
+the hand-over); with more cores, the sharded step is the faster one, by an amount that depends on
+the batch's shape (`benchmarks/README.md` has measurements, with the machine they ran on).
 On a GPU there is one device, and the batch runs whole.
 
 ## 6. Against PyTorch: the committed benchmark
 
-`minadapt bench --compare torch` times the same adapter-training step (bottleneck 64, batch 32,
+The benchmark in `benchmarks/` times the same adapter-training step (bottleneck 64, batch 32,
 float32) in minadapt and in PyTorch + HuggingFace transformers + AdapterHub, alternating the two in
 one run on one machine, per sequence length $L$; the repository keeps its JSON output under
-`benchmarks/results/`. If it is there, plot it:
+`benchmarks/results/`, and `benchmarks/README.md` says how each file was made. This lesson only
+reads those files:
 '''),
 code(r'''
 results = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
 if not results:
-    print("No benchmark results in benchmarks/results/ yet: `minadapt bench --compare torch "
-          "--json benchmarks/results/cpu.json` writes them (it needs the `ref` extra: torch, "
-          "transformers, adapters). Skipping this plot.")
+    print("No benchmark results in benchmarks/results/: benchmarks/README.md says how to make them "
+          "(it needs the `ref` extra: torch, transformers, adapters). Skipping this plot.")
 for path in results:
     report = json.loads(path.read_text())
     rows = [r for r in report["rows"] if r.get("minadapt")]
@@ -503,46 +528,21 @@ for path in results:
         ax.set_ylim(0, None)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    machine = report.get("machine", {})
-    fig.suptitle(f"{path.relative_to(ROOT)}: {machine.get('cpu', machine.get('platform', ''))}", fontsize=9)
+    fig.suptitle(str(path.relative_to(ROOT)), fontsize=9)
     plt.tight_layout()
     plt.show()
     for r in rows:
         ratio = r.get("ratio") or {}
         print(f"L={r['L']:3d}  minadapt/torch: train {ratio.get('train')}, infer {ratio.get('infer')}, "
               f"peak memory {ratio.get('rss')}  (below 1: minadapt is faster or smaller)")
-    estimate, floor = report.get("epoch_estimate", {}), report.get("epoch_floor")
-    if estimate.get("minadapt") and floor:
-        print(f"one SST-2 epoch ({floor['steps']} batches): minadapt {estimate['minadapt']['seconds'] / 60:.1f} min "
-              f"estimated from these steps, its matrix products alone {floor['seconds'] / 60:.1f} min "
-              f"(the epoch floor, {floor['seconds'] / estimate['minadapt']['seconds']:.0%} of it)")
-    for share in bench.floor_shares(report):
-        print(f"L={share['L']:3d}  products alone / torch's time: train {share['train']:.2f}, "
-              f"infer {share.get('infer', float('nan')):.2f}")
 '''),
 md(r'''
-The last line is a bound, not a timing. With `--blas` the benchmark also times every matrix product of
-the step alone, with the shapes and layouts the step gives it, and adds them up: the *step floor*,
-what a step would cost if GELU, softmax, LayerNorm, dropout, AdamW and Python took no time at all.
-Summed over an epoch's length-bucketed batches it is the *epoch floor*. A step is never faster than
-its own products, so the floor says which savings are left: where it nearly fills a time target,
-only fewer FLOPs or a faster BLAS can reach it, never faster element-wise code.
-
-The last lines put the same bound on a ratio: each floor divided by PyTorch's measured time. A target
-"minadapt / torch <= 0.8" can only be met where this share is below 0.8, and the difference is all
-that is left, as a share of PyTorch's step, for every line of the step that is not a matrix
-product. Inference shows it best: PyTorch runs each element-wise op as one fused C++ loop, while
-here GELU alone is 25 NumPy passes over its array (lesson 2). In the committed run on a 2-core
-AVX2 machine, inference at L=64 had its products at 0.63 of PyTorch's time and GELU another
-~0.1, so the 0.8 target left less than a tenth of PyTorch's step for softmax, LayerNorm and the
-rest; training, whose floor is lower because PyTorch also computes every frozen weight's dW, had
-room to spare.
-
-The benchmark's own table (`minadapt bench` prints it) also gives each step's FLOP rate and splits
-it into forward, backward and optimiser; `benchmarks/README.md` discusses the numbers. Only ratios
-taken within one run mean much: the machine's speed drifts over minutes. With `--rounds N` each
-length's pair runs N times, who goes first alternating, and the ratio printed above is the median
-of the N ratios of pairs that ran side by side.
+Only ratios taken within one run mean much: a machine's speed drifts over minutes, which is why
+the benchmark alternates the two implementations and reports their ratio. Where minadapt is
+slower, the gap is mostly in the element-wise work: PyTorch runs each element-wise op as one fused
+C++ loop, while here an op like GELU is a dozen or more NumPy passes over its array (lesson 2);
+where it is faster, the frozen backbone's skipped work (sections 1-3) is what pays.
+`benchmarks/README.md` discusses the numbers, with the machine each was measured on.
 
 ## 7. Is the adapter worth it? Against a linear probe
 
@@ -640,13 +640,13 @@ fit_s = (time.perf_counter() - t0) / 2
 print(f"fitting (all lambdas and the refit) took {fit_s:.2f} s per probe")
 '''),
 md(r'''
-Now the adapter, on the same 2,000 sentences: `train` as in lesson 6 (bottleneck 16, peak rate
-$2\cdot10^{-3}$), for 126 steps of 32, about two passes over the subset, evaluated once at the end.
+Now the adapter, on the same 2,000 sentences: `train` as in lesson 6 (bottleneck 16, the default
+peak rate), for 126 steps of 32, about two passes over the subset, evaluated once at the end.
 '''),
 code(r'''
 out = pathlib.Path(tempfile.mkdtemp(prefix="minadapt-lesson7-"))
 adapted = minadapt.load_model(WEIGHTS, dtype="float32")
-run_cfg = TrainConfig(out=str(out), bottleneck=16, lr=2e-3, train_subset=N_PROBE, max_steps=126,
+run_cfg = TrainConfig(out=str(out), bottleneck=16, train_subset=N_PROBE, max_steps=126,
                       eval_every=0, log_every=10, seed=0)
 result = train(run_cfg, model=adapted, data=data, progress=False)
 history = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
@@ -681,13 +681,22 @@ print(f"cost per step at B={B}, L={L} (section 2): adapter step {sweep_ms[cfg.nu
       f"head-only step {head_only_ms:.0f} ms, forward alone {sweep_ms['forward only']:.0f} ms")
 '''),
 md(r'''
-What to look at: the adapter beats both probes on the same 2,000 sentences, and the
-[CLS] probe is the weakest: this checkpoint's [CLS] vector was never trained to summarise the
+What to look at: on the same 2,000 sentences the [CLS] probe is the weakest, and the adapter beats
+both probes (the cell below checks it): this checkpoint's [CLS] vector was never trained to summarise the
 sentence (its training read the mean of the tokens), and a linear map cannot fix that, while the
 adapters can change what [CLS] ends up holding, in every layer. The price is the backward: the
 probe pays one forward pass over the data and then nearly nothing, while each adapter step costs
 two to three forward passes (the last line above) and is repeated for every batch of every epoch.
 
+'''),
+code(r'''
+margin = result.dev_accuracy - max(probe.values())
+print(f"adapter {result.dev_accuracy:.1%} against the better probe {max(probe.values()):.1%}: "
+      f"{100 * margin:+.1f} points, {margin * len(y_dev):+.0f} of the {len(y_dev)} dev sentences")
+assert result.dev_accuracy > max(probe.values()), "the adapter did not beat both probes in this run"
+assert probe["[CLS] probe"] < probe["mean-pooled probe"]
+'''),
+md(r'''
 So the frozen backbone buys a spectrum. A probe (or a head alone) is the cheapest and the weakest;
 adapters pay for a backward through the frozen layers, but not for their weight gradients, nor their
 saved inputs, nor an optimiser state the size of the model, nor a 91 MB file per task; and full
