@@ -5,7 +5,7 @@ CELLS = [
 md(r'''
 # Lesson 8 — The same code on a GPU, with CuPy
 
-Nothing in `minadapt/nn/` or `minadapt/bert.py` knows which device it runs on. Every op asks its
+Nothing in `minadapt/nn/`, `minadapt/fast/` or `minadapt/bert.py` knows which device it runs on. Every op asks its
 input for its array module (`xp = get_xp(x)`, lesson 1), and [CuPy](https://cupy.dev) provides a
 `cupy` module with NumPy's names whose arrays live in GPU memory. So putting the model on a GPU means
 putting its *arrays* there; the maths is unchanged.
@@ -22,7 +22,7 @@ import time
 
 import minadapt
 from minadapt import backend, bert
-from minadapt.nn import adapter, attention, gelu, layernorm, linear
+from minadapt.nn import attention, gelu, layernorm, linear
 
 GPU = backend.gpu_available()
 print("CuPy installed:      ", importlib.util.find_spec("cupy") is not None)
@@ -41,7 +41,8 @@ md(r'''
 Call the same library functions with a NumPy array and, where there is a GPU, with a CuPy array.
 The output lives where the input lived. The maths is written once, with NumPy names. What differs
 between the two (the error function, a scatter-add, moving and synchronising arrays) lives in
-`backend.py`; section 4 shows the one place where the GPU gets its own *code path*, and why.
+`backend.py`; section 4 shows the one place where the GPU gets its own *code path* (the fast ops'
+fused kernels), and why. The ops here are the reference ones of `minadapt/nn/`.
 '''),
 code(r'''
 rng = np.random.default_rng(0)
@@ -133,9 +134,9 @@ to launch the kernels, not to run them. `backend.synchronize(x)` waits until the
 NumPy array it does nothing), so a correct timing is: synchronize, start the clock, run, synchronize,
 stop. The first call of each kernel also includes its compilation, so warm up first.
 
-Below: one encoder layer in float32 for a batch of 32 sentences of 64 tokens (the shape of DESIGN.md's
-measurements), timed op by op with the library's own functions, on the CPU and, where there is one, on
-the GPU.
+Below: one encoder layer in float32 for a batch of 32 sentences of 64 tokens (the shape of the
+committed benchmark), timed op by op with the ops a model runs (`model.ops`: the fast ones of
+`minadapt/fast/`, the default), on the CPU and, where there is one, on the GPU.
 '''),
 code(r'''
 def best_ms(fn, repeat=5):
@@ -152,7 +153,9 @@ def best_ms(fn, repeat=5):
 
 def layer_ops(model, x, bias):
     """The ops of one encoder layer (layer 0, with adapters), as separately timeable calls."""
-    P, cfg = model.params, model.cfg
+    P, cfg, ops = model.params, model.cfg, model.ops
+    linear, attention, gelu, layernorm = ops.linear, ops.attention, ops.gelu, ops.layernorm
+    swish = ops.non_linearities["swish"]
     p, a = "encoder.layer.0.", "adapters.bench."
     w_qkv, b_qkv = model.qkv[0]
     H = cfg.hidden_size
@@ -165,7 +168,7 @@ def layer_ops(model, x, bias):
     def adapters():
         for where in ("attention.output.", "output."):
             w = [P[p + where + a + k] for k in bert.ADAPTER_KEYS]
-            out = adapter.forward(x, *w)[0]
+            out = ops.adapter.forward(x, *w, act=swish)[0]
         return out
 
     def norms():
@@ -186,7 +189,7 @@ def layer_ops(model, x, bias):
         "2 adapters": adapters,
         "2 × (residual + LayerNorm)": norms,
         "whole layer (layer_forward)": lambda: bert.layer_forward(P, 0, x, bias, model.qkv[0], cfg,
-                                                                  bert.Run(adapter=model.adapter))[0],
+                                                                  bert.Run(ops=ops, adapter=model.adapters["bench"]))[0],
     }
 
 
@@ -195,7 +198,7 @@ def measure(device):
     ids = np.random.default_rng(0).integers(1000, 30000, size=(32, 64))
     mask = np.ones_like(ids)
     ids_d, mask_d = (backend.to_device(t, model.device) for t in (ids, mask))
-    x, _ = bert.embeddings_forward(model.params, model.cfg, ids_d, model.xp.zeros_like(ids_d), bert.Run())
+    x, _ = bert.embeddings_forward(model.params, model.cfg, ids_d, model.xp.zeros_like(ids_d), bert.Run(ops=model.ops))
     bias = attention.mask_bias(mask_d, model.dtype)
     ops = layer_ops(model, x, bias)
     best = {name: np.inf for name in ops}
@@ -279,17 +282,20 @@ as in the NumPy ops, one step is well over a thousand launches: the GPU mostly w
 Two changes removed most of them, both "doing less" rather than computing faster:
 
 * **One vector of trainable parameters.** AdamW's update is elementwise, so it does not care how
-  values are grouped into arrays. `Model` lays its 52 adapter and head arrays end to end in one vector
-  (`backend.pack`; `model.params[name]` are views into it) and hands out gradients the same way, so
-  AdamW and gradient clipping are ~15 whole-vector operations a step instead of ~15 per array.
+  values are grouped into arrays. `Model` lays each task's adapter and head arrays end to end in one
+  vector (`minadapt/packed.py`; `model.params[name]` are views into it) and hands out gradients the
+  same way, so AdamW and gradient clipping are ~15 whole-vector operations a step instead of ~15 per
+  array.
 * **Fused kernels for the chains.** LayerNorm as written in `nn/layernorm.py` is eight launches (three
-  of them reductions); softmax is seven; GELU and swish four or five each way. On a GPU, each of these
-  ops hands its input to one kernel from `minadapt/cuda_kernels.py` that does the same operations in
-  the same order. The NumPy code stays the specification: `tests/test_gpu.py` holds every op on CuPy to
-  NumPy's result at 1e-10 in float64, at the model's own sizes.
+  of them reductions); softmax is seven; GELU and swish four or five each way. On a GPU, the fast ops
+  of `minadapt/fast/` hand each of these chains to one kernel from `minadapt/fast/cuda_kernels.py`
+  that does the same operations in the same order. The reference ops stay the specification:
+  `tests/test_fast_ops.py` holds each fast op to its reference, and `tests/test_gpu.py` every op on
+  CuPy to NumPy's result at 1e-10 in float64, at the model's own sizes.
 
-The effect, measured with `minadapt bench --device gpu --compare torch` on an H100 (one run before and
-one after; PyTorch 2.11 + AdapterHub on the same GPU in the same invocation):
+The effect, from the GPU results the repository commits (`benchmarks/results/gpu_h100_unfused.json`,
+a run before both changes, and `gpu_h100.json`, after; each also times PyTorch + AdapterHub on the
+same GPU in the same run; `benchmarks/README.md` says how they were made):
 '''),
 code(r'''
 import json
@@ -326,10 +332,12 @@ for L, row in zip(Ls, runs["minadapt, packed + fused"]["rows"]):
           f"{row['minadapt']['opt_ms']['median']:3.1f} ms")
 '''),
 md(r'''
-The optimizer share fell from ~16 ms to ~0.6 ms and the whole step from ~56 ms to ~15 ms, while the
+The optimizer's share and the whole step shrink several times over (the numbers above), while the
 arithmetic did not change at all. On the CPU the same packing helps a little (fewer, larger loops),
-and the fused kernels are not used: there NumPy's ufuncs already run at memory speed in cache-sized
-blocks (lesson 2).
+and there are no fused kernels: each NumPy ufunc is still one pass over its array, and what the
+fast ops do instead is cut the elementwise chains into cache-sized blocks (lesson 2), so that those
+passes read the CPU's cache rather than main memory. The passes remain, which is where PyTorch's
+fused C++ loops keep an edge on the CPU (lesson 7).
 
 Summary: a GPU run of minadapt is the same Python lines with CuPy arrays. The model's arrays move to
 the device once; batches cross as a few kilobytes of token ids; results come back only when asked;
