@@ -22,7 +22,7 @@ import inspect
 
 from minadapt import backend, gradcheck
 from minadapt.fast import numerics
-from minadapt.nn import dropout, gelu, layernorm, linear, loss, relu, swish, tanh
+from minadapt.nn import dropout, gelu, layernorm, linear, loss, mse, relu, swish, tanh
 
 rng = np.random.default_rng(0)
 
@@ -345,6 +345,7 @@ Implementation details worth noticing in `layernorm.py`:
 | `tanh.py` (classification head) | $y = \tanh x$ | $1 - y^2$ | the *output* $y$ |
 | `dropout.py` | $y = x \odot M/(1-p)$, $M_i \sim \text{Bernoulli}(1-p)$ | the same $M/(1-p)$ | the scaled mask |
 | `loss.py` | $L = -\frac1B\sum_b \log \operatorname{softmax}(z_b)_{y_b}$ | $(\operatorname{softmax}(z) - \text{onehot}(y))/B$ | $p$, labels |
+| `mse.py` (regression head) | $L = \frac1n\sum_i (\hat y_i - t_i)^2$ | $\frac2n(\hat y - t)$ | the difference $\hat y - t$ |
 
 Notes:
 
@@ -375,6 +376,8 @@ checks = {
     "dropout (fixed mask)": check_pair(lambda z: dropout.forward(z, 0.3, np.random.default_rng(1)),
                                        dropout.backward, xs_, dys_),
     "cross-entropy": check_pair(lambda z: loss.forward(z, labels), loss.backward, logits, np.array(1.0)),
+    "mean squared error": check_pair(lambda z: mse.forward(z, labels.astype(float)), mse.backward,
+                                     logits[:, :1], np.array(1.0)),
 }
 for name, err in checks.items():
     print(f"{name:22s} rel_error {err:.1e}")
@@ -386,7 +389,7 @@ print("dropout at evaluation is the identity:", dropout.forward(big, 0.1, train=
 '''),
 md(r'''
 Of the files in `minadapt/nn/`, you have now seen `linear`, `gelu`, `layernorm`, `relu`, `swish`,
-`tanh`, `dropout` and `loss`. Three remain: `attention` (lesson 3), `embedding` (lesson 4) and
+`tanh`, `dropout`, `loss` and `mse`. Three remain: `attention` (lesson 3), `embedding` (lesson 4) and
 `adapter` (lesson 5).
 '''),
 ]
