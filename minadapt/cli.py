@@ -9,6 +9,7 @@ tests/test_bad_input.py holds the table of bad inputs: a new option or command a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import os
@@ -60,8 +61,14 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _task_summary(task) -> str:
+    kind = "regression" if task.regression else f"{len(task.labels)} labels"
+    return f"{kind}, {task.metrics[0]}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .hub import CHECKPOINTS
+    from .tasks import TASKS
     from .train import TrainConfig
 
     d, rule = TrainConfig(), TrainConfig.RULES  # an option takes its field's rule as its type
@@ -73,15 +80,30 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an adapter + classification head on a task",
                        formatter_class=_DefaultsHelp,
                        description="Train two Houlsby adapters per layer and a classification "
-                       "head on SST-2; the backbone stays frozen. Writes OUT/adapter.safetensors, "
-                       "OUT/metrics.jsonl and OUT/training.png. Ctrl-C finishes the step under way "
-                       "and saves a checkpoint (a second Ctrl-C stops at once); --resume continues "
-                       "it and ends exactly where an uninterrupted run would.")
-    t.add_argument("task", choices=["sst2"], help="the task (GLUE SST-2 sentiment)")
-    t.add_argument("--data-dir", metavar="DIR", help="folder with train.tsv and dev.tsv "
-                   "(default: $MINADAPT_DATA/sst2, else GLUE's SST-2.zip is downloaded)")
+                       "head on a task (a built-in one, or your own CSV, TSV or JSONL files); the "
+                       "backbone stays frozen. Writes OUT/adapter.safetensors (with the task's "
+                       "labels), OUT/metrics.jsonl and OUT/training.png. Ctrl-C finishes the step "
+                       "under way and saves a checkpoint (a second Ctrl-C stops at once); --resume "
+                       "continues it and ends exactly where an uninterrupted run would.",
+                       epilog="tasks: " + "; ".join(f"{n} ({_task_summary(t)})" for n, t in TASKS.items())
+                       + ".\nyour own data: minadapt train --train-file train.csv --dev-file dev.csv "
+                       "[--text-column text] [--text-pair-column C] [--label-column label]")
+    t.add_argument("task", nargs="?", choices=sorted(TASKS), metavar="task",
+                   help="a built-in task: " + ", ".join(TASKS) + " (leave out with --train-file)")
+    t.add_argument("--data-dir", metavar="DIR", help="the task's folder (default: "
+                   "$MINADAPT_DATA/<task>, else the GLUE download)")
+    t.add_argument("--train-file", metavar="FILE", help="your own training data: .csv, .tsv or .jsonl "
+                   "with a header (JSONL: one object a line); needs --dev-file")
+    t.add_argument("--dev-file", metavar="FILE", help="your own dev data, in the same format")
+    t.add_argument("--text-column", default=d.text_column, help="your data's text column")
+    t.add_argument("--text-pair-column", metavar="C", help="your data's second text, for pairs")
+    t.add_argument("--label-column", default=d.label_column, help="your data's label column (label "
+                   "names are collected from the training file and stored in the adapter file)")
+    t.add_argument("--regression", action="store_true", help="your data's label is a real number")
+    t.add_argument("--max-length", type=rule["max_length"], default=d.max_length,
+                   help="tokens per example, [CLS] and [SEP] included (up to the checkpoint's 512)")
     _common(t)
-    t.add_argument("--out", default=d.out, help="output folder")
+    t.add_argument("--out", default=None, help="output folder (default: runs/TASK)")
     t.add_argument("--bottleneck", type=rule["bottleneck"], default=d.bottleneck,
                    help="adapter width m: each adapter has 2*m*H + m + H parameters")
     t.add_argument("--non-linearity", default=d.non_linearity, choices=["swish", "gelu", "relu"],
@@ -108,17 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adapter init, batch order and dropout masks; a run is reproducible from it")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
 
-    e = sub.add_parser("eval", help="dev accuracy of a saved adapter",
-                       description="Load an adapter file and print its SST-2 dev accuracy.")
+    e = sub.add_parser("eval", help="dev metrics of a saved adapter on its own task",
+                       description="Load an adapter file and print its task's dev metrics (the "
+                       "task, its labels and metrics come from the file).")
     e.add_argument("--adapter", required=True, metavar="FILE", help="an adapter .safetensors file")
-    e.add_argument("--data-dir", metavar="DIR", help="folder with dev.tsv (as for train)")
+    e.add_argument("--task", help="the task to evaluate on: must be the adapter's own (a check)")
+    e.add_argument("--data-dir", metavar="DIR", help="the task's folder (as for train)")
+    e.add_argument("--dev-file", metavar="FILE", help="dev data for an adapter trained on your own "
+                   "files (default: the dev file it was trained with)")
     _common(e)
 
-    p = sub.add_parser("predict", help="label sentences with a saved adapter",
-                       description="Print `label<TAB>probability<TAB>text` for each sentence given "
-                       "as an argument, or for each line of standard input when none is given.")
-    p.add_argument("--adapter", required=True, metavar="FILE")
-    p.add_argument("texts", nargs="*", help="sentences (default: read lines from stdin)")
+    p = sub.add_parser("predict", help="label texts with one or more saved adapters",
+                       description="Run every given adapter on one loaded backbone and print, for "
+                       "each text, `label<TAB>probability<TAB>text` (regression: `score<TAB>text`); "
+                       "with several adapters each line starts with the task's name. Texts come "
+                       "from the arguments, or one a line from standard input; for a pair task, a "
+                       "TAB separates the two texts.")
+    p.add_argument("--adapter", required=True, action="append", metavar="FILE",
+                   help="an adapter file; repeat for several tasks")
+    p.add_argument("--task", help="run only this task of those loaded")
+    p.add_argument("texts", nargs="*", help="texts (default: read lines from stdin)")
     _common(p)
 
     dl = sub.add_parser("download", help="fetch a checkpoint into weights/",
@@ -200,11 +231,22 @@ def main(argv=None) -> int:
 
 
 def cmd_train(args):
+    from .errors import ConfigError
     from .fast.numerics import keep_freed_memory
-    from .train import TrainConfig, train
+    from .train import TrainConfig, format_metrics, train
 
+    own = args.train_file is not None or args.dev_file is not None
+    if args.task is None and not own:
+        raise ConfigError("name a task (" + ", ".join(sorted(__import__("minadapt.tasks").tasks.TASKS))
+                          + ") or give your own data with --train-file and --dev-file")
+    if args.task is not None and own:
+        raise ConfigError(f"give a task ({args.task}) or --train-file/--dev-file, not both")
     keep_freed_memory()  # each step's arrays reuse the last step's pages (fast/numerics.py)
-    cfg = TrainConfig(data_dir=args.data_dir, weights=args.weights, out=args.out,
+    cfg = TrainConfig(task=args.task or "custom", data_dir=args.data_dir, train_file=args.train_file,
+                      dev_file=args.dev_file, text_column=args.text_column,
+                      text_pair_column=args.text_pair_column, label_column=args.label_column,
+                      regression=args.regression, max_length=args.max_length,
+                      weights=args.weights, out=args.out,
                       bottleneck=args.bottleneck, non_linearity=args.non_linearity,
                       train_layer_norms=args.train_layer_norms, epochs=args.epochs,
                       max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
@@ -215,83 +257,154 @@ def cmd_train(args):
     if r.interrupted:
         return 130
     size = r.adapter_path.stat().st_size
-    print(f"dev accuracy {100 * r.dev_accuracy:.2f}% after {r.steps} steps in {r.seconds / 60:.1f} min\n"
+    print(f"dev {format_metrics(r.dev_metrics)} after {r.steps} steps in {r.seconds / 60:.1f} min\n"
           f"adapter  {r.adapter_path} ({size / 1e6:.2f} MB)\n"
           f"metrics  {r.metrics_path}\nplot     {r.plot_path}")
 
 
-def _model_with_adapter(args):
-    """The checkpoint with the adapter file's adapter and head, and the names of the head's labels
-    when the file stores them (else None)."""
+def _load_adapters(args, paths):
+    """One backbone with every adapter file's adapter and head. Returns (model, names in order)."""
     from .errors import WeightsError
     from .model import load_model
     from .train import need_tokenizer
 
     model = load_model(args.weights, device=args.device)
     need_tokenizer(model)
-    name = model.load_adapter(args.adapter)
-    meta, head = model.metadata[name], model.heads.get(name)
-    if head is None:
-        raise WeightsError(f"{args.adapter}: has no classification head, so it cannot label "
-                           "sentences (was it saved before add_classification_head?)")
-    try:
-        names = json.loads(meta["labels"]) if "labels" in meta else None
-    except json.JSONDecodeError:
-        raise WeightsError(f"{args.adapter}: its metadata 'labels' is not JSON: "
-                           f"{meta['labels'][:60]!r}") from None
-    if names is None and head.labels is not None:
-        names = list(head.labels)
-    if names is not None and (not isinstance(names, list) or len(names) != head.num_labels):
-        raise WeightsError(f"{args.adapter}: its metadata names labels {names!r}, but its head "
-                           f"has {head.num_labels}")
+    names = []
+    for path in paths:
+        name = model.load_adapter(path)
+        if name not in model.heads:
+            raise WeightsError(f"{path}: has no classification head, so it cannot label texts "
+                               "(was it saved before add_classification_head?)")
+        head = model.heads[name]
+        labels = model.metadata[name].get("labels")
+        if labels not in (None, "null"):  # files that kept them in metadata, not in the head
+            try:
+                labels = json.loads(labels)
+            except json.JSONDecodeError:
+                raise WeightsError(f"{path}: its metadata 'labels' is not JSON: {labels[:60]!r}") from None
+            if not isinstance(labels, list) or len(labels) != head.num_labels:
+                raise WeightsError(f"{path}: its metadata names labels {labels!r}, but its head "
+                                   f"has {head.num_labels}")
+            if head.labels is not None and tuple(map(str, labels)) != head.labels:
+                raise WeightsError(f"{path}: its metadata names labels ({', '.join(map(str, labels))}) "
+                                   f"but its head's are ({', '.join(head.labels)})")
+            model.heads[name] = dataclasses.replace(head, labels=tuple(map(str, labels)))
+        names.append(name)
     return model, names
 
 
-def _check_fits_sst2(path, model, names):
-    """A WeightsError naming both sides when the adapter's head is not SST-2's (2 labels, negative
-    and positive): a 3-label head would otherwise score a meaningless accuracy."""
-    from .data.sst2 import LABEL_NAMES
+def adapter_task(model, name, path):
+    """The task an adapter file was trained on, from its metadata (files from before tasks were
+    recorded were all trained on SST-2). Returns a minadapt.tasks.Task."""
+    from .tasks import get_task, task_from_files
+
+    record = model.metadata[name].get("task")
+    if record:
+        record = json.loads(record)
+        if record.get("builtin", True):
+            return get_task(record["name"])
+        files = record.get("files", {})
+        return task_from_files(files.get("train"), files.get("dev"), record["text_column"],
+                               record.get("text_pair_column"), record["label_column"],
+                               record.get("regression", False), name=record["name"])
+    return get_task("sst2")
+
+
+def _check_fits(path, head, task):
+    """A WeightsError naming both sides when the adapter's head does not fit the task's labels: a
+    3-label head would otherwise score a meaningless accuracy."""
     from .errors import WeightsError
 
-    task = f"SST-2 has {len(LABEL_NAMES)} labels ({', '.join(LABEL_NAMES)})"
-    head = model.heads[model.resolve(None)]
-    if head.num_labels != len(LABEL_NAMES):
-        theirs = f" ({', '.join(map(str, names))})" if names else ""
-        raise WeightsError(f"{path}: its head has {head.num_labels} labels{theirs}, but {task}; "
-                           "it was trained for another task")
-    if names is not None and list(names) != list(LABEL_NAMES):
-        raise WeightsError(f"{path}: its head's labels are ({', '.join(map(str, names))}), but {task}")
+    if task.regression != head.regression or head.num_labels != task.num_outputs:
+        theirs = "one score (regression)" if head.regression else f"{head.num_labels} labels" + (
+            f" ({', '.join(head.labels)})" if head.labels else "")
+        want = "one score (regression)" if task.regression else \
+            f"{task.num_outputs} labels ({', '.join(task.names)})"
+        raise WeightsError(f"{path}: its head has {theirs}, but {task.name} has {want}; it was "
+                           "trained for another task")
+    if head.labels is not None and not task.regression and list(head.labels) != list(task.names):
+        raise WeightsError(f"{path}: its head's labels are ({', '.join(head.labels)}), but "
+                           f"{task.name}'s are ({', '.join(task.names)})")
 
 
 def cmd_eval(args):
-    from .data.sst2 import find_sst2, read_tsv
-    from .train import encode_split, evaluate
+    from .errors import ConfigError, DataError
+    from .tasks import load_task, read_examples
+    from .train import encode_examples, evaluate_task, format_metrics
 
-    model, names = _model_with_adapter(args)
-    _check_fits_sst2(args.adapter, model, names)
-    sentences, labels = read_tsv(find_sst2(args.data_dir) / "dev.tsv")
-    ids, _ = encode_split(model.tokenizer, sentences)
-    acc, _ = evaluate(model, ids, labels)
-    print(f"dev accuracy {100 * acc:.2f}% ({round(acc * len(labels))}/{len(labels)})")
+    model, (name,) = _load_adapters(args, [args.adapter])
+    task = adapter_task(model, name, args.adapter)
+    if args.task is not None and args.task.replace("-", "") != task.name.replace("-", ""):
+        raise ConfigError(f"{args.adapter} was trained on task {task.name!r}, not {args.task!r}: an "
+                          "adapter is evaluated on its own task")
+    _check_fits(args.adapter, model.heads[name], task)
+    if args.dev_file is not None:
+        dev = read_examples(task, args.dev_file)
+    elif task.folder is None and not Path(task.split_files["dev"]).is_file():
+        raise DataError(f"{args.adapter}: trained on your files, and its dev file "
+                        f"{task.split_files['dev']} is gone: give one with --dev-file")
+    elif task.folder is None:
+        dev = read_examples(task, task.split_files["dev"])
+    else:
+        dev = load_task(task, args.data_dir)["dev"]
+    record = model.metadata[name].get("task")
+    if record and json.loads(record).get("max_length"):
+        model.tokenizer.set_max_length(json.loads(record)["max_length"])
+    ids, types, _ = encode_examples(model.tokenizer, dev)
+    metrics, _ = evaluate_task(model, task, ids, types, dev.labels, adapter=name)
+    n = len(dev.labels)
+    count = f"{round(metrics['accuracy'] * n)}/{n}" if "accuracy" in metrics else f"{n} examples"
+    print(f"{task.name} dev {format_metrics(metrics)} ({count})")
 
 
 def cmd_predict(args):
-    from .train import encode_split, evaluate
+    from .errors import ConfigError
+    from .train import softmax, to_numpy
 
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
-        print("minadapt predict: nothing to predict (give sentences or pipe lines in)", file=sys.stderr)
+        print("minadapt predict: nothing to predict (give texts or pipe lines in)", file=sys.stderr)
         return 1
-    from .data.sst2 import LABEL_NAMES
+    model, names = _load_adapters(args, args.adapter)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two adapter files hold the same task name: {names}")
+    if args.task is not None:
+        if args.task not in names:
+            raise ConfigError(f"--task {args.task}: not among the loaded adapters' tasks "
+                              f"({', '.join(names)})")
+        names = [args.task]
+    for name in names:
+        rows = predict_rows(model, name, texts)
+        for text, (label, value) in zip(texts, rows):
+            prefix = f"{name}\t" if len(names) > 1 else ""
+            body = f"{value:.4f}" if label is None else f"{label}\t{value:.4f}"
+            print(f"{prefix}{body}\t{text}")
 
-    model, names = _model_with_adapter(args)
-    if names is None and model.heads[model.resolve(None)].num_labels == len(LABEL_NAMES):
-        names = LABEL_NAMES  # an adapter file from before label names were stored
-    ids, _ = encode_split(model.tokenizer, texts)
-    _, probs = evaluate(model, ids, np.zeros(len(texts), np.int64))
-    for text, p in zip(texts, probs):
-        label = int(p.argmax())
-        print(f"{names[label] if names else label}\t{p[label]:.4f}\t{text}")
+
+def predict_rows(model, name, texts, batch_size=64):
+    """[(label, probability) or (None, score)] of task `name` for each text; a text holding a TAB
+    is a pair (text, second text)."""
+    from .data.sst2 import sequential_batches
+    from .train import softmax, to_numpy
+
+    firsts = [t.split("\t", 1)[0] for t in texts]
+    seconds = [t.split("\t", 1)[1] if "\t" in t else "" for t in texts]
+    pairs = seconds if any("\t" in t for t in texts) else None
+    ids, types = model.tokenizer.ids_and_types(firsts, pairs)
+    head = model.heads[name]
+    rows = [None] * len(texts)
+    for idx in sequential_batches(len(ids), batch_size, np.array([len(x) for x in ids])):
+        b = model.tokenizer.pad([ids[i] for i in idx], [types[i] for i in idx])
+        z = to_numpy(model.logits(*b, adapter=name))
+        for i, row in zip(idx, z):
+            if head.regression:
+                rows[i] = (None, float(row[0]))
+            else:
+                p = to_numpy(softmax(row[None]))[0]
+                k = int(p.argmax())
+                rows[i] = (head.labels[k] if head.labels else k, float(p[k]))
+    return rows
 
 
 def cmd_download(args):

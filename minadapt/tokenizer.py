@@ -56,21 +56,26 @@ class Tokenizer:
             path = path / "tokenizer.json"
         if not path.is_file():
             raise WeightsError(f"{path}: no such file (the checkpoint folder needs tokenizer.json)")
-        limit = _max_positions(path.parent / "config.json")
-        if not isinstance(max_length, int) or max_length < SPECIAL_TOKENS_PAIR:
-            raise ConfigError(f"max_length must be an integer >= {SPECIAL_TOKENS_PAIR} "
-                              f"(room for [CLS], [SEP], [SEP]), got {max_length!r}")
-        if limit is not None and max_length > limit:
-            raise ConfigError(f"max_length {max_length} is longer than the checkpoint allows: "
-                              f"{path.parent / 'config.json'} has max_position_embeddings {limit}")
+        self.config = path.parent / "config.json"
+        self.limit = _max_positions(self.config)  # max_position_embeddings, or None
         try:
             self.tk = HFTokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception for malformed files
             raise WeightsError(f"{path}: not a readable tokenizer.json: {e}") from None
         self.tk.no_padding()
+        self.set_max_length(max_length)
+        self.pad_id = self.tk.token_to_id("[PAD]") or 0
+
+    def set_max_length(self, max_length: int) -> None:
+        """Truncate every example to `max_length` tokens from now on ([CLS] and [SEP]s included)."""
+        if not isinstance(max_length, int) or max_length < SPECIAL_TOKENS_PAIR:
+            raise ConfigError(f"max_length must be an integer >= {SPECIAL_TOKENS_PAIR} "
+                              f"(room for [CLS], [SEP], [SEP]), got {max_length!r}")
+        if self.limit is not None and max_length > self.limit:
+            raise ConfigError(f"max_length {max_length} is longer than the checkpoint allows: "
+                              f"{self.config} has max_position_embeddings {self.limit}")
         self.tk.enable_truncation(max_length, strategy="longest_first")
         self.max_length = max_length
-        self.pad_id = self.tk.token_to_id("[PAD]") or 0
 
     def _encodings(self, texts, pairs):
         """The tokenizers library's Encoding of each text (or of each (text, pair) when pairs)."""

@@ -1,4 +1,4 @@
-"""Training an adapter on SST-2: the loop, evaluation, checkpoints, metrics and plots.
+"""Training an adapter on a task: the loop, evaluation, checkpoints, metrics and plots.
 
     step:  lr = schedule(step)
            loss, logits, grads = model.loss_and_grads(batch)     forward, loss, backward
@@ -22,13 +22,13 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .backend import to_device, to_numpy
-from .config import finite_float, fraction, non_negative_int, positive_int
+from .config import Number, finite_float, fraction, non_negative_int, positive_int
 from .errors import ConfigError, MinadaptError, TrainingDiverged, WeightsError
 from .nn.adapter import NON_LINEARITIES
 from .optim import AdamW, clip_grad_norm, lr_schedule
@@ -39,10 +39,18 @@ from .weights import check_finite, read_safetensors, save_tensors
 
 @dataclass
 class TrainConfig:
-    data_dir: str | None = None  # SST-2 folder (train.tsv, dev.tsv); else $MINADAPT_DATA/sst2, else download
+    task: str = "sst2"  # a built-in task (minadapt.tasks.TASKS), or "custom" with train_file/dev_file
+    data_dir: str | None = None  # the task's folder; else $MINADAPT_DATA/<task>, else download
+    train_file: str | None = None  # your own data: CSV, TSV or JSONL (by extension) ...
+    dev_file: str | None = None  # ... and its dev split, in the same format
+    text_column: str = "text"  # your own data's columns: the text,
+    text_pair_column: str | None = None  # the second text of a pair (or none),
+    label_column: str = "label"  # and the label (a class name, or a number with regression)
+    regression: bool = False  # your own data's label is a real number (one output, MSE loss)
+    max_length: int = 128  # tokens per example, [CLS] and [SEP] included (up to 512)
     weights: str | None = None  # checkpoint folder; None: weights/all-MiniLM-L6-v2, fetched if missing
-    out: str = "runs/sst2"  # where the adapter, metrics.jsonl, the plot and checkpoints go
-    adapter_name: str = "sst2"
+    out: str | None = None  # where the adapter, metrics.jsonl, the plot and checkpoints go: runs/<task>
+    adapter_name: str | None = None  # the adapter's and head's name: the task's, by default
     bottleneck: int = 64  # m, the adapter's width
     non_linearity: str = "swish"
     train_layer_norms: bool = False
@@ -62,7 +70,8 @@ class TrainConfig:
     # what must match for --resume to continue the same run
     RESUME_KEYS = ("bottleneck", "non_linearity", "train_layer_norms", "epochs", "max_steps",
                    "batch_size", "lr", "warmup", "weight_decay", "max_grad_norm", "train_subset",
-                   "seed", "adapter_name")
+                   "seed", "adapter_name", "task", "train_file", "dev_file", "text_column",
+                   "text_pair_column", "label_column", "regression", "max_length")
 
     # what each number may be; the CLI's options use the same rules as their argparse types
     RULES = {"bottleneck": positive_int, "epochs": finite_float(min=0, strict=True),
@@ -70,11 +79,20 @@ class TrainConfig:
              "lr": finite_float(min=0, strict=True), "warmup": fraction,
              "weight_decay": finite_float(min=0), "max_grad_norm": finite_float(min=0, strict=True),
              "eval_every": non_negative_int, "train_subset": positive_int, "seed": non_negative_int,
-             "log_every": positive_int}
+             "log_every": positive_int, "max_length": Number(int, low=3, high=512)}
     OPTIONAL = ("max_steps", "train_subset")  # None: not set
 
     def __post_init__(self):
         """Refuse nonsense at once (ConfigError naming the field), not as a NaN hours later."""
+        if (self.train_file is None) != (self.dev_file is None):
+            raise ConfigError("TrainConfig.train_file and dev_file: give both (your own data), or "
+                              "neither (a built-in task)")
+        if self.train_file is not None and self.task == "sst2":
+            self.task = "custom"  # the default task gives way to your own files
+        if self.out is None:
+            self.out = f"runs/{self.task}"
+        if self.adapter_name is None:
+            self.adapter_name = self.task
         for name, rule in self.RULES.items():
             rule.check(f"TrainConfig.{name}", getattr(self, name), optional=name in self.OPTIONAL)
         if self.non_linearity not in NON_LINEARITIES:
@@ -89,15 +107,27 @@ class TrainConfig:
         return asdict(self)
 
 
+    def resolve_task(self):
+        """The minadapt.tasks.Task this run trains on."""
+        from .tasks import get_task, task_from_files
+
+        if self.train_file is not None:
+            return task_from_files(self.train_file, self.dev_file, self.text_column,
+                                   self.text_pair_column, self.label_column, self.regression,
+                                   name=self.task)
+        return get_task(self.task)
+
+
 @dataclass
 class TrainResult:
-    dev_accuracy: float
+    dev_accuracy: float  # nan for a task whose metrics do not include accuracy
     steps: int
     seconds: float
     adapter_path: Path
     metrics_path: Path
     plot_path: Path | None
     interrupted: bool = False
+    dev_metrics: dict = field(default_factory=dict)  # every metric of the task, the first reported
 
 
 class Interrupted(Exception):
@@ -113,6 +143,49 @@ def encode_split(tokenizer, sentences):
     """Token ids of each sentence (unpadded) and their lengths."""
     ids = tokenizer.ids(sentences)
     return ids, np.array([len(s) for s in ids])
+
+
+def encode_examples(tokenizer, examples):
+    """Token ids and type ids of each example (text, or text pair), unpadded, and their lengths."""
+    ids, types = tokenizer.ids_and_types(examples.texts, examples.pairs)
+    return ids, types, np.array([len(s) for s in ids])
+
+
+def as_examples(split):
+    """A split as minadapt.tasks.Examples: given as such, or as (texts, labels) (tests, lessons)."""
+    from .tasks import Examples
+
+    if isinstance(split, Examples):
+        return split
+    texts, labels = split
+    return Examples(list(texts), None, np.asarray(labels))
+
+
+def task_outputs(model, ids, types=None, batch_size=128, adapter=None, runner=None):
+    """The head's outputs on a whole split, in batches sorted by length: class probabilities
+    (N, C), or the score (N, 1) of a regression head. runner: what computes the logits (a
+    parallel.DataParallel; default: the model)."""
+    from .data.sst2 import sequential_batches
+
+    name = model.resolve(adapter)
+    head = model.heads[name]
+    logits = runner.logits if runner is not None else (
+        lambda *b: model.logits(*b, adapter=name))
+    lengths = np.array([len(s) for s in ids])
+    out = np.zeros((len(ids), head.num_labels), np.float64)
+    for idx in sequential_batches(len(ids), batch_size, lengths):
+        b = model.tokenizer.pad([ids[i] for i in idx], None if types is None else [types[i] for i in idx])
+        z = logits(b.input_ids, b.attention_mask, b.token_type_ids)
+        out[idx] = to_numpy(z if head.regression else softmax(z))
+    return out
+
+
+def evaluate_task(model, task, ids, types, labels, adapter=None, runner=None, batch_size=128):
+    """({metric: value} for each of task.metrics, outputs (see task_outputs)) on a whole split."""
+    from .tasks import evaluate as score, predictions
+
+    outputs = task_outputs(model, ids, types, batch_size, adapter, runner)
+    return score(task, predictions(task, outputs), labels), outputs
 
 
 def evaluate(model, ids, labels, batch_size=128, adapter=None, runner=None):
@@ -192,7 +265,7 @@ def set_rng_state(rng, state):
 
 # --- plots ----------------------------------------------------------------------------------------
 def plot_history(history, path, title=""):
-    """Training loss (per logged interval) and dev accuracy against the step, as a PNG.
+    """Training loss (per logged interval) and the task's first dev metric against the step, as a PNG.
     Uses a bare Figure (no pyplot): no display needed, and a notebook's backend is left alone."""
     from matplotlib.figure import Figure
 
@@ -204,9 +277,11 @@ def plot_history(history, path, title=""):
     ax1.set_xlabel("step")
     ax1.set_ylabel("training loss", color="tab:blue")
     ax2 = ax1.twinx()
-    ax2.plot([h["step"] for h in dev], [100 * h["dev_accuracy"] for h in dev], "o-",
-             color="tab:red")
-    ax2.set_ylabel("dev accuracy (%)", color="tab:red")
+    metric = dev[0].get("dev_metric", "accuracy") if dev else "accuracy"
+    scale = 1 if metric in ("pearson", "spearman", "matthews") else 100
+    ax2.plot([h["step"] for h in dev], [scale * h.get("dev_score", h.get("dev_accuracy")) for h in dev],
+             "o-", color="tab:red")
+    ax2.set_ylabel(f"dev {metric}" + (" (%)" if scale == 100 else ""), color="tab:red")
     ax1.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -300,26 +375,32 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
 
 
 def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
-    from .data.sst2 import LABEL_NAMES, load_sst2
     from .model import load_model
+    from .tasks import load_task
 
     out = Path(cfg.out)  # made and locked by train()
+    task = cfg.resolve_task()
     if data is None:
-        data = load_sst2(cfg.data_dir)
-    train_sents, train_labels = data["train"]
+        data = load_task(task, cfg.data_dir)
+    train_set, dev_set = as_examples(data["train"]), as_examples(data["dev"])
     if cfg.train_subset:
-        train_sents, train_labels = train_sents[:cfg.train_subset], train_labels[:cfg.train_subset]
+        n = cfg.train_subset
+        train_set = type(train_set)(train_set.texts[:n], None if train_set.pairs is None else
+                                    train_set.pairs[:n], train_set.labels[:n])
     if model is None:
         model = load_model(cfg.weights, dtype="float32", device=cfg.device, seed=cfg.seed)
     need_tokenizer(model)
+    model.tokenizer.set_max_length(cfg.max_length)
     model.add_adapter(cfg.adapter_name, cfg.bottleneck, cfg.non_linearity, seed=cfg.seed,
                       train_layer_norms=cfg.train_layer_norms)
-    model.add_classification_head(cfg.adapter_name, num_labels=2, seed=cfg.seed, labels=LABEL_NAMES)
+    model.add_classification_head(cfg.adapter_name, num_labels=task.num_outputs, seed=cfg.seed,
+                                  labels=task.names or None, regression=task.regression)
     model.rng = model._new_rng(cfg.seed)
 
-    train_ids, train_len = encode_split(model.tokenizer, train_sents)
-    dev_ids, _ = encode_split(model.tokenizer, data["dev"][0])
-    dev_labels = np.asarray(data["dev"][1])
+    train_ids, train_types, train_len = encode_examples(model.tokenizer, train_set)
+    train_labels = train_set.labels
+    dev_ids, dev_types, _ = encode_examples(model.tokenizer, dev_set)
+    dev_labels = dev_set.labels
     steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
     total = cfg.max_steps or max(1, round(cfg.epochs * steps_per_epoch))
     warmup = int(cfg.warmup * total)
@@ -366,7 +447,7 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
                 epoch = step // steps_per_epoch
                 batches = epoch_batches(train_len, cfg.batch_size, cfg.seed, epoch)
             idx = batches[step % steps_per_epoch]
-            b = model.tokenizer.pad([train_ids[i] for i in idx])
+            b = model.tokenizer.pad([train_ids[i] for i in idx], [train_types[i] for i in idx])
             lr = lr_schedule(step, total, warmup, cfg.lr)
             loss, _, grads = dp.loss_and_grads(b.input_ids, b.attention_mask, b.token_type_ids,
                                                train_labels[idx], train=True)
@@ -389,12 +470,13 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
                 bar.update(1, loss=loss, sent_s=round(speed, 1))
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
                 t_eval = time.perf_counter()
-                acc, _ = evaluate(model, dev_ids, dev_labels, adapter=cfg.adapter_name, runner=dp)
-                log({"kind": "eval", "step": step, "dev_accuracy": acc})
+                metrics, _ = evaluate_task(model, task, dev_ids, dev_types, dev_labels,
+                                           adapter=cfg.adapter_name, runner=dp)
+                log(_eval_record(step, metrics))
                 if bar:
-                    bar.write(f"step {step}: dev accuracy {100 * acc:.2f}%")
+                    bar.write(f"step {step}: dev {format_metrics(metrics)}")
                 save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
-                plot_history(history, out / "training.png", f"SST-2, bottleneck {cfg.bottleneck}")
+                plot_history(history, out / "training.png", f"{task.name}, bottleneck {cfg.bottleneck}")
                 eval_seconds += time.perf_counter() - t_eval
             if callback:
                 callback(step, loss)
@@ -419,17 +501,55 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
     if interrupted:
         save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
         print(f"\ninterrupted after step {step}/{total}; saved {ckpt_path}\n"
-              f"continue with: minadapt train sst2 --out {out} --resume (and the same options)")
+              f"continue with: minadapt train {cfg.task if cfg.train_file is None else ''} --out {out} "
+              "--resume (and the same options)")
         return TrainResult(float("nan"), step, seconds, ckpt_path, metrics_path, None, True)
 
-    acc, _ = evaluate(model, dev_ids, dev_labels, adapter=cfg.adapter_name, runner=dp)
+    metrics, _ = evaluate_task(model, task, dev_ids, dev_types, dev_labels,
+                               adapter=cfg.adapter_name, runner=dp)
     dp.close()
-    log({"kind": "eval", "step": step, "dev_accuracy": acc})
+    log(_eval_record(step, metrics))
     save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
+    head = model.heads[cfg.adapter_name]
     adapter_path = model.save_adapter(out / "adapter.safetensors", adapter=cfg.adapter_name, extra_metadata={
-        "training": cfg.to_dict(), "dev_accuracy": acc, "steps": step, "labels": list(LABEL_NAMES)})
-    plot = plot_history(history, out / "training.png", f"SST-2, bottleneck {cfg.bottleneck}")
-    return TrainResult(acc, step, seconds, adapter_path, metrics_path, plot)
+        "training": cfg.to_dict(), "task": task_record(task, cfg), "dev_metrics": metrics,
+        "dev_accuracy": metrics.get("accuracy", float("nan")), "steps": step,
+        "labels": list(head.labels) if head.labels else None})
+    plot = plot_history(history, out / "training.png", f"{task.name}, bottleneck {cfg.bottleneck}")
+    return TrainResult(metrics.get("accuracy", float("nan")), step, seconds, adapter_path,
+                       metrics_path, plot, dev_metrics=metrics)
+
+
+def _eval_record(step, metrics) -> dict:
+    """A metrics.jsonl line for an evaluation: every metric, the first as dev_score (what the plot
+    shows), and dev_accuracy where accuracy is among them."""
+    first = next(iter(metrics))
+    record = {"kind": "eval", "step": step, "dev": metrics, "dev_metric": first,
+              "dev_score": metrics[first]}
+    if "accuracy" in metrics:
+        record["dev_accuracy"] = metrics["accuracy"]
+    return record
+
+
+def format_metrics(metrics) -> str:
+    """'accuracy 91.20%, f1_macro 90.85%' (Pearson and Spearman as numbers: they are not shares)."""
+    return ", ".join(f"{k} {v:.4f}" if k in ("pearson", "spearman", "matthews") else f"{k} {100 * v:.2f}%"
+                     for k, v in metrics.items())
+
+
+def task_record(task, cfg=None) -> dict:
+    """What an adapter file says of its task, so that eval and predict need nothing else: the name,
+    label names, metrics, whether it is a regression, its columns, and (for your own files) where
+    they were."""
+    record = {"name": task.name, "labels": list(task.names), "metrics": list(task.metrics),
+              "regression": task.regression, "text_column": task.text_column,
+              "text_pair_column": task.text_pair_column, "label_column": task.label_column,
+              "builtin": task.folder is not None}
+    if task.folder is None:
+        record["files"] = dict(task.files)
+    if cfg is not None:
+        record["max_length"] = cfg.max_length
+    return record
 
 
 def _diverged(step, total, loss, grad_norm, cfg, ckpt_path) -> TrainingDiverged:

@@ -59,7 +59,14 @@ CASES = [
     Case(T + "--train-subset 0", 2, ("--train-subset", ">= 1")),
     Case(T + "--non-linearity tanh", 2, ("--non-linearity", "tanh")),
     Case(T + "--device tpu", 2, ("--device", "tpu")),
+    Case(T + "--max-length 2", 2, ("--max-length", "from 3 to 512")),
+    Case(T + "--max-length 600", 2, ("--max-length",)),
     Case("train mnli", 2, ("task", "mnli")),
+    Case("train", 1, ("name a task", "--train-file")),
+    Case("train sst2 --train-file {a_file} --dev-file {a_file}", 1, ("not both",)),
+    Case("train --train-file {a_file}", 1, ("train_file and dev_file",)),
+    Case("predict --adapter {three_labels} --task other --weights {ckpt} hello", 1,
+         ("--task other", "not among")),
     # --- train: files and folders (exit 1, before any model is loaded) ---
     Case("train sst2 --data-dir {data} --weights {ckpt} --out {a_file}", 1,
          ("{a_file}", "is a file", "--out")),
@@ -80,7 +87,7 @@ CASES = [
     Case("eval --adapter {inf_adapter} --data-dir {data} --weights {ckpt}", 1,
          ("{inf_adapter}", "Inf")),
     Case("eval --adapter {three_labels} --data-dir {data} --weights {ckpt}", 1,
-         ("{three_labels}", "3 labels", "neg, neutral, pos", "SST-2 has 2 labels")),
+         ("{three_labels}", "3 labels", "neg, neutral, pos", "sst2 has 2 labels")),
     Case("eval --adapter {other_names} --data-dir {data} --weights {ckpt}", 1,
          ("{other_names}", "yes, no", "negative, positive")),
     Case("eval --adapter {nowhere}.safetensors --data-dir {data} --weights {ckpt}", 1,
@@ -245,7 +252,7 @@ BAD_CONFIG = [("lr", -1.0), ("lr", float("nan")), ("lr", 0.0), ("epochs", 0), ("
               ("batch_size", 0), ("batch_size", -3), ("batch_size", True), ("bottleneck", 0),
               ("seed", -1), ("eval_every", -1), ("log_every", 0), ("train_subset", 0),
               ("max_grad_norm", 0.0), ("max_grad_norm", float("nan")), ("lr", "0.1"),
-              ("non_linearity", "tanh"), ("device", "tpu")]
+              ("max_length", 2), ("max_length", 513), ("non_linearity", "tanh"), ("device", "tpu")]
 
 
 @pytest.mark.parametrize("field,value", BAD_CONFIG)
