@@ -503,7 +503,13 @@ one run on one machine, per sequence length $L$; the repository keeps its JSON o
 reads those files:
 '''),
 code(r'''
-results = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+def is_comparison(path):
+    """A benchmark report with rows timing both minadapt and torch (other JSON files there are skipped)."""
+    report = json.loads(path.read_text())
+    return isinstance(report, dict) and any(r.get("minadapt") and r.get("torch") for r in report.get("rows", []))
+
+
+results = [p for p in sorted((ROOT / "benchmarks" / "results").glob("*.json")) if is_comparison(p)]
 if not results:
     print("No benchmark results in benchmarks/results/: benchmarks/README.md says how to make them "
           "(it needs the `ref` extra: torch, transformers, adapters). Skipping this plot.")
