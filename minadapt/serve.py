@@ -10,7 +10,10 @@
     GET  /health   {"status": "ok", "tasks": ["sst2", "topic"]}
 
 `task` may be left out when the server holds one task. A bad request gets a 4xx status and
-{"error": "..."} saying what was wrong; the server goes on serving.
+{"error": "..."} saying what was wrong, and the server goes on serving: 400 a body that is not a
+JSON object of task and texts (or pairs) of strings, 404 an unknown path or task, 405 a wrong
+method, 411 no Content-Length, 413 a body over 1 MiB or over 256 texts. Each connection carries one
+request (HTTP/1.0), so shutting down never waits on an idle kept-alive connection.
 
 How a request runs. The HTTP threads (one per connection, `ThreadingHTTPServer`) read and check the
 JSON and tokenise the texts, then hand them to the one model thread (`Batcher`) and wait. The model
@@ -242,6 +245,7 @@ class PredictServer(ThreadingHTTPServer):
         self.model, self.tasks = model, tasks
         self.max_texts, self.max_body, self.log_requests = max_texts, max_body, log_requests
         self.requests_served = 0  # 200 answers so far
+        self._serving = False
         self._count_lock = threading.Lock()
         self.batcher = Batcher(model, max_batch)
 
@@ -250,10 +254,15 @@ class PredictServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
+    def serve_forever(self, poll_interval=0.5):
+        self._serving = True
+        super().serve_forever(poll_interval)
+
     def close(self):
         """Stop: no new connection, answer those under way, close the socket, end the model thread.
         Call from another thread than serve_forever's (or after it returned)."""
-        self.shutdown()
+        if self._serving:
+            self.shutdown()
         self.server_close()
         self.batcher.stop()
 
@@ -388,7 +397,9 @@ class Handler(BaseHTTPRequestHandler):
         if not length.isdigit():
             raise BadRequest(400, f"Content-Length {length!r} is not a whole number")
         if int(length) > self.server.max_body:
-            self.close_connection = True  # the body stays unread
+            if int(length) <= 16 * self.server.max_body:  # read and drop it, so the client, still
+                _drain(self.rfile, int(length))          # sending, reads the 413 (not a reset)
+            self.close_connection = True
             raise BadRequest(413, f"body of {int(length)} bytes: at most {self.server.max_body} "
                              "(send fewer texts per request)")
         raw = self.rfile.read(int(length))
@@ -403,14 +414,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: dict, allow=None):
         data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if allow:
-            self.send_header("Allow", ", ".join(allow))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if allow:
+                self.send_header("Allow", ", ".join(allow))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        except ConnectionError:  # the client left before its answer: nothing to tell it
+            self.close_connection = True
+            return
         if status == 200:
             with self.server._count_lock:
                 self.server.requests_served += 1
@@ -418,6 +433,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         if self.server.log_requests:
             super().log_message(format, *args)
+
+
+def _drain(stream, n: int, chunk: int = 1 << 16):
+    while n > 0:
+        got = stream.read(min(chunk, n))
+        if not got:
+            return
+        n -= len(got)
 
 
 def make_server(model, host: str = "127.0.0.1", port: int = 8000, max_batch: int = MAX_BATCH,

@@ -6,6 +6,7 @@ checkpoint (a 2-label, a 5-label and a regression task, random and untrained: on
 under test); the signal tests run `python -m minadapt.serve` in a subprocess.
 """
 import argparse
+import io
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ import pytest
 
 from minadapt.errors import ServeError
 from minadapt.model import load_model
-from minadapt.serve import MAX_TEXTS, add_arguments, make_server
+from minadapt.serve import MAX_TEXTS, add_arguments, make_server, serve
 from minadapt.train import softmax
 
 REPO = Path(__file__).resolve().parents[1]
@@ -291,36 +292,69 @@ def wait_listening(proc, timeout=60) -> str:
     raise AssertionError(f"no 'listening on' line: {lines} {proc.stderr.read()}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_answers_the_request_under_way_and_exits_0(checkpoint_dir, adapters, sig):
+def test_sigterm_answers_the_request_under_way_then_closes_the_socket(checkpoint_dir, adapters, capsys):
+    """serve() in this (the main) thread; the request's forward is held at a gate while SIGTERM
+    comes, so it is under way for certain: it is answered, then serve() returns 0."""
     paths, _ = adapters
-    proc = run_serve(checkpoint_dir, [paths["sst2"], paths["topic"]], "--max-batch", "1")
+    model = load_model(checkpoint_dir)
+    model.load_adapter(paths["sst2"])
+    server = make_server(model, "127.0.0.1", 0)
+    gate, entered, result = threading.Event(), threading.Event(), {}
+    real = model.logits
+
+    def gated_logits(*args, **kw):
+        entered.set()
+        gate.wait(30)
+        return real(*args, **kw)
+
+    def client():  # queued in the socket's backlog until serve() accepts it
+        result["answer"] = call(server, "/predict", {"texts": TEXTS}, timeout=120)
+
+    def conductor():
+        if entered.wait(60):  # serve() is running (its handlers set) and the forward is under way
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)
+        result["while_held"] = dict(result)
+        gate.set()
+
+    model.logits = gated_logits
+    before = signal.getsignal(signal.SIGTERM)
+    threads = [threading.Thread(target=f, daemon=True) for f in (client, conductor)]
+    for t in threads:
+        t.start()
+    assert serve(server, out=io.StringIO()) == 0
+    for t in threads:
+        t.join(60)
+    assert result["while_held"] == {}  # serve() was still waiting for it
+    status, answer = result["answer"]
+    assert status == 200 and len(answer["predictions"]) == len(TEXTS)
+    err = capsys.readouterr().err
+    assert "SIGTERM: answering the requests under way" in err
+    assert "stopped after 1 answered requests (1 forwards)" in err
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler serve() replaced is back
+    with pytest.raises(OSError):  # the socket is closed
+        urllib.request.urlopen(server.url + "/health", timeout=5)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_command_cleanly_with_exit_0(checkpoint_dir, adapters, sig):
+    paths, _ = adapters
+    proc = run_serve(checkpoint_dir, [paths["sst2"], paths["topic"]])
     try:
         url, startup = wait_listening(proc)
         assert any("sst2" in line and "negative, positive" in line for line in startup)
         assert any("topic" in line and "5 labels" in line for line in startup)
-        result = {}
-        texts = [f"{TEXTS[2]}, number {i}" for i in range(128)]
-
-        def client():  # 128 texts, 1 per forward: still running when the signal comes
-            req = urllib.request.Request(url + "/predict", json.dumps({"task": "topic", "texts": texts}).encode())
-            with urllib.request.urlopen(req, timeout=60) as r:
-                result["status"], result["body"] = r.status, json.loads(r.read())
-
-        t = threading.Thread(target=client)
-        t.start()
-        time.sleep(0.3)  # the request is accepted and under way
-        assert not result, "the request was answered before the signal: make it longer"
+        req = urllib.request.Request(url + "/predict", json.dumps({"task": "topic", "texts": TEXTS}).encode())
+        with urllib.request.urlopen(req, timeout=120) as r:
+            assert r.status == 200 and len(json.loads(r.read())["predictions"]) == len(TEXTS)
         proc.send_signal(sig)
-        t.join(60)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert result.get("status") == 200 and len(result["body"]["predictions"]) == len(texts)
     assert proc.returncode == 0, err
     assert f"{sig.name}: answering the requests under way" in err
-    assert "stopped after 1 answered requests (128 forwards)" in err
+    assert "stopped after 1 answered requests (1 forwards)" in err
     assert "Traceback" not in err
     with pytest.raises(OSError):  # the socket is closed
         urllib.request.urlopen(url + "/health", timeout=5)
