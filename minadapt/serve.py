@@ -519,12 +519,15 @@ def int_in(low: int, high: int):
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `minadapt serve`, added to parser (or subparser) p."""
-    p.description = ("Serve one or more adapter files over HTTP: one backbone, every adapter beside "
-                     "it. POST /predict {\"task\": NAME, \"texts\": [...]} (or \"pairs\": [[a, b], ...]) "
-                     "answers each text's label and probabilities (a score for regression); GET /tasks "
-                     "lists the tasks, GET /health answers ok. Requests for the same task that "
-                     "arrive together run as one batch. SIGTERM or Ctrl-C answers the requests "
-                     "under way and stops.")
+    p.description = (
+        "Serve adapter files over HTTP: one backbone, every adapter beside it.\n\n"
+        "  POST /predict  {\"task\": NAME, \"texts\": [...]}  (or \"pairs\": [[a, b], ...])\n"
+        "                 each text's label and probabilities (a score for regression);\n"
+        "                 \"task\" may be left out when one adapter is served\n"
+        "  GET  /tasks    the tasks, their labels, and whether they are regression\n"
+        "  GET  /health   {\"status\": \"ok\"}\n\n"
+        "Requests for the same task that arrive together run as one batch. SIGTERM or\n"
+        "Ctrl-C answers the requests under way, closes the socket and exits 0.")
     p.epilog = ("example:\n  minadapt serve --adapter runs/sst2/adapter.safetensors --port 8000\n"
                 "  curl -s localhost:8000/predict -d '{\"texts\": [\"a gorgeous, witty film\"]}'")
     p.formatter_class = argparse.RawDescriptionHelpFormatter
