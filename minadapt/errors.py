@@ -36,3 +36,8 @@ class TrainingDiverged(MinadaptError):
 
 class DeviceError(MinadaptError, RuntimeError):
     """A GPU was asked for but CuPy is missing or finds no CUDA device."""
+
+
+class ServeError(MinadaptError):
+    """`minadapt serve` cannot listen where it was asked: the port is in use, the address is not
+    this machine's, or a port below 1024 needs privileges."""
