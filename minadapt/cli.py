@@ -32,6 +32,7 @@ examples:
   minadapt eval --adapter runs/sst2/adapter.safetensors
   minadapt predict --adapter runs/sst2/adapter.safetensors "a gorgeous, witty film"
   echo "dull and lifeless" | minadapt predict --adapter runs/sst2/adapter.safetensors
+  minadapt serve --adapter runs/sst2/adapter.safetensors --port 8000
   minadapt bench --lengths 16,64             time training and inference steps
 
 environment:
@@ -151,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="run only this task of those loaded")
     p.add_argument("texts", nargs="*", help="texts (default: read lines from stdin)")
     _common(p)
+
+    from .serve import add_arguments as serve_arguments
+
+    serve_arguments(sub.add_parser("serve", help="answer /predict requests over HTTP for one or "
+                                   "more adapters on one backbone"))
 
     dl = sub.add_parser("download", help="fetch a checkpoint into weights/",
                         description="Fetch the checkpoint's model.safetensors, config.json, "
@@ -407,6 +413,12 @@ def predict_rows(model, name, texts, batch_size=64):
     return rows
 
 
+def cmd_serve(args):
+    from .serve import main as serve_main
+
+    return serve_main(args)
+
+
 def cmd_download(args):
     from .hub import ensure_checkpoint
 
@@ -452,7 +464,7 @@ def cmd_info(args):
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "download": cmd_download,
-            "bench": cmd_bench, "info": cmd_info}
+            "bench": cmd_bench, "serve": cmd_serve, "info": cmd_info}
 
 if __name__ == "__main__":
     sys.exit(main())
