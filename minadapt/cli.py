@@ -146,6 +146,9 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args) or 0
     except MinadaptError as e:
         print(f"minadapt {args.command}: error: {e}", file=sys.stderr)
+        from .distributed import abort
+
+        abort(1)  # under mpiexec: end every rank (the others would wait for this one forever)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -167,6 +170,8 @@ def cmd_train(args):
     r = train(cfg, resume=args.resume)
     if r.interrupted:
         return 130
+    if r.plot_path is None:  # not rank 0 of an mpiexec run: rank 0 reports
+        return 0
     size = r.adapter_path.stat().st_size
     print(f"dev accuracy {100 * r.dev_accuracy:.2f}% after {r.steps} steps in {r.seconds / 60:.1f} min\n"
           f"adapter  {r.adapter_path} ({size / 1e6:.2f} MB)\n"
