@@ -24,6 +24,7 @@ examples:
   minadapt download                          fetch all-MiniLM-L6-v2 into weights/
   minadapt train sst2                        train an adapter (about 5-10 min on 2 cores)
   minadapt train sst2 --max-steps 200        a quick try
+  mpiexec -n 4 minadapt train sst2           data-parallel over 4 MPI processes (pip install minadapt[mpi])
   minadapt eval --adapter runs/sst2/adapter.safetensors
   minadapt predict --adapter runs/sst2/adapter.safetensors "a gorgeous, witty film"
   echo "dull and lifeless" | minadapt predict --adapter runs/sst2/adapter.safetensors
