@@ -54,10 +54,11 @@ def launched() -> tuple[int, int]:
 
 
 def data_parallel(model, adapter: str | None = None):
-    """The data-parallel runner for this process: MPIDataParallel when started by mpiexec with
-    more than one process, else parallel.DataParallel (the batch cut over this machine's cores)."""
+    """The data-parallel runner for this process: MPIDataParallel (NCCLDataParallel for a model on
+    a GPU) when started by mpiexec with more than one process, else parallel.DataParallel (the
+    batch cut over this machine's cores)."""
     if launched()[1] > 1:
-        return MPIDataParallel(model, adapter)
+        return MPIDataParallel(model, adapter) if model.xp is np else NCCLDataParallel(model, adapter)
     from .parallel import DataParallel
 
     return DataParallel(model, adapter=adapter)

@@ -21,7 +21,8 @@ its memory (the frozen backbone is never written, so its pages stay shared with 
 changes between steps travels through shared memory (`shared_empty`): the task's trainable
 parameters, which the parent writes and each worker copies in before its shard, and one gradient
 slot per shard, which the caller sums. That is the packed trainable vector, the only thing a
-data-parallel adapter step has to exchange: the same layer over MPI would all-reduce it.
+data-parallel adapter step has to exchange: distributed.py, the same layer over MPI processes on
+one machine or several, all-reduces it.
 
 Shards are used on NumPy only (a GPU is one device), on Linux with OpenBLAS (its thread count can be
 set to 1 while shards run; another BLAS would multiply threads), and for B >= 2.

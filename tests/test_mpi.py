@@ -213,3 +213,27 @@ def test_ctrl_c_on_mpiexec_saves_a_checkpoint(mpiexec, tmp_path, checkpoint_dir)
     assert "interrupted after step" in stdout, stdout + stderr
     assert stdout.count("interrupted after step") == 1  # rank 0 alone reports
     assert (out / "checkpoint.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_the_command_under_mpiexec(mpiexec, tmp_path, checkpoint_dir):
+    """`mpiexec -n 2 minadapt train`: rank 0 alone reports and writes; an error (here --resume
+    with no checkpoint, seen by every rank) ends the job with the message, not a hang."""
+    data = tmp_path / "sst2"
+    data.mkdir()
+    for split, n in (("train", 48), ("dev", 12)):
+        lines = [f"{s}\t{y}" for s, y in zip(SENTENCES[:n], LABELS[:n])]
+        (data / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
+    command = [str(mpiexec), "-n", "2", sys.executable, "-m", "minadapt.cli", "train", "sst2",
+               "--data-dir", str(data), "--weights", str(checkpoint_dir), "--out", str(tmp_path / "run"),
+               "--max-steps", "3", "--batch-size", "8", "--bottleneck", "8", "--eval-every", "0"]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    p = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("dev accuracy") == 1 and p.stdout.count("resuming") == 0
+    assert (tmp_path / "run" / "adapter.safetensors").is_file()
+    t0 = time.perf_counter()
+    p = subprocess.run([*command[:-1], "0", "--resume", "--out", str(tmp_path / "none")],
+                       capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert p.returncode != 0 and "--resume: no checkpoint" in p.stderr, p.stdout + p.stderr
+    assert time.perf_counter() - t0 < 30
