@@ -33,26 +33,35 @@ class RowGenerators:
     Ops treat it as a Generator: `random(shape)` (reference dropout) and `keep_bits(shape)` (the
     fast ops' 16-bit masks, numerics.keep_mask) return shape[0] rows, row i drawn from generator i."""
 
-    def __init__(self, generators):
-        self.generators = list(generators)
+    def __init__(self, seeds, generators=None):
+        self.seeds = seeds  # (b,) one seed per row
+        self._generators = generators  # made at the first draw: a shard sent to a worker process
+        # travels as its seeds, and each process seeds only its own rows' generators
 
     @classmethod
     def draw(cls, rng, batch_size: int, rows: slice = slice(None)) -> "RowGenerators":
         """The generators of rows `rows` of a batch of `batch_size`, from parent `rng`, which moves
         on by batch_size draws whatever `rows` is (see the module docstring)."""
-        seeds = rng.integers(0, 2**63, size=batch_size)
-        return cls(np.random.default_rng(int(s)) for s in seeds[rows])
+        return cls(rng.integers(0, 2**63, size=batch_size)[rows])
+
+    @property
+    def generators(self) -> list:
+        if self._generators is None:
+            self._generators = [np.random.default_rng(int(s)) for s in self.seeds]
+        return self._generators
 
     def __len__(self):
-        return len(self.generators)
+        return len(self.seeds)
 
     def __getitem__(self, rows: slice) -> "RowGenerators":
+        """Rows `rows`, sharing their generators (and so their state) with these once made."""
         assert isinstance(rows, slice), "RowGenerators are sliced along the batch axis only"
-        return RowGenerators(self.generators[rows])
+        made = self._generators
+        return RowGenerators(self.seeds[rows], None if made is None else made[rows])
 
     def _check(self, shape):
-        assert shape[0] == len(self.generators), \
-            f"a mask of {shape[0]} rows asked of the generators of {len(self.generators)} rows"
+        assert shape[0] == len(self.seeds), \
+            f"a mask of {shape[0]} rows asked of the generators of {len(self.seeds)} rows"
 
     def random(self, shape, dtype=np.float64):
         """Uniforms in [0, 1) of `shape`; row i from generator i."""
@@ -68,7 +77,7 @@ class RowGenerators:
         self._check(shape)
         n = math.prod(shape[1:])
         words = -(-n // 4)
-        bits = np.empty((len(self.generators), 4 * words), np.uint16)
+        bits = np.empty((len(self.seeds), 4 * words), np.uint16)
         for g, row in zip(self.generators, bits):
             row.view(np.uint64)[:] = g.bit_generator.random_raw(words)
         return bits[:, :n].reshape(shape)
