@@ -29,6 +29,7 @@ examples:
   minadapt download                          fetch all-MiniLM-L6-v2 into weights/
   minadapt train sst2                        train an adapter (about 5-10 min on 2 cores)
   minadapt train sst2 --max-steps 200        a quick try
+  mpiexec -n 4 minadapt train sst2           data-parallel over 4 MPI processes (pip install minadapt[mpi])
   minadapt eval --adapter runs/sst2/adapter.safetensors
   minadapt predict --adapter runs/sst2/adapter.safetensors "a gorgeous, witty film"
   echo "dull and lifeless" | minadapt predict --adapter runs/sst2/adapter.safetensors
@@ -217,6 +218,9 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args) or 0
     except MinadaptError as e:
         print(f"minadapt {args.command}: error: {e}", file=sys.stderr)
+        from .distributed import abort
+
+        abort(1)  # under mpiexec: end every rank (the others would wait for this one forever)
         return 1
     except MemoryError:
         print(f"minadapt {args.command}: error: out of memory (try a smaller --batch-size or "
@@ -262,6 +266,8 @@ def cmd_train(args):
     r = train(cfg, resume=args.resume)
     if r.interrupted:
         return 130
+    if r.plot_path is None:  # not rank 0 of an mpiexec run: rank 0 reports
+        return 0
     size = r.adapter_path.stat().st_size
     print(f"dev {format_metrics(r.dev_metrics)} after {r.steps} steps in {r.seconds / 60:.1f} min\n"
           f"adapter  {r.adapter_path} ({size / 1e6:.2f} MB)\n"

@@ -21,7 +21,8 @@ its memory (the frozen backbone is never written, so its pages stay shared with 
 changes between steps travels through shared memory (`shared_empty`): the task's trainable
 parameters, which the parent writes and each worker copies in before its shard, and one gradient
 slot per shard, which the caller sums. That is the packed trainable vector, the only thing a
-data-parallel adapter step has to exchange: the same layer over MPI would all-reduce it.
+data-parallel adapter step has to exchange: distributed.py, the same layer over MPI processes on
+one machine or several, all-reduces it.
 
 Shards are used on NumPy only (a GPU is one device), on Linux with OpenBLAS (its thread count can be
 set to 1 while shards run; another BLAS would multiply threads), and for B >= 2.
@@ -40,6 +41,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .packed import pack, unpack
+from .row_generators import RowGenerators
 
 _OPENBLAS = []  # [found or None], looked up once
 _INSIDE = [False]  # True while this process runs a shard (always, in a worker): shards do not nest
@@ -310,12 +312,15 @@ class DataParallel:
         loss, logits, grads = dp.loss_and_grads(ids, mask, types, labels, train=True)
         dp.close()                                       # or use it as a context manager
 
-    The results equal the model's own (up to the rounding of summing the shards' gradients), but
-    dropout draws each shard's masks from its own generator (child_rngs), so a training run's
-    masks depend on the number of shards. Made for one task of a model as it stands: the task's
+    The results equal the model's own (up to the rounding of summing the shards' gradients). On
+    the CPU, dropout draws each sentence's masks from its own generator (row_generators.py), so a
+    training run's masks do not depend on the number of shards, nor on the processes of
+    distributed.py: the same seed gives the same run on 1, 2 or 4 of either. Made for one task of a model as it stands: the task's
     parameters may change (they are sent to the workers before every call), but a model given
     another adapter, head or trainable set needs a new DataParallel. With one shard (one core, a
     GPU, a batch of one) everything runs here, in this process."""
+
+    rank, world_size = 0, 1  # one process (distributed.MPIDataParallel: one of several)
 
     def __init__(self, model, adapter: str | None = None, n: int | None = None):
         self.model = model
@@ -343,7 +348,13 @@ class DataParallel:
         """Run _Shard.method over the shards of `batch` (a tuple of arrays, None kept), at once."""
         B = batch[0].shape[0]
         parts = self._shards(B)
-        rngs = child_rngs(rng, len(parts)) if rng is not None else [None] * len(parts)
+        if rng is None:
+            rngs = [None] * len(parts)
+        elif self.model.xp is np:  # each sentence's masks from its own generator: any cut, one run
+            rows = RowGenerators.draw(rng, B)
+            rngs = [rows[s] for s in parts]
+        else:  # a GPU: one shard, the generator itself
+            rngs = child_rngs(rng, len(parts))
         calls = [(i > 0, *(None if a is None else a[s] for a in batch), (s.stop - s.start) / B, r,
                   *extra) for i, (s, r) in enumerate(zip(parts, rngs))]
         if len(parts) == 1:
@@ -375,6 +386,10 @@ class DataParallel:
         """As Model.encode for this task."""
         results, _ = self._map("encode", self.model._inputs(input_ids, attention_mask, token_type_ids), ())
         return results[0] if len(results) == 1 else self.model.xp.concatenate(results)
+
+    def any_rank(self, flag: bool) -> bool:
+        """`flag` itself: one process has no others to agree with (see MPIDataParallel)."""
+        return bool(flag)
 
     @property
     def pids(self) -> list[int]:

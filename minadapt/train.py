@@ -32,7 +32,7 @@ from .config import Number, finite_float, fraction, non_negative_int, positive_i
 from .errors import ConfigError, MinadaptError, TrainingDiverged, WeightsError
 from .nn.adapter import NON_LINEARITIES
 from .optim import AdamW, clip_grad_norm, lr_schedule
-from .parallel import DataParallel
+from .distributed import data_parallel
 from .progress import Progress
 from .weights import check_finite, read_safetensors, save_tensors
 
@@ -406,8 +406,10 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
     warmup = int(cfg.warmup * total)
     trainable = model.trainable_names(cfg.adapter_name)
     opt = AdamW({k: model.params[k] for k in trainable}, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # the batch cut over the CPU's cores (one shard, here, on a GPU or a single core)
-    dp = DataParallel(model, adapter=cfg.adapter_name)
+    # the batch cut over the CPU's cores (one shard, here, on a GPU or a single core), or over
+    # the processes of `mpiexec -n N` (distributed.py): then rank 0 alone prints and writes files
+    dp = data_parallel(model, adapter=cfg.adapter_name)
+    main = dp.rank == 0
 
     ckpt_path, metrics_path = out / "checkpoint.safetensors", out / "metrics.jsonl"
     step, history = 0, []
@@ -416,14 +418,17 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
             raise MinadaptError(f"--resume: no checkpoint at {ckpt_path} (train once without "
                                 "--resume, or point --out at the run's folder)")
         step, history = load_training_checkpoint(ckpt_path, model, opt, cfg)
-        print(f"resuming from {ckpt_path} at step {step}/{total}")
-    with open(metrics_path, "w") as f:  # rewritten from the checkpoint's history: no duplicates
-        f.writelines(json.dumps(h) + "\n" for h in history)
+        if main:
+            print(f"resuming from {ckpt_path} at step {step}/{total}")
+    if main:
+        with open(metrics_path, "w") as f:  # rewritten from the checkpoint's history: no duplicates
+            f.writelines(json.dumps(h) + "\n" for h in history)
 
     def log(record):
         history.append(record)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
 
     stop_requested = []  # a signal arrived: finish this step, then save and stop
 
@@ -431,12 +436,13 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
         if stop_requested:  # the second one: stop now, mid-step
             raise Interrupted(hard=True)
         stop_requested.append(signum)
-        print(f"\n{signal.Signals(signum).name}: finishing step {step + 1}, then saving a checkpoint "
-              "(again to stop at once)", file=sys.stderr, flush=True)
+        if main:
+            print(f"\n{signal.Signals(signum).name}: finishing step {step + 1}, then saving a "
+                  "checkpoint (again to stop at once)", file=sys.stderr, flush=True)
 
     handled = (signal.SIGINT, signal.SIGTERM)
     old_handlers = [signal.signal(s, on_signal) for s in handled] if _main_thread() else None
-    bar = Progress(total, desc="train", unit="step", initial=step) if progress else None
+    bar = Progress(total, desc="train", unit="step", initial=step) if progress and main else None
     t0, sentences, interval_loss, interval_n = time.perf_counter(), 0, 0.0, 0
     eval_seconds = 0.0  # kept out of the training speed
     epoch, batches = -1, None
@@ -475,12 +481,13 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
                 log(_eval_record(step, metrics))
                 if bar:
                     bar.write(f"step {step}: dev {format_metrics(metrics)}")
-                save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
-                plot_history(history, out / "training.png", f"{task.name}, bottleneck {cfg.bottleneck}")
+                if main:
+                    save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
+                    plot_history(history, out / "training.png", f"{task.name}, bottleneck {cfg.bottleneck}")
                 eval_seconds += time.perf_counter() - t_eval
             if callback:
                 callback(step, loss)
-            if stop_requested:
+            if dp.any_rank(stop_requested):  # every rank stops after the same step
                 raise Interrupted()
     except (KeyboardInterrupt, Interrupted) as e:
         interrupted = "hard" if getattr(e, "hard", False) or isinstance(e, KeyboardInterrupt) else "clean"
@@ -496,7 +503,10 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
     if interrupted == "hard":  # mid-step: the state in memory is half a step; keep the saved one
         saved = f"the last checkpoint ({ckpt_path}) is kept" if ckpt_path.is_file() else \
             "no checkpoint was saved yet"
-        print(f"\nstopped during step {step + 1}/{total}; {saved}")
+        if main:
+            print(f"\nstopped during step {step + 1}/{total}; {saved}")
+        return TrainResult(float("nan"), step, seconds, ckpt_path, metrics_path, None, True)
+    if interrupted and not main:
         return TrainResult(float("nan"), step, seconds, ckpt_path, metrics_path, None, True)
     if interrupted:
         save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
@@ -509,6 +519,9 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
                                adapter=cfg.adapter_name, runner=dp)
     dp.close()
     log(_eval_record(step, metrics))
+    if not main:
+        return TrainResult(metrics.get("accuracy", float("nan")), step, seconds,
+                           out / "adapter.safetensors", metrics_path, None, dev_metrics=metrics)
     save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
     head = model.heads[cfg.adapter_name]
     adapter_path = model.save_adapter(out / "adapter.safetensors", adapter=cfg.adapter_name, extra_metadata={

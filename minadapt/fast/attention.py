@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import get_xp
+from ..row_generators import RowGenerators
 from ..nn.attention import mask_bias, merge_heads, split_heads  # noqa: F401
 from . import dropout
 from .numerics import blockwise, keep_mask, row_sums
@@ -114,7 +115,11 @@ def probabilities(s, bias, p_drop=0.0, rng=None, train=False):
     xp = get_xp(s)
     if xp is np and train and p_drop > 0:  # softmax, then dropout, one cache-sized block at a time
         a_drop = xp.empty_like(s)
-        blockwise(lambda s, m, sd: _softmax_dropout_block(s, m, sd, p_drop, rng), s, bias, a_drop)
+        if isinstance(rng, RowGenerators):  # one generator per sentence: sliced with the block
+            blockwise(lambda s, m, sd, r: _softmax_dropout_block(s, m, sd, p_drop, r), s, bias,
+                      a_drop, rng)
+        else:
+            blockwise(lambda s, m, sd: _softmax_dropout_block(s, m, sd, p_drop, rng), s, bias, a_drop)
         return s, a_drop, None  # backward needs a and a_drop only
     if xp is np:
         blockwise(_softmax_block, s, bias)  # now the probabilities

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..backend import erf as exact_erf
 from ..backend import get_xp
+from ..row_generators import RowGenerators
 
 
 def keep_freed_memory() -> None:
@@ -48,6 +49,8 @@ def keep_mask(rng, shape, p, xp=np):
         # the bit generator's raw 64-bit output read as four 16-bit numbers: faster than
         # rng.integers(0, 65536, dtype=uint16), from the same (checkpointed) generator state
         threshold = int(round(p * 65536))
+        if isinstance(rng, RowGenerators):  # each row from its own generator (row_generators.py)
+            return rng.keep_bits(shape) >= threshold, threshold / 65536
         n = math.prod(shape)
         bits = rng.bit_generator.random_raw(-(-n // 4)).view(np.uint16)[:n].reshape(shape)
         return bits >= threshold, threshold / 65536
