@@ -452,15 +452,33 @@ class Model:
         """Task `adapter`'s trainable parameters as NumPy arrays (what an adapter file holds)."""
         return {k: to_numpy(self.params[k]) for k in sorted(self.trainable_names(adapter))}
 
-    def save_adapter(self, path, adapter: str | None = None, extra_metadata: dict | None = None):
-        """Task `adapter`'s adapter and head as one safetensors file, their configs and the
-        backbone's id in its metadata."""
+    def save_adapter(self, path, adapter: str | None = None, extra_metadata: dict | None = None,
+                     format: str = "minadapt"):
+        """Save task `adapter`'s trainable parameters. format:
+          "minadapt"    one safetensors file, the configs and the backbone's id in its metadata
+                        (any method: bottleneck adapters, LoRA, probe, full fine-tuning);
+          "adapterhub"  AdapterHub's directory (Houlsby or Pfeiffer adapter + head), which
+                        adapters' `load_adapter(dir, use_safetensors=True)` reads (minadapt.io);
+          "peft"        PEFT's LoRA directory, which `PeftModel.from_pretrained` reads.
+        Returns the path written."""
+        if format == "adapterhub":
+            from .io import save_adapterhub
+
+            return save_adapterhub(self, path, adapter)
+        if format == "peft":
+            from .io import save_peft
+
+            return save_peft(self, path, adapter)
+        if format != "minadapt":
+            raise ConfigError(f"format {format!r}: expected minadapt, adapterhub or peft")
         name = self.resolve(adapter)
-        a, h = self.adapters.get(name), self.heads.get(name)
+        a, h, lo = self.adapters.get(name), self.heads.get(name), self.loras.get(name)
         meta = {
             "format": ADAPTER_FORMAT,
             "adapter": json.dumps(asdict(a) if a else None),
             "head": json.dumps(asdict(h) if h else None),
+            "lora": json.dumps(asdict(lo) if lo else None),
+            "full_finetuning": json.dumps(name in self.full_finetuning),
             "backbone": json.dumps(self.backbone_id()),
         }
         for k, v in (extra_metadata or {}).items():
@@ -468,9 +486,18 @@ class Model:
         save_tensors(path, self.adapter_state(name), meta)
         return Path(path)
 
-    def load_adapter(self, path, check_backbone: bool = True) -> str:
-        """Add the adapter and head stored in `path` (made by save_adapter) beside whatever this
-        model holds. Returns the task's name."""
+    def load_adapter(self, path, check_backbone: bool = True, name: str | None = None) -> str:
+        """Add the task stored at `path` beside whatever this model holds; returns its name. The
+        format is detected (minadapt.io.detect_format): a minadapt file (made by save_adapter), an
+        AdapterHub directory (Houlsby or Pfeiffer, with its head) or a PEFT LoRA directory (`name`
+        names its task; default: its head's name, or the directory's)."""
+        from .io import detect_format, load_adapterhub, load_peft
+
+        kind = detect_format(path)
+        if kind == "adapterhub":
+            return load_adapterhub(self, path)
+        if kind == "peft":
+            return load_peft(self, path, name)
         tensors, meta = read_safetensors(path)
         if meta.get("format") != ADAPTER_FORMAT:
             raise WeightsError(f"{path}: not a minadapt adapter file (its metadata has no "
@@ -483,7 +510,8 @@ class Model:
                 f"hidden {theirs.get('hidden_size')}), but this model is {ours['name']} "
                 f"(sha256 {str(ours['sha256'])[:12]}…, hidden {ours['hidden_size']})")
         a, h = json.loads(meta["adapter"]), json.loads(meta["head"])
-        name = (a or h or {}).get("name")
+        lo, full = json.loads(meta.get("lora", "null")), json.loads(meta.get("full_finetuning", "false"))
+        name = (a or lo or h or {}).get("name")
         if name is None:
             raise WeightsError(f"{path}: holds neither an adapter nor a head")
         if name in self._trainable:
@@ -494,10 +522,15 @@ class Model:
             if a:
                 self.add_adapter(name, a["bottleneck"], a["non_linearity"],
                                  train_layer_norms=a["train_layer_norms"], init_std=a["init_std"],
-                                 architecture=a.get("architecture", "houlsby"))
+                                 architecture=a.get("architecture", "houlsby"),
+                                 init=a.get("init", "near_identity"))
+            if lo:
+                self.add_lora(name, lo["r"], lo["alpha"], lo["dropout"], tuple(lo["targets"]))
             if h:
                 self.add_classification_head(name, h["num_labels"], dropout=h["dropout"],
                                              labels=h.get("labels"))
+            if full:
+                self.add_full_finetuning(name)
             expected = self._trainable[name]
             if set(tensors) != expected:
                 diff = sorted(set(tensors) ^ expected)
