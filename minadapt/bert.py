@@ -6,11 +6,14 @@ and so on, in torch layout (out, in). One layer, with the adapters where Houlsby
 
     q|k|v = x Wqkv^T + bqkv                     Q, K and V as one matmul: Wqkv = [Wq; Wk; Wv]
     c     = attention(q, k, v, mask)
-    a     = adapter_attn(dropout(c Wo^T + bo))  (the identity when the adapter has none here)
-    h     = LayerNorm1(a + x)
+    a     = dropout(c Wo^T + bo)
+    h     = LayerNorm1(a + x + A_attn(a))       (no A_attn term where the adapter has none)
     f     = gelu(h Wi^T + bi)                   (B, T, F)
-    o     = adapter_ffn(dropout(f Wo2^T + bo2))
-    out   = LayerNorm2(o + h)
+    o     = dropout(f Wo2^T + bo2)
+    out   = LayerNorm2(o + h + A_ffn(o))
+
+(Pfeiffer's adapter reads LayerNorm2(o + h) instead of o, and sits after the FFN only: see
+ADAPTER_READS.)
 
 `layer_backward` is this read from the bottom up. The two residual adds are where gradients
 branch: the gradient of `a + x` reaches both `a` and `x`, and the two contributions to `dx` are
@@ -32,8 +35,20 @@ from .nn import attention as reference_attention
 from .nn import embedding
 
 # Where an architecture's adapters sit: after the attention output ("attention.output") and/or
-# after the feed-forward output ("output"), each before that sub-layer's residual add and LayerNorm.
-ADAPTER_SITES = {"houlsby": ("attention.output", "output")}
+# after the feed-forward output ("output"), at the end of that sub-layer where its residual add and
+# LayerNorm are.
+ADAPTER_SITES = {"houlsby": ("attention.output", "output"), "pfeiffer": ("output",)}
+# What the adapter reads at its site. A sub-layer ends in out = LayerNorm(o + res) (o: its output
+# after dropout, res: its input); with an adapter A(u) = f(u W_down^T + b_down) W_up^T + b_up it is
+#     out = LayerNorm(o + res + A(u))        with u, by architecture:
+#   "sublayer":    u = o                   Houlsby (AdapterHub DoubleSeqBnConfig): the adapter reads
+#                                          the sub-layer's output before the residual add;
+#   "normed_sum":  u = LayerNorm(o + res)  Pfeiffer (SeqBnConfig, original_ln_before=True): the layer's
+#                                          own LayerNorm is applied to the sum first, the adapter reads
+#                                          that, and its output (plus its residual o) goes through the
+#                                          same LayerNorm again with res: LayerNorm used twice.
+# With W_up = 0 and b_up = 0 both are the plain layer, out = LayerNorm(o + res).
+ADAPTER_READS = {"houlsby": "sublayer", "pfeiffer": "normed_sum"}
 ADAPTER_KEYS = ("adapter_down.0.weight", "adapter_down.0.bias", "adapter_up.weight", "adapter_up.bias")
 QKV = ("query", "key", "value")
 
@@ -44,6 +59,7 @@ class Run(NamedTuple):
     train: bool = False  # dropout on or off
     rng: object = None  # numpy/cupy Generator for dropout masks (train=True)
     adapter: object = None  # the AdapterConfig to run, or None (the bare backbone)
+    lora: object = None  # the LoraConfig to run, or None
     trainable: frozenset = frozenset()  # names that get gradients
 
 
@@ -74,24 +90,65 @@ def _linear_backward(dy, cache, prefix, run, grads, need_dx=True):
     return dx
 
 
-def _adapter_forward(h, params, i, where, run):
-    """The adapter at this site, or the identity (cache None) where the running one has none."""
+def _adapter_forward(u, params, i, where, run):
+    """A(u), the running adapter's bottleneck at this site without its skip connection (the site's
+    residual add is the skip: see ADAPTER_READS). Returns (A(u), cache)."""
     a = run.adapter
-    if a is None or where not in ADAPTER_SITES[a.architecture]:
-        return h, None
     prefix = adapter_prefix(i, where, a.name)
     w_down, b_down, w_up, b_up = (params[prefix + k] for k in ADAPTER_KEYS)
     act = run.ops.non_linearities[a.non_linearity]
-    return run.ops.adapter.forward(h, w_down, b_down, w_up, b_up, act)
+    return run.ops.adapter.forward(u, w_down, b_down, w_up, b_up, act, skip=False)
 
 
 def _adapter_backward(dy, cache, i, where, run, grads):
-    if cache is None:
-        return dy
     prefix = adapter_prefix(i, where, run.adapter.name)
-    dh, *dparams = run.ops.adapter.backward(dy, cache)
+    du, *dparams = run.ops.adapter.backward(dy, cache)
     grads.update(zip((prefix + k for k in ADAPTER_KEYS), dparams))
-    return dh
+    return du
+
+
+class SiteCache(NamedTuple):
+    reads: str | None  # ADAPTER_READS of the adapter here, None where the running one has none
+    ln_in: object  # LayerNorm cache of u = LayerNorm(o + res) ("normed_sum" only)
+    adapter: object
+    ln: object  # LayerNorm cache of the sub-layer's output
+
+
+def sublayer_end_forward(o, res, params, i, where, cfg, run):
+    """The end of a sub-layer, residual add and LayerNorm, with the adapter if one sits here:
+        out = LayerNorm(o + res + A(u)),  u = o (Houlsby) or LayerNorm(o + res) (Pfeiffer);
+        out = LayerNorm(o + res) where none does.
+    o (the sub-layer's output after dropout), res (its input): (B, T', H). Returns (out, SiteCache)."""
+    ln_prefix = layer_norm_prefix(i, where, run.adapter)
+    s = o + res
+    a = run.adapter
+    reads = ADAPTER_READS[a.architecture] if a is not None and where in ADAPTER_SITES[a.architecture] else None
+    ln_in = adapter_cache = None
+    if reads == "sublayer":
+        d, adapter_cache = _adapter_forward(o, params, i, where, run)
+        s = s + d
+    elif reads == "normed_sum":
+        u, ln_in = _ln_forward(s, params, ln_prefix, cfg, run)
+        d, adapter_cache = _adapter_forward(u, params, i, where, run)
+        s = s + d
+    out, ln = _ln_forward(s, params, ln_prefix, cfg, run)
+    return out, SiteCache(reads, ln_in, adapter_cache, ln)
+
+
+def sublayer_end_backward(dout, cache: SiteCache, i, where, run, grads):
+    """Backward of sublayer_end_forward: returns (do, dres). Without an adapter both are the
+    LayerNorm's input gradient: the sum o + res hands its gradient to both terms."""
+    ln_prefix = layer_norm_prefix(i, where, run.adapter)
+    # out = LayerNorm(s),  s = o + res (+ A(u))
+    ds = _ln_backward(dout, cache.ln, ln_prefix, run, grads)
+    if cache.reads is None:
+        return ds, ds
+    du = _adapter_backward(ds, cache.adapter, i, where, run, grads)  # d = A(u)
+    if cache.reads == "sublayer":  # u = o: o gets the sum's gradient and the adapter's
+        return ds + du, ds
+    # u = LayerNorm(o + res): its gradient joins the sum's, for both o and res
+    ds = ds + _ln_backward(du, cache.ln_in, ln_prefix, run, grads)
+    return ds, ds
 
 
 def _ln_forward(x, params, prefix, cfg, run):
@@ -102,8 +159,9 @@ def _ln_forward(x, params, prefix, cfg, run):
 
 def _ln_backward(dy, cache, prefix, run, grads):
     dx, dgamma, dbeta = run.ops.layernorm.backward(dy, cache)
-    if dgamma is not None:
-        grads[prefix + "weight"], grads[prefix + "bias"] = dgamma, dbeta
+    if dgamma is not None:  # added to what is there: Pfeiffer's site applies one LayerNorm twice
+        for k, g in (("weight", dgamma), ("bias", dbeta)):
+            grads[prefix + k] = grads[prefix + k] + g if prefix + k in grads else g
     return dx
 
 
@@ -127,6 +185,53 @@ def qkv_backward(dy, cache, i, first, run, grads, need_dx=True):
         for j, n in enumerate(QKV[first:first + dw.shape[0] // H]):
             grads[p + n + ".weight"], grads[p + n + ".bias"] = dw[j * H:(j + 1) * H], db[j * H:(j + 1) * H]
     return dx
+
+
+def lora_names(i: int, target: str, name: str) -> tuple[str, str]:
+    """PEFT's names for LoRA `name`'s A and B on projection `target` ('query', 'key' or 'value')."""
+    p = f"encoder.layer.{i}.attention.self.{target}."
+    return p + f"lora_A.{name}.weight", p + f"lora_B.{name}.weight"
+
+
+def qkv_lora_forward(out, x, params, i, run, first=0):
+    """Add the running LoRA's low-rank terms s dropout(x) A^T B^T to the slices of a fused projection
+    output `out` (..., n H) that it targets; the slices are Q, K, V from `first` on (0: Q|K|V).
+    Returns (out (..., n H), cache: [(slice index, target, lora cache)], or None without LoRA)."""
+    lo = run.lora
+    if lo is None:
+        return out, None
+    H = x.shape[-1]
+    parts = [out[..., j * H:(j + 1) * H] for j in range(out.shape[-1] // H)]
+    caches = []
+    for j, target in enumerate(QKV[first:first + len(parts)]):
+        if target in lo.targets:
+            a, b = lora_names(i, target, lo.name)
+            delta, c = run.ops.lora.delta_forward(x, params[a], params[b], lo.alpha / lo.r,
+                                                  lo.dropout, run.rng, run.train)
+            parts[j] = parts[j] + delta
+            caches.append((j, target, c))
+    if not caches:
+        return out, None
+    return get_xp(out).concatenate(parts, axis=-1), caches
+
+
+def qkv_lora_backward(dout, caches, i, run, grads):
+    """Backward of qkv_lora_forward: fills A's and B's gradients, returns the low-rank path's dx
+    (None without LoRA), to be added to the frozen projection's."""
+    if caches is None:
+        return None
+    H = caches[0][2].a.shape[1]  # A is (r, H)
+    dx = None
+    for j, target, c in caches:
+        dxj, da, db = run.ops.lora.delta_backward(dout[..., j * H:(j + 1) * H], c)
+        grads.update(zip(lora_names(i, target, run.lora.name), (da, db)))
+        dx = dxj if dx is None else dx + dxj
+    return dx
+
+
+def qkv_trains(i, run) -> bool:
+    """Whether anything in layer i's Q|K|V projection trains: its weights, or a LoRA on them."""
+    return not qkv_frozen(i, run) or run.lora is not None
 
 
 # --- the embeddings -------------------------------------------------------------------------------
@@ -155,19 +260,18 @@ def embeddings_backward(dx, cache, run: Run, grads):
 class AfterAttentionCache(NamedTuple):
     attn_out: object
     drop1: object
-    adapter1: object
-    ln1: object
+    site1: SiteCache  # the attention sub-layer's end: adapter (if any), residual add, LayerNorm
     ffn_in: object
     gelu: object
     ffn_out: object
     drop2: object
-    adapter2: object
-    ln2: object
+    site2: SiteCache  # the feed-forward sub-layer's end
 
 
 class LayerCache(NamedTuple):
     x_shape: tuple  # the layer input's shape is all backward needs of it
     qkv: object  # linear cache of the fused Q|K|V projection
+    lora: object  # qkv_lora_forward's cache (None without LoRA)
     attn: object
     rest: AfterAttentionCache
 
@@ -179,11 +283,12 @@ def layer_forward(params, i, x, bias, qkv, cfg: BertConfig, run: Run):
     H = cfg.hidden_size
     # q|k|v = x Wqkv^T + bqkv;  c = attention(q, k, v, mask)
     qkv_out, qkv_cache = run.ops.linear.forward(x, *qkv, frozen=qkv_frozen(i, run))  # (B, T, 3H)
+    qkv_out, lora_cache = qkv_lora_forward(qkv_out, x, params, i, run)  # + s x A^T B^T (LoRA)
     q, k, v = qkv_out[..., :H], qkv_out[..., H:2 * H], qkv_out[..., 2 * H:]
     c, attn_cache = run.ops.attention.forward(q, k, v, bias, cfg.num_attention_heads,
                                               cfg.attention_probs_dropout_prob, run.rng, run.train)
     out, rest = after_attention_forward(params, i, c, x, cfg, run)
-    return out, LayerCache(x.shape, qkv_cache, attn_cache, rest)
+    return out, LayerCache(x.shape, qkv_cache, lora_cache, attn_cache, rest)
 
 
 def after_attention_forward(params, i, c, x, cfg: BertConfig, run: Run):
@@ -191,20 +296,17 @@ def after_attention_forward(params, i, c, x, cfg: BertConfig, run: Run):
     (T' = T, or the rows of the [CLS] token alone in fast/cls_layer.py.)"""
     p = f"encoder.layer.{i}."
     p_drop = cfg.hidden_dropout_prob
-    # a = adapter_attn(dropout(c Wo^T + bo));  h = LayerNorm1(a + x)
+    # a = dropout(c Wo^T + bo);  h = LayerNorm1(a + x), with the adapter there (sublayer_end_forward)
     a, attn_out = _linear_forward(c, params, p + "attention.output.dense.", run)
     a, drop1 = run.ops.dropout.forward(a, p_drop, run.rng, run.train)
-    a, adapter1 = _adapter_forward(a, params, i, "attention.output", run)
-    h, ln1 = _ln_forward(a + x, params, layer_norm_prefix(i, "attention.output", run.adapter), cfg, run)
-    # f = gelu(h Wi^T + bi);  o = adapter_ffn(dropout(f Wo2^T + bo2));  out = LayerNorm2(o + h)
+    h, site1 = sublayer_end_forward(a, x, params, i, "attention.output", cfg, run)
+    # f = gelu(h Wi^T + bi);  o = dropout(f Wo2^T + bo2);  out = LayerNorm2(o + h), with its adapter
     f, ffn_in = _linear_forward(h, params, p + "intermediate.dense.", run)  # (B, T', F)
     f, gelu_cache = run.ops.gelu.forward(f)
     o, ffn_out = _linear_forward(f, params, p + "output.dense.", run)
     o, drop2 = run.ops.dropout.forward(o, p_drop, run.rng, run.train)
-    o, adapter2 = _adapter_forward(o, params, i, "output", run)
-    out, ln2 = _ln_forward(o + h, params, layer_norm_prefix(i, "output", run.adapter), cfg, run)
-    return out, AfterAttentionCache(attn_out, drop1, adapter1, ln1, ffn_in, gelu_cache, ffn_out,
-                                    drop2, adapter2, ln2)
+    out, site2 = sublayer_end_forward(o, h, params, i, "output", cfg, run)
+    return out, AfterAttentionCache(attn_out, drop1, site1, ffn_in, gelu_cache, ffn_out, drop2, site2)
 
 
 def after_attention_backward(dout, cache: AfterAttentionCache, i, run: Run, grads, need_dc=True):
@@ -212,42 +314,43 @@ def after_attention_backward(dout, cache: AfterAttentionCache, i, run: Run, grad
     that reaches the layer's input x through the residual add `a + x`. Fills `grads`.
     need_dc=False: nothing below the adapters trains, so the attention part is not differentiated."""
     p = f"encoder.layer.{i}."
-    # out = LayerNorm2(o + h): the sum's gradient goes to both o and h
-    do = _ln_backward(dout, cache.ln2, layer_norm_prefix(i, "output", run.adapter), run, grads)
-    # o = adapter_ffn(dropout(f Wo2^T + bo2))
-    do_ = _adapter_backward(do, cache.adapter2, i, "output", run, grads)
-    (do_,) = run.ops.dropout.backward(do_, cache.drop2)
-    df = _linear_backward(do_, cache.ffn_out, p + "output.dense.", run, grads)
+    # out = LayerNorm2(o + h (+ adapter)): the sum's gradient goes to both o and h
+    do, dh_res = sublayer_end_backward(dout, cache.site2, i, "output", run, grads)
+    # o = dropout(f Wo2^T + bo2)
+    (do,) = run.ops.dropout.backward(do, cache.drop2)
+    df = _linear_backward(do, cache.ffn_out, p + "output.dense.", run, grads)
     # f = gelu(h Wi^T + bi)
     (df,) = run.ops.gelu.backward(df, cache.gelu)
     dh = _linear_backward(df, cache.ffn_in, p + "intermediate.dense.", run, grads)
-    dh = dh + do  # the residual branch of `o + h`
-    # h = LayerNorm1(a + x): again the gradient branches into a and the residual x
-    da = _ln_backward(dh, cache.ln1, layer_norm_prefix(i, "attention.output", run.adapter), run, grads)
-    # a = adapter_attn(dropout(c Wo^T + bo))
-    da_ = _adapter_backward(da, cache.adapter1, i, "attention.output", run, grads)
+    dh = dh + dh_res  # the residual branch of `o + h`
+    # h = LayerNorm1(a + x (+ adapter)): again the gradient branches into a and the residual x
+    da, dx_res = sublayer_end_backward(dh, cache.site1, i, "attention.output", run, grads)
     if not need_dc and p + "attention.output.dense.weight" not in run.trainable:
-        return None, da  # nothing further down trains: the adapters' gradients are all we owe
-    (da_,) = run.ops.dropout.backward(da_, cache.drop1)
-    dc = _linear_backward(da_, cache.attn_out, p + "attention.output.dense.", run, grads, need_dc)
-    return dc, da
+        return None, dx_res  # nothing further down trains: the adapters' gradients are all we owe
+    # a = dropout(c Wo^T + bo)
+    (da,) = run.ops.dropout.backward(da, cache.drop1)
+    dc = _linear_backward(da, cache.attn_out, p + "attention.output.dense.", run, grads, need_dc)
+    return dc, dx_res
 
 
 def layer_backward(dout, cache: LayerCache, i, run: Run, need_dx=True):
     """The layer's forward read bottom-up. Inputs: dout (B, T, H).
     Returns (dx (B, T, H), or None when need_dx=False, grads: the trainable parameters' gradients)."""
     grads = {}
-    frozen = qkv_frozen(i, run)
-    dc, dx_res = after_attention_backward(dout, cache.rest, i, run, grads, need_dc=need_dx or not frozen)
+    dc, dx_res = after_attention_backward(dout, cache.rest, i, run, grads,
+                                          need_dc=need_dx or qkv_trains(i, run))
     if dc is None:
         return None, grads
     # c = attention(q, k, v, mask)
     dq, dk, dv = run.ops.attention.backward(dc, cache.attn)
-    # q|k|v = x Wqkv^T + bqkv
-    xp = get_xp(dq)
-    dx = qkv_backward(xp.concatenate([dq, dk, dv], axis=-1), cache.qkv, i, 0, run, grads, need_dx)
+    # q|k|v = x Wqkv^T + bqkv (+ the LoRA terms on their slices)
+    dqkv = get_xp(dq).concatenate([dq, dk, dv], axis=-1)
+    dx = qkv_backward(dqkv, cache.qkv, i, 0, run, grads, need_dx)
+    dx_lora = qkv_lora_backward(dqkv, cache.lora, i, run, grads)
     if not need_dx:
         return None, grads
+    if dx_lora is not None:
+        dx = dx + dx_lora
     return dx + dx_res, grads  # + the residual branch of `a + x`
 
 

@@ -36,16 +36,47 @@ from .packed import pack
 from .weights import check_finite, load_checkpoint, read_safetensors, save_tensors
 
 ADAPTER_FORMAT = "minadapt-adapter/1"
+QKV_SUFFIXES = tuple(f".attention.self.{n}.{t}" for n in bert.QKV for t in ("weight", "bias"))
 
 
 @dataclass(frozen=True)
 class AdapterConfig:
     name: str  # used in parameter names: ...adapters.{name}.adapter_down.0.weight
     bottleneck: int = 64  # m: width of the down-projection
-    non_linearity: str = "swish"  # swish (AdapterHub's default), gelu or relu
+    non_linearity: str = "swish"  # swish (AdapterHub's default), gelu, relu or gelu_tanh
     train_layer_norms: bool = False  # Houlsby also trains the layers' LayerNorms (its own copies)
     init_std: float = 1e-2  # std of W_down at init (W_up starts at 0: the identity)
     architecture: str = "houlsby"  # where adapters sit in a layer: bert.ADAPTER_SITES
+    init: str = "near_identity"  # or "truncated_normal" (both projections): nn.adapter.init_params
+
+
+# What `add_adapter(name, preset=...)` sets. "houlsby-paper" is google-research/adapter-bert, the
+# code of Houlsby et al. (2019); where it differs from AdapterHub's Houlsby default
+# (DoubleSeqBnConfig, which add_adapter's defaults follow):
+#   non-linearity  tanh-form GELU (BERT's TF gelu)        AdapterHub: swish
+#   init           W_down and W_up ~ N(0, 1e-3^2) truncated at 2 std, biases 0, so the adapter starts
+#                  near, not at, the identity            AdapterHub "bert": both N(0, 0.02^2);
+#                                                        minadapt's default: W_down N(0, 0.01^2), W_up 0
+#   LayerNorms     trained, as the adapter's own copies  AdapterHub: frozen
+# Placement is the same (after each sub-layer's dense + dropout, before its residual add and
+# LayerNorm), and so is the bottleneck (adapter-bert's adapter_size, 64 by default).
+PRESETS = {
+    "houlsby-paper": dict(non_linearity="gelu_tanh", train_layer_norms=True, init="truncated_normal",
+                          init_std=1e-3, architecture="houlsby"),
+}
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    name: str  # used in parameter names: ...attention.self.query.lora_A.{name}.weight
+    r: int = 8  # rank of the update B A
+    alpha: float = 16.0  # the update is scaled by alpha / r
+    dropout: float = 0.1  # on LoRA's input x (training only), PEFT's lora_dropout
+    targets: tuple = ("query", "value")  # which of the fused Q|K|V projections get a LoRA
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.r
 
 
 @dataclass(frozen=True)
@@ -72,6 +103,8 @@ class Model:
         self.qkv = [self._fuse_qkv(i) for i in range(cfg.num_hidden_layers)]
         self.adapters: dict[str, AdapterConfig] = {}
         self.heads: dict[str, HeadConfig] = {}
+        self.loras: dict[str, LoraConfig] = {}
+        self.full_finetuning: set[str] = set()  # tasks that train the backbone itself
         self._trainable: dict[str, set] = {}  # name -> the parameter names that task trains
         self.metadata: dict[str, dict] = {}  # name -> the metadata of the file it was loaded from
         self.rng = self._new_rng(seed)
@@ -109,20 +142,46 @@ class Model:
         of it, so AdamW and gradient clipping update them with whole-vector operations (packed.py).
         Q, K and V already are views of the fused Q|K|V matrix: a task training them stays unpacked."""
         names = sorted(self._trainable[name])
-        if names and not any(".attention.self." in n for n in names):
+        if names and not any(n.endswith(QKV_SUFFIXES) for n in names):
             self.params.update(pack(self.params, names)[1])
 
     def _check_new(self, name, kind):
         if not isinstance(name, str) or not name or "." in name:
             raise ConfigError(f"{kind} name {name!r}: expected a non-empty name without dots "
                               "(it becomes part of parameter names)")
+        others = set(self.full_finetuning) - {name}
+        if others:
+            raise ConfigError(f"this model holds full fine-tuning task {sorted(others)[0]!r}, which "
+                              f"trains the backbone every task shares: add {name!r} to another model")
 
-    def add_adapter(self, name: str, bottleneck: int = 64, non_linearity: str = "swish",
+    def add_adapter(self, name: str, bottleneck: int | None = None, non_linearity: str = "swish",
                     seed: int = 0, train_layer_norms: bool = False, init_std: float = 1e-2,
-                    architecture: str = "houlsby"):
-        """Adapters for task `name` at the architecture's sites in every layer (two per layer for
-        Houlsby), initialised to the identity; they become `name`'s trainable parameters."""
+                    architecture: str = "houlsby", preset: str | None = None,
+                    init: str = "near_identity"):
+        """Bottleneck adapters for task `name` at the architecture's sites in every layer; they
+        become `name`'s trainable parameters.
+
+        architecture: "houlsby" (AdapterHub's DoubleSeqBnConfig: two per layer, each reading its
+        sub-layer's output) or "pfeiffer" (SeqBnConfig: one per layer after the feed-forward block,
+        reading LayerNorm(o + h); bert.ADAPTER_READS). bottleneck: m, default 64 for Houlsby and
+        H/16 for Pfeiffer (AdapterHub's reduction factors 6 and 16 on a 384-wide model).
+        preset="houlsby-paper": google-research/adapter-bert's choices (PRESETS says which and how
+        they differ from AdapterHub's); it sets non_linearity, train_layer_norms, init, init_std and
+        architecture. init: "near_identity" (W_down ~ N(0, init_std^2), W_up = 0: exactly the
+        identity) or "truncated_normal" (both ~ N(0, init_std^2) truncated at 2 std)."""
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConfigError(f"preset {preset!r}: expected one of {', '.join(PRESETS)}")
+            p = PRESETS[preset]
+            non_linearity, train_layer_norms, init, init_std, architecture = (
+                p["non_linearity"], p["train_layer_norms"], p["init"], p["init_std"], p["architecture"])
+        if bottleneck is None:
+            bottleneck = max(1, self.cfg.hidden_size // 16) if architecture == "pfeiffer" else 64
         self._check_new(name, "adapter")
+        if name in self.loras or name in self.full_finetuning:
+            raise ConfigError(f"task {name!r} already adapts the backbone by {self.method(name)}")
+        if init not in adapter.INITS:
+            raise ConfigError(f"init {init!r}: expected one of {', '.join(adapter.INITS)}")
         if name in self.adapters:
             raise ConfigError(f"this model already holds adapter {name!r}")
         if non_linearity not in adapter.NON_LINEARITIES:
@@ -134,15 +193,16 @@ class Model:
         if not (isinstance(bottleneck, int) and bottleneck >= 1):
             raise ConfigError(f"bottleneck {bottleneck!r}: expected a whole number, 1 or more")
         config = AdapterConfig(name, bottleneck, non_linearity, train_layer_norms, init_std,
-                               architecture)
+                               architecture, init)
         rng = np.random.default_rng(seed)
         trainable = self._trainable.setdefault(name, set())
         for i in range(self.cfg.num_hidden_layers):
             for where in bert.ADAPTER_SITES[architecture]:
                 prefix = bert.adapter_prefix(i, where, name)
-                init = adapter.init_params(self.cfg.hidden_size, bottleneck, rng, self.dtype, init_std)
-                self._put({prefix + k: v for k, v in init.items()})
-                trainable.update(prefix + k for k in init)
+                values = adapter.init_params(self.cfg.hidden_size, bottleneck, rng, self.dtype, init_std,
+                                             init)
+                self._put({prefix + k: v for k, v in values.items()})
+                trainable.update(prefix + k for k in values)
             if train_layer_norms:  # its own copies of the layer's LayerNorms, starting as the backbone's
                 for where in ("attention.output", "output"):
                     own, shared = bert.layer_norm_prefix(i, where, config), bert.layer_norm_prefix(i, where)
@@ -177,9 +237,114 @@ class Model:
         self._pack(name)
         return self
 
+    def add_lora(self, name: str, r: int = 8, alpha: float = 16.0, dropout: float = 0.1,
+                 targets=("query", "value"), seed: int = 0):
+        """LoRA for task `name` on the `targets` projections of every layer (nn/lora.py):
+            q = x Wq^T + bq + (alpha / r) dropout(x) A_q^T B_q^T        and likewise for v,
+        added to the q and v slices of the fused Q|K|V matmul (bert.qkv_lora_forward). A (r, H) starts
+        PEFT's way (kaiming-uniform), B (H, r) at zero, so the model starts unchanged. A and B become
+        `name`'s trainable parameters, named as PEFT names them in memory:
+        encoder.layer.{i}.attention.self.query.lora_A.{name}.weight. Matches PEFT's
+        LoraConfig(target_modules=targets, r=r, lora_alpha=alpha, lora_dropout=dropout)."""
+        self._check_new(name, "LoRA")
+        if name in self.adapters or name in self.loras or name in self.full_finetuning:
+            raise ConfigError(f"task {name!r} already adapts the backbone by {self.method(name)}")
+        targets = tuple(targets)
+        if not targets or set(targets) - set(bert.QKV):
+            raise ConfigError(f"LoRA targets {targets!r}: expected some of {', '.join(bert.QKV)}")
+        if not (isinstance(r, int) and r >= 1):
+            raise ConfigError(f"LoRA rank r={r!r}: expected a whole number, 1 or more")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"LoRA dropout {dropout!r}: expected 0 <= p < 1")
+        from .nn import lora
+
+        rng = np.random.default_rng(seed)
+        H = self.cfg.hidden_size
+        trainable = self._trainable.setdefault(name, set())
+        for i in range(self.cfg.num_hidden_layers):
+            for target in bert.QKV:  # in Q, K, V order whatever order targets came in
+                if target in targets:
+                    a, b = bert.lora_names(i, target, name)
+                    init = lora.init_params(H, H, r, rng, self.dtype)
+                    self._put({a: init["lora_A"], b: init["lora_B"]})
+                    trainable.update((a, b))
+        self.loras[name] = LoraConfig(name, r, float(alpha), float(dropout),
+                                      tuple(t for t in bert.QKV if t in targets))
+        self._pack(name)
+        return self
+
+    def add_full_finetuning(self, name: str, num_labels: int = 2, seed: int = 0, labels=None):
+        """Full fine-tuning as task `name`: a classification head, and every backbone parameter
+        (embeddings, Q/K/V together, every dense layer and LayerNorm) trainable for it.
+
+        Training it changes the backbone itself, the one every task on this model shares, so it is
+        refused on a model that holds any other task, and no task can be added beside it: load a
+        separate model for each fully fine-tuned task. encoder_backward then runs down into the
+        embeddings (lowest_trainable_layer = -1)."""
+        self._check_new(name, "full fine-tuning")
+        others = set(self._trainable) - {name}
+        if others:
+            raise ConfigError(f"full fine-tuning trains the backbone that task(s) "
+                              f"{', '.join(sorted(others))} share: use a model that holds no other task")
+        if name not in self.heads:
+            self.add_classification_head(name, num_labels, seed=seed, labels=labels)
+        self.full_finetuning.add(name)
+        self._trainable[name].update(k for k in self.params if k.startswith(("embeddings.", "encoder.")))
+        return self
+
+    def add_probe(self, name: str, num_labels: int = 2, seed: int = 0, labels=None):
+        """A linear probe as task `name`: only a classification head trains, on the frozen backbone's
+        [CLS] features (AdapterHub's two-layer head, heads.py; "linear" in the literature's sense that
+        the features are fixed). No gradient flows into the encoder at all."""
+        return self.add_classification_head(name, num_labels, seed=seed, labels=labels)
+
+    def merge_lora(self, name: str) -> "Model":
+        """A new Model whose backbone has task `name`'s LoRA folded in, W' = W + (alpha/r) B A for each
+        target (nn.lora.merged_weight), holding `name`'s head alone (as a probe). It runs the bare
+        backbone's code path, with no low-rank term: inference at the plain model's cost.
+
+        It is a separate model because merging changes the backbone, which every other task on this
+        one shares; this model is left as it was (its weights are copied, on the host, first)."""
+        from .nn import lora
+
+        name = self.resolve(name)
+        if name not in self.loras:
+            raise ConfigError(f"task {name!r} has no LoRA to merge (it is {self.method(name)})")
+        lo = self.loras[name]
+        from .weights import expected_shapes
+
+        params = {k: to_numpy(self.params[k]).copy() for k in expected_shapes(self.cfg)}
+        for i in range(self.cfg.num_hidden_layers):
+            for target in lo.targets:
+                a, b = bert.lora_names(i, target, name)
+                w = f"encoder.layer.{i}.attention.self.{target}.weight"
+                params[w] = lora.merged_weight(params[w], to_numpy(self.params[a]),
+                                               to_numpy(self.params[b]), lo.scale)
+        backbone = {"name": f"{self.backbone.get('name')}+lora:{name}", "path": None,
+                    "sha256": None}
+        merged = Model(self.cfg, params, device=self.device, backbone=backbone,
+                       tokenizer=self.tokenizer, ops=self.ops.name)
+        if name in self.heads:
+            h = self.heads[name]
+            merged.add_classification_head(name, h.num_labels, dropout=h.dropout, labels=h.labels)
+            merged._put({k: to_numpy(self.params[k]) for k in heads.head_names(name)})
+        return merged
+
     def names(self) -> list[str]:
-        """Every task this model holds (an adapter, a head, or both under one name)."""
-        return sorted(set(self.adapters) | set(self.heads))
+        """Every task this model holds (an adapter, a LoRA, a head, or some of them under one name)."""
+        return sorted(set(self._trainable))
+
+    def method(self, name: str) -> str:
+        """How task `name` adapts the backbone: "houlsby", "pfeiffer" (bottleneck adapters), "lora",
+        "full" (full fine-tuning) or "probe" (a head on frozen features)."""
+        name = self.resolve(name)
+        if name in self.full_finetuning:
+            return "full"
+        if name in self.loras:
+            return "lora"
+        if name in self.adapters:
+            return self.adapters[name].architecture
+        return "probe"
 
     def resolve(self, adapter: str | None) -> str | None:
         """The task a call runs: `adapter` itself, or, when it is None, the only one held (None
@@ -220,6 +385,7 @@ class Model:
         return bert.Run(ops=self.ops if grad else self._inference_ops, train=train,
                         rng=rng if rng is not None else self.rng,
                         adapter=self.adapters.get(name) if name is not None else None,
+                        lora=self.loras.get(name) if name is not None else None,
                         trainable=frozenset(self._trainable.get(name, ())) if grad else frozenset())
 
     def _inputs(self, *arrays):
@@ -292,15 +458,33 @@ class Model:
         """Task `adapter`'s trainable parameters as NumPy arrays (what an adapter file holds)."""
         return {k: to_numpy(self.params[k]) for k in sorted(self.trainable_names(adapter))}
 
-    def save_adapter(self, path, adapter: str | None = None, extra_metadata: dict | None = None):
-        """Task `adapter`'s adapter and head as one safetensors file, their configs and the
-        backbone's id in its metadata."""
+    def save_adapter(self, path, adapter: str | None = None, extra_metadata: dict | None = None,
+                     format: str = "minadapt"):
+        """Save task `adapter`'s trainable parameters. format:
+          "minadapt"    one safetensors file, the configs and the backbone's id in its metadata
+                        (any method: bottleneck adapters, LoRA, probe, full fine-tuning);
+          "adapterhub"  AdapterHub's directory (Houlsby or Pfeiffer adapter + head), which
+                        adapters' `load_adapter(dir, use_safetensors=True)` reads (minadapt.io);
+          "peft"        PEFT's LoRA directory, which `PeftModel.from_pretrained` reads.
+        Returns the path written."""
+        if format == "adapterhub":
+            from .io import save_adapterhub
+
+            return save_adapterhub(self, path, adapter)
+        if format == "peft":
+            from .io import save_peft
+
+            return save_peft(self, path, adapter)
+        if format != "minadapt":
+            raise ConfigError(f"format {format!r}: expected minadapt, adapterhub or peft")
         name = self.resolve(adapter)
-        a, h = self.adapters.get(name), self.heads.get(name)
+        a, h, lo = self.adapters.get(name), self.heads.get(name), self.loras.get(name)
         meta = {
             "format": ADAPTER_FORMAT,
             "adapter": json.dumps(asdict(a) if a else None),
             "head": json.dumps(asdict(h) if h else None),
+            "lora": json.dumps(asdict(lo) if lo else None),
+            "full_finetuning": json.dumps(name in self.full_finetuning),
             "backbone": json.dumps(self.backbone_id()),
         }
         for k, v in (extra_metadata or {}).items():
@@ -308,9 +492,18 @@ class Model:
         save_tensors(path, self.adapter_state(name), meta)
         return Path(path)
 
-    def load_adapter(self, path, check_backbone: bool = True) -> str:
-        """Add the adapter and head stored in `path` (made by save_adapter) beside whatever this
-        model holds. Returns the task's name."""
+    def load_adapter(self, path, check_backbone: bool = True, name: str | None = None) -> str:
+        """Add the task stored at `path` beside whatever this model holds; returns its name. The
+        format is detected (minadapt.io.detect_format): a minadapt file (made by save_adapter), an
+        AdapterHub directory (Houlsby or Pfeiffer, with its head) or a PEFT LoRA directory (`name`
+        names its task; default: its head's name, or the directory's)."""
+        from .io import detect_format, load_adapterhub, load_peft
+
+        kind = detect_format(path)
+        if kind == "adapterhub":
+            return load_adapterhub(self, path)
+        if kind == "peft":
+            return load_peft(self, path, name)
         tensors, meta = read_safetensors(path)
         check_finite(tensors, path)
         if meta.get("format") != ADAPTER_FORMAT:
@@ -324,7 +517,8 @@ class Model:
                 f"hidden {theirs.get('hidden_size')}), but this model is {ours['name']} "
                 f"(sha256 {str(ours['sha256'])[:12]}…, hidden {ours['hidden_size']})")
         a, h = json.loads(meta["adapter"]), json.loads(meta["head"])
-        name = (a or h or {}).get("name")
+        lo, full = json.loads(meta.get("lora", "null")), json.loads(meta.get("full_finetuning", "false"))
+        name = (a or lo or h or {}).get("name")
         if name is None:
             raise WeightsError(f"{path}: holds neither an adapter nor a head")
         if name in self._trainable:
@@ -335,10 +529,15 @@ class Model:
             if a:
                 self.add_adapter(name, a["bottleneck"], a["non_linearity"],
                                  train_layer_norms=a["train_layer_norms"], init_std=a["init_std"],
-                                 architecture=a.get("architecture", "houlsby"))
+                                 architecture=a.get("architecture", "houlsby"),
+                                 init=a.get("init", "near_identity"))
+            if lo:
+                self.add_lora(name, lo["r"], lo["alpha"], lo["dropout"], tuple(lo["targets"]))
             if h:
                 self.add_classification_head(name, h["num_labels"], dropout=h["dropout"],
                                              labels=h.get("labels"), regression=h.get("regression", False))
+            if full:
+                self.add_full_finetuning(name)
             expected = self._trainable[name]
             if set(tensors) != expected:
                 diff = sorted(set(tensors) ^ expected)
@@ -361,6 +560,8 @@ class Model:
                 continue  # a backbone parameter (full fine-tuning): never removed
             self.params.pop(k, None)
         self.adapters.pop(name, None)
+        self.loras.pop(name, None)
+        self.full_finetuning.discard(name)
         self.heads.pop(name, None)
         self.metadata.pop(name, None)
 

@@ -5,7 +5,7 @@
 
 bert.py calls every op through `run.ops` (`run.ops.gelu.forward(f)`), so the encoder's equations
 are written once. An ops bundle has: linear, attention, gelu, layernorm, dropout, adapter,
-non_linearities (name -> module, for the adapter) and cls_layer (a [CLS]-only last layer, or None:
+non_linearities (name -> module, for the adapter), lora (nn.lora: its low-rank term) and cls_layer (a [CLS]-only last layer, or None:
 the reference computes every row and the head reads one).
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ def reference() -> SimpleNamespace:
     """The plain ops of minadapt.nn."""
     return SimpleNamespace(name="reference", linear=nn.linear, attention=nn.attention, gelu=nn.gelu,
                            layernorm=nn.layernorm, dropout=nn.dropout, adapter=nn.adapter,
-                           non_linearities=dict(nn.adapter.NON_LINEARITIES), cls_layer=None)
+                           non_linearities=dict(nn.adapter.NON_LINEARITIES), lora=nn.lora,
+                           cls_layer=None)
 
 
 def fast(inference: bool = False, linear=None) -> SimpleNamespace:
@@ -31,9 +32,10 @@ def fast(inference: bool = False, linear=None) -> SimpleNamespace:
     from .fast.linear import Linear
 
     return SimpleNamespace(
-        name="fast", linear=linear or Linear(), attention=attention,
+        name="fast", linear=linear or Linear(), attention=attention, lora=nn.lora,
         gelu=_GeluWithoutCache if inference else gelu, layernorm=layernorm, dropout=dropout,
-        adapter=nn.adapter, non_linearities={"swish": swish, "gelu": gelu, "relu": nn.relu},
+        adapter=nn.adapter, non_linearities={"swish": swish, "gelu": gelu, "relu": nn.relu,
+                                             "gelu_tanh": nn.gelu_tanh},
         cls_layer=cls_layer)
 
 

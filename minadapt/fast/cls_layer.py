@@ -19,7 +19,9 @@ from . import cls_attention
 class ClsLayerCache(NamedTuple):
     x_shape: tuple  # (B, T, H), the layer input's
     q: object  # linear cache of the [CLS] query
+    q_lora: object  # bert.qkv_lora_forward's cache for the query (None without LoRA on it)
     kv: object  # linear cache of k|v (None on the cls_attention route)
+    kv_lora: object  # the same for k|v
     attn: object  # cls_attention's cache, or attention's
     rest: bert.AfterAttentionCache
 
@@ -32,35 +34,44 @@ def forward(params, i, x, bias, qkv, cfg, run):
     frozen = bert.qkv_frozen(i, run)
     x_cls = x[:, :1]  # (B, 1, H), also the residual branch
     q, q_cache = run.ops.linear.forward(x_cls, w[:H], b[:H], frozen=frozen)
-    if frozen:  # keys and values never formed
+    q, q_lora = bert.qkv_lora_forward(q, x_cls, params, i, run, first=0)
+    lora_kv = run.lora is not None and ({"key", "value"} & set(run.lora.targets))
+    kv_lora = None
+    if frozen and not lora_kv:  # keys and values never formed
         c, attn = cls_attention.forward(q, x, w[H:2 * H], w[2 * H:], b[2 * H:], bias, nh, p_attn,
                                         run.rng, run.train)
         kv_cache = None
-    else:  # K and V train: form them for every token, their dW needs them
-        kv, kv_cache = run.ops.linear.forward(x, w[H:], b[H:])  # (B, T, 2H)
+    else:  # K and V (or a LoRA on them) train: form them for every token, their dW needs them
+        kv, kv_cache = run.ops.linear.forward(x, w[H:], b[H:], frozen=frozen)  # (B, T, 2H)
+        kv, kv_lora = bert.qkv_lora_forward(kv, x, params, i, run, first=1)
         c, attn = run.ops.attention.forward(q, kv[..., :H], kv[..., H:], bias, nh, p_attn,
                                             run.rng, run.train)
     out, rest = bert.after_attention_forward(params, i, c, x_cls, cfg, run)
-    return out, ClsLayerCache(x.shape, q_cache, kv_cache, attn, rest)
+    return out, ClsLayerCache(x.shape, q_cache, q_lora, kv_cache, kv_lora, attn, rest)
 
 
 def backward(dout, cache: ClsLayerCache, i, run, need_dx=True):
     """As bert.layer_backward, for dout (B, 1, H). Returns (dx (B, T, H) or None, grads)."""
     grads = {}
-    frozen = bert.qkv_frozen(i, run)
     dc, dx_res = bert.after_attention_backward(dout, cache.rest, i, run, grads,
-                                               need_dc=need_dx or not frozen)
+                                               need_dc=need_dx or bert.qkv_trains(i, run))
     if dc is None:
         return None, grads
     if cache.kv is None:  # c = attention of the [CLS] query against keys and values never formed
         dq, dx = cls_attention.backward(dc, cache.attn)
     else:  # c = attention(q, k, v); k|v = x Wkv^T + bkv
         dq, dk, dv = run.ops.attention.backward(dc, cache.attn)
-        xp = bert.get_xp(dk)
-        dx = bert.qkv_backward(xp.concatenate([dk, dv], axis=-1), cache.kv, i, 1, run, grads, need_dx)
-    # q = x_cls Wq^T + bq: the [CLS] row receives this, and the residual branch
+        dkv = bert.get_xp(dk).concatenate([dk, dv], axis=-1)
+        dx = bert.qkv_backward(dkv, cache.kv, i, 1, run, grads, need_dx)
+        dx_lora = bert.qkv_lora_backward(dkv, cache.kv_lora, i, run, grads)
+        if need_dx and dx_lora is not None:
+            dx = dx + dx_lora
+    # q = x_cls Wq^T + bq (+ LoRA): the [CLS] row receives this, and the residual branch
     dx_cls = bert.qkv_backward(dq, cache.q, i, 0, run, grads, need_dx)
+    dx_cls_lora = bert.qkv_lora_backward(dq, cache.q_lora, i, run, grads)
     if not need_dx:
         return None, grads
+    if dx_cls_lora is not None:
+        dx_cls = dx_cls + dx_cls_lora
     dx[:, :1] += dx_cls + dx_res
     return dx, grads

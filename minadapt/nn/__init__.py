@@ -3,8 +3,9 @@ maths. `out, cache = op.forward(...)`, `dx, ... = op.backward(dout, cache)`.
 
 These are the code the lessons show and the exercises ask a learner to write. `minadapt.fast`
 holds faster versions of some of them, each tested equal to its reference here."""
-from . import (adapter, attention, dropout, embedding, gelu, layernorm, linear, loss, relu, swish,
-               tanh)
+from . import (adapter, attention, dropout, embedding, gelu, gelu_tanh, layernorm, linear, lora, loss,
+               relu, swish, tanh)
 
-__all__ = ["adapter", "attention", "dropout", "embedding", "gelu", "layernorm", "linear", "loss",
+__all__ = ["adapter", "attention", "dropout", "embedding", "gelu", "gelu_tanh", "layernorm", "linear",
+           "lora", "loss",
            "relu", "swish", "tanh"]

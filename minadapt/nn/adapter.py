@@ -18,6 +18,9 @@ they learn different things once W_up moves away from zero.
 Where it sits in a BERT layer is the architecture's business (bert.py, `ADAPTER_SITES`): Houlsby's
 two per layer sit "before the residual add and LayerNorm":
     LayerNorm(x + adapter(dropout(dense(attention(x)))))      and likewise after the FFN.
+Inside the encoder the skip connection is the residual sum the layer forms anyway, so bert.py
+calls it with skip=False (y = u W_up^T + b_up alone) and adds the result to that sum; Pfeiffer's
+adapter reads a LayerNorm of the sum instead (bert.ADAPTER_READS).
 """
 from __future__ import annotations
 
@@ -25,9 +28,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import gelu, linear, relu, swish
+from . import gelu, gelu_tanh, linear, relu, swish
 
-NON_LINEARITIES = {"swish": swish, "gelu": gelu, "relu": relu}
+NON_LINEARITIES = {"swish": swish, "gelu": gelu, "relu": relu, "gelu_tanh": gelu_tanh}
 KEYS = ("adapter_down.0.weight", "adapter_down.0.bias", "adapter_up.weight", "adapter_up.bias")
 
 
@@ -35,26 +38,51 @@ class AdapterCache(NamedTuple):
     down: object  # linear cache of the down-projection
     act: object  # (module, cache) of the non-linearity
     up: object  # linear cache of the up-projection
+    skip: bool  # whether y includes h
 
 
-def init_params(hidden, bottleneck, rng, dtype, std=1e-2):
-    """Near-identity init: W_down ~ N(0, std^2), W_up = 0, biases 0. Returns a dict of NumPy arrays
-    keyed by the AdapterHub names relative to the adapter (adapter_down.0.*, adapter_up.*)."""
+INITS = ("near_identity", "truncated_normal")
+
+
+def truncated_normal(shape, std, rng):
+    """N(0, std^2) with every draw beyond 2 std redrawn (TensorFlow's truncated_normal_initializer,
+    which adapter-bert uses)."""
+    z = rng.standard_normal(shape)
+    out = np.abs(z) > 2.0
+    while out.any():
+        z[out] = rng.standard_normal(int(out.sum()))
+        out = np.abs(z) > 2.0
+    return z * std
+
+
+def init_params(hidden, bottleneck, rng, dtype, std=1e-2, init="near_identity"):
+    """init="near_identity": W_down ~ N(0, std^2), W_up = 0, biases 0 (exactly the identity).
+    init="truncated_normal": W_down and W_up ~ N(0, std^2) truncated at 2 std, biases 0 (adapter-bert,
+    std 1e-3: near the identity, off it by about std^2 m). Returns a dict of NumPy arrays keyed by the
+    AdapterHub names relative to the adapter (adapter_down.0.*, adapter_up.*)."""
+    if init == "truncated_normal":
+        w_down = truncated_normal((bottleneck, hidden), std, rng)
+        w_up = truncated_normal((hidden, bottleneck), std, rng)
+    else:
+        w_down = rng.standard_normal((bottleneck, hidden)) * std
+        w_up = np.zeros((hidden, bottleneck))
     return {
-        "adapter_down.0.weight": (rng.standard_normal((bottleneck, hidden)) * std).astype(dtype),
+        "adapter_down.0.weight": w_down.astype(dtype),
         "adapter_down.0.bias": np.zeros(bottleneck, dtype),
-        "adapter_up.weight": np.zeros((hidden, bottleneck), dtype),
+        "adapter_up.weight": w_up.astype(dtype),
         "adapter_up.bias": np.zeros(hidden, dtype),
     }
 
 
-def forward(h, w_down, b_down, w_up, b_up, act=swish):
+def forward(h, w_down, b_down, w_up, b_up, act=swish, skip=True):
     """Inputs: h (..., H), w_down (m, H), b_down (m,), w_up (H, m), b_up (H,); act: the
-    non-linearity, a module with forward and backward (NON_LINEARITIES). Returns (y (..., H), cache)."""
+    non-linearity, a module with forward and backward (NON_LINEARITIES); skip=False leaves out the
+    skip connection (y = u W_up^T + b_up: the caller adds it where it belongs).
+    Returns (y (..., H), cache)."""
     z, down_cache = linear.forward(h, w_down, b_down)
     u, act_cache = act.forward(z)
     y, up_cache = linear.forward(u, w_up, b_up)
-    return h + y, AdapterCache(down_cache, (act, act_cache), up_cache)
+    return (h + y if skip else y), AdapterCache(down_cache, (act, act_cache), up_cache, skip)
 
 
 def backward(dy, cache):
@@ -66,4 +94,6 @@ def backward(dy, cache):
     (dz,) = act.backward(du, act_cache)
     # z = h W_down^T + b_down
     dh, dw_down, db_down = linear.backward(dz, cache.down)
-    return dh + dy, dw_down, db_down, dw_up, db_up  # + dy: the skip connection
+    if cache.skip:
+        dh = dh + dy  # y = h + ...: the skip connection
+    return dh, dw_down, db_down, dw_up, db_up
