@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -73,6 +74,13 @@ def _mpi():
         raise ConfigError("started by mpiexec with several processes, but mpi4py is not installed: "
                           "pip install 'minadapt[mpi]'") from None
     return MPI
+
+
+def join_job():
+    """Start MPI in this rank and make an uncaught exception end the whole job. Called before
+    anything that can fail on one rank alone (the --out lock, reading data): a rank that failed
+    before MPI started would leave the others waiting for it in MPI_Init."""
+    _abort_on_uncaught_exceptions(_mpi().COMM_WORLD)
 
 
 def rows(batch_size: int, rank: int, size: int) -> slice:
@@ -193,7 +201,7 @@ def _abort_on_uncaught_exceptions(comm):
 
     def hook(kind, value, tb):
         previous(kind, value, tb)
-        sys.stderr.flush()
+        _let_mpiexec_forward_output()
         comm.Abort(1)
 
     hook._minadapt_abort = True
@@ -203,10 +211,21 @@ def _abort_on_uncaught_exceptions(comm):
 def abort(code: int = 1):
     """Under mpiexec with several processes: end the whole job with `code` (after a rank's own
     error, which the other ranks cannot see); elsewhere nothing."""
-    if launched()[1] > 1 and "mpi4py.MPI" in sys.modules:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
+    if launched()[1] > 1:
+        try:
+            MPI = _mpi()  # started here when the error came before MPI did
+        except Exception:
+            return
+        _let_mpiexec_forward_output()
+        MPI.COMM_WORLD.Abort(code)
+
+
+def _let_mpiexec_forward_output():
+    """Flush, and give mpiexec a moment to pass this rank's last lines on: Abort tears the job
+    down at once, and MPICH's mpiexec can drop what it had not yet forwarded (the error message)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(0.5)
 
 
 # --- GPUs: the same layer over NCCL ---------------------------------------------------------------

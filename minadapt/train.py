@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from .config import Number, finite_float, fraction, non_negative_int, positive_i
 from .errors import ConfigError, MinadaptError, TrainingDiverged, WeightsError
 from .nn.adapter import NON_LINEARITIES
 from .optim import AdamW, clip_grad_norm, lr_schedule
-from .distributed import data_parallel
+from .distributed import data_parallel, join_job, launched
 from .progress import Progress
 from .weights import check_finite, read_safetensors, save_tensors
 
@@ -369,8 +369,12 @@ def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callbac
     otherwise they are loaded from cfg.weights and cfg.data_dir. `callback(step, loss)` runs after
     every step (raise Interrupted inside it to simulate Ctrl-C). The --out folder is checked and
     locked before anything is loaded."""
+    rank, size = launched()
+    if size > 1:
+        join_job()  # from here an error on any rank ends every rank (none waits for it forever)
     out = prepare_out(cfg.out)
-    with out_lock(out):
+    # rank 0 alone writes OUT, so it alone holds the lock; the others would find it taken
+    with out_lock(out) if rank == 0 else nullcontext():
         return _train(cfg, model, data, resume, callback, progress)
 
 

@@ -189,6 +189,20 @@ def test_a_rank_that_dies_ends_the_job(mpiexec, tmp_path, checkpoint_dir, how):
 
 
 @pytest.mark.slow
+def test_an_out_folder_in_use_ends_every_rank(mpiexec, tmp_path, checkpoint_dir):
+    """OUT/train.lock held by a live process: rank 0 refuses, and the job ends with its message
+    (rank 1, which never takes the lock, must not wait for rank 0 forever)."""
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "train.lock").write_text(str(os.getpid()))  # this pytest process: alive
+    t0 = time.perf_counter()
+    p, result = _run(mpiexec, 2, tmp_path, "busy", checkpoint_dir, timeout=60)
+    assert p.returncode != 0 and result is None
+    assert "is using it" in p.stdout + p.stderr, p.stdout + p.stderr
+    assert time.perf_counter() - t0 < 40
+
+
+@pytest.mark.slow
 def test_ctrl_c_on_mpiexec_saves_a_checkpoint(mpiexec, tmp_path, checkpoint_dir):
     """SIGINT to mpiexec reaches every rank; they stop after the same step and rank 0 saves."""
     out = tmp_path / "ctrlc"
