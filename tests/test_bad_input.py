@@ -65,7 +65,8 @@ CASES = [
     Case("serve --adapter {three_labels} --host bad_host!", 2, ("--host",)),
     Case("serve --adapter {three_labels} --max-batch 0", 2, ("--max-batch",)),
     Case("serve --adapter {three_labels} --device tpu", 2, ("--device", "tpu")),
-    Case("serve --adapter {three_labels}.missing --weights {ckpt}", 1, ("no such file",)),
+    Case("serve --adapter {three_labels}.missing --weights {ckpt}", 1,
+         ("{three_labels}.missing", "no such adapter file or directory")),
     Case("train mnli", 2, ("task", "mnli")),
     Case("train", 1, ("name a task", "--train-file")),
     Case("train sst2 --train-file {a_file} --dev-file {a_file}", 1, ("not both",)),
@@ -96,7 +97,7 @@ CASES = [
     Case("eval --adapter {other_names} --data-dir {data} --weights {ckpt}", 1,
          ("{other_names}", "yes, no", "negative, positive")),
     Case("eval --adapter {nowhere}.safetensors --data-dir {data} --weights {ckpt}", 1,
-         ("{nowhere}.safetensors", "no such file")),
+         ("{nowhere}.safetensors", "no such adapter file or directory")),
     Case("eval --adapter {a_file} --data-dir {data} --weights {ckpt}", 1,
          ("{a_file}", "not a readable safetensors file")),
     Case("eval --adapter {adapter} --data-dir {data} --weights {no_tokenizer}", 1,
@@ -108,7 +109,8 @@ CASES = [
     # --- predict ---
     Case("predict --adapter {nan_adapter} --weights {ckpt} hello", 1,
          ("{nan_adapter}", "'heads.sst2.4.bias'")),
-    Case("predict --adapter {nowhere}.safetensors --weights {ckpt} hello", 1, ("no such file",)),
+    Case("predict --adapter {nowhere}.safetensors --weights {ckpt} hello", 1,
+         ("{nowhere}.safetensors", "no such adapter file or directory")),
     Case("predict --adapter {adapter} --weights {no_tokenizer} hello", 1, ("tokenizer.json",)),
     Case("predict --adapter {adapter} --device tpu hello", 2, ("--device", "tpu")),
     # --- download, info ---
