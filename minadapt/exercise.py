@@ -78,7 +78,10 @@ def _check_pair(op, forward, backward, inputs, ref_forward, ref_backward, wrt, b
     give {description: array} of known mistakes (backward's: {output name: {...}})."""
     args = {k: v.copy() for k, v in inputs.items()}
     want, ref_cache = ref_forward(**args)
-    out, cache = forward(**{k: v.copy() for k, v in inputs.items()})
+    result = forward(**{k: v.copy() for k, v in inputs.items()})
+    if not isinstance(result, tuple) or len(result) != 2:
+        _fail(op, "forward", "expected it to return a pair (out, cache)")
+    out, cache = result
     cand = forward_candidates(**args) if forward_candidates else {}
     d = diagnose(forward_output(out), want, batch, cand)
     if d:
@@ -321,15 +324,13 @@ def check_layer_backward(layer_backward):
 def _layer_backward_mistakes(dout, cache):
     """Known mistakes in a layer's backward, made on purpose: {mistake: {output: array}}, each the
     layer's backward (as in bert.py, for this evaluation-mode cache) with one thing left out."""
-    from .nn import gelu as g_op
-
-    def backward(h_residual=True, x_residual=True, gelu=True):
+    def backward(h_residual=True, x_residual=True, gelu_backward=True):
         r = cache.rest
         do = layernorm.backward(dout, r.ln2)[0]
         do_, *ffn = adapter.backward(do, r.adapter2)
         df = linear.backward(do_, r.ffn_out)[0]
-        if gelu:
-            (df,) = g_op.backward(df, r.gelu)
+        if gelu_backward:
+            (df,) = gelu.backward(df, r.gelu)
         dh = linear.backward(df, r.ffn_in)[0]
         if h_residual:
             dh = dh + do
@@ -347,7 +348,40 @@ def _layer_backward_mistakes(dout, cache):
 
     return {"the residual branch of o + h is missing (dh = dh + do)": backward(h_residual=False),
             "the residual branch of a + x is missing (dx = dx + da)": backward(x_residual=False),
-            "the GELU backward is skipped": backward(gelu=False)}
+            "the GELU backward is skipped": backward(gelu_backward=False)}
+
+
+def check_adapter_in_model(forward, backward, weights, bottleneck=8):
+    """The learner's adapter pair in place of the library's, in both sites of every layer of the
+    pretrained model at `weights` (float64, reference ops, W_up random so that the adapters matter):
+    the logits and every gradient of a two-sentence batch must equal the library's."""
+    from types import SimpleNamespace
+
+    from .model import load_model
+
+    model = load_model(weights, dtype="float64", ops="reference")
+    model.add_adapter("ex", bottleneck=bottleneck).add_classification_head("ex")
+    r = np.random.default_rng(0)
+    for name in sorted(model.trainable_names("ex")):
+        if "adapter_up" in name:
+            model.params[name][...] = 0.1 * r.standard_normal(model.params[name].shape)
+    batch = model.tokenizer.encode(["A gripping, beautifully shot film.", "The plot never comes together."])
+    labels = np.array([1, 0])
+    _, right_logits, right = model.loss_and_grads(*batch, labels, adapter="ex", train=False)
+    learners = SimpleNamespace(forward=lambda h, w_down, b_down, w_up, b_up, act=None:
+                               forward(h, w_down, b_down, w_up, b_up), backward=backward)
+    model.ops = SimpleNamespace(**{**vars(model.ops), "adapter": learners})  # what bert.py calls
+    _, logits, grads = model.loss_and_grads(*batch, labels, adapter="ex", train=False)
+    # in the order backward reaches them: the head, then the layers top down, FFN before attention
+    order = sorted(right, key=lambda k: (k.startswith("encoder."), -int(k.split(".")[2]) if k.startswith("encoder.")
+                                         else 0, ".attention." in k, k))
+    for what, g, want in [("logits", logits, right_logits), *((k, grads[k], right[k]) for k in order)]:
+        d = diagnose(g, want)
+        if d:
+            _fail("adapter in the model", what, d)
+    worst = max(gradcheck.rel_error(grads[k], right[k]) for k in right)
+    print(f"adapter in the model: pass (logits rel. error {gradcheck.rel_error(logits, right_logits):.0e}, "
+          f"worst of {len(right)} gradients {worst:.0e}, against the library's adapter)")
 
 
 # --- exercise 4: the classification head with its loss, AdamW ----------------------------------

@@ -1,5 +1,5 @@
 """Exercise 3: write the bottleneck adapter, then one encoder layer's backward (lessons 4 and 5)."""
-from .cells import SETUP, code, md, stub
+from .cells import SETUP, WEIGHTS, code, md, stub
 
 CELLS = [
 md(r'''
@@ -99,5 +99,16 @@ def layer_backward(dout, cache):
 '''),
 code(r'''
 exercise.check_layer_backward(layer_backward)
+'''),
+md(r'''
+## 3. Your adapter in the pretrained model
+
+Last, your adapter pair replaces the library's in all twelve adapter sites of all-MiniLM-L6-v2 (two
+per layer, float64, the reference ops): the logits of two sentences and every adapter and head
+gradient must come out the same. (The checkpoint is fetched into `weights/` if it is not there.)
+'''),
+WEIGHTS,
+code(r'''
+exercise.check_adapter_in_model(adapter_forward, adapter_backward, WEIGHTS)
 '''),
 ]
