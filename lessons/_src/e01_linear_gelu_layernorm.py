@@ -13,7 +13,8 @@ with what the mistake looks like (a sign, a transpose, a missing sum over the ba
 known mistake of that op) and the error.
 
 The conventions are the library's: `forward(...) -> (out, cache)`, `backward(dout, cache) ->
-(dinput, dparams...)`; the cache is whatever your backward needs. Lesson 2 derives all three.
+(dinput, dparams...)`; the cache is whatever your backward needs. Keep the signatures as given:
+the check calls your functions with those argument names. Lesson 2 derives all three.
 Try it on paper first; `minadapt/nn/linear.py`, `gelu.py` and `layernorm.py` are the answers.
 '''),
 SETUP,
