@@ -7,6 +7,10 @@
 
 The .ipynb files are what readers open and what CI executes (`pytest --nbmake lessons`); they are
 committed without outputs. Edit the sources, not the notebooks, and rebuild.
+
+Exercises: lessons/_src/eNN_*.py -> lessons/exercises/NN_*.ipynb, each marked region of a stub cell
+(the solution, in the source) replaced by `raise NotImplementedError`. The solved version is never
+written: tests/test_exercises.py builds it to fill the stubs, and `--run` executes it.
 """
 from __future__ import annotations
 
@@ -31,29 +35,45 @@ SOURCES = {  # notebook file name -> source module in lessons/_src/
     "07_frozen_backbone.ipynb": "l07_frozen_backbone",
     "08_gpu_with_cupy.ipynb": "l08_gpu_with_cupy",
 }
+EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lessons/_src/
+    "exercises/01_linear_gelu_layernorm.ipynb": "e01_linear_gelu_layernorm",
+    "exercises/02_softmax_attention.ipynb": "e02_softmax_attention",
+    "exercises/03_adapter_layer.ipynb": "e03_adapter_layer",
+    "exercises/04_head_adamw.ipynb": "e04_head_adamw",
+}
 
 
-def build(name: str, module: str) -> nbformat.NotebookNode:
+def build(name: str, module: str, solved: bool = False) -> nbformat.NotebookNode:
+    """The notebook `name` from its source. An exercise (a name under exercises/) has its stubs
+    unsolved unless solved=True."""
     sys.path.insert(0, str(LESSONS))
     src = importlib.import_module(f"_src.{module}")
+    from _src.cells import YOUR_CODE, unsolved
+
     nb = nbformat.v4.new_notebook()
     nb.cells = copy.deepcopy(src.CELLS)  # shared cells (SETUP, WEIGHTS) must not carry one run's outputs
+    if name in EXERCISES and not solved:
+        for cell in nb.cells:
+            if cell.cell_type == "code" and YOUR_CODE in cell.source:
+                cell.source = unsolved(cell.source)
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
     }
+    prefix = ("e" if name in EXERCISES else "") + pathlib.Path(name).name[:2]
     for i, cell in enumerate(nb.cells):  # stable ids: rebuilding an unchanged lesson changes nothing
-        cell["id"] = f"{name[:2]}-{i:03d}"
+        cell["id"] = f"{prefix}-{i:03d}"
     nbformat.validate(nb)
     return nb
 
 
-def run(nb: nbformat.NotebookNode, figures: pathlib.Path | None, stem: str) -> float:
+def run(nb: nbformat.NotebookNode, figures: pathlib.Path | None, stem: str,
+        where: pathlib.Path = LESSONS) -> float:
     from nbclient import NotebookClient
 
     t0 = time.perf_counter()
     NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(LESSONS)}}).execute()
+                   resources={"metadata": {"path": str(where)}}).execute()
     seconds = time.perf_counter() - t0
     if figures is not None:
         figures.mkdir(parents=True, exist_ok=True)
@@ -75,14 +95,16 @@ def main(argv=None):
     ap.add_argument("--figures", type=pathlib.Path, help="with --run: save figures here as PNG")
     args = ap.parse_args(argv)
     total = 0.0
-    for name, module in SOURCES.items():
+    for name, module in {**SOURCES, **EXERCISES}.items():
         if args.only and not any(o in name for o in args.only):
             continue
         nb = build(name, module)
         nbformat.write(nb, LESSONS / name)
         line = f"wrote {name}"
-        if args.run:
-            seconds = run(nb, args.figures, name.removesuffix(".ipynb"))
+        if args.run:  # an exercise runs solved, from its own folder
+            where = (LESSONS / name).parent
+            stem = name.removesuffix(".ipynb").replace("/", "_")
+            seconds = run(build(name, module, solved=True), args.figures, stem, where)
             total += seconds
             line += f"   ran in {seconds:5.1f} s"
         print(line, flush=True)

@@ -12,9 +12,12 @@ _build = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(_build)
 
 
-@pytest.mark.parametrize("name", sorted(_build.SOURCES))
+SOURCES = {**_build.SOURCES, **_build.EXERCISES}  # the lessons and the (unsolved) exercises
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
 def test_notebook_matches_its_source(name):
-    built = _build.build(name, _build.SOURCES[name])
+    built = _build.build(name, SOURCES[name])
     committed = nbformat.read(LESSONS / name, as_version=4)
     assert [(c.cell_type, c.source) for c in committed.cells] == \
         [(c.cell_type, c.source) for c in built.cells], f"{name} is stale: run python lessons/_build.py"

@@ -47,3 +47,37 @@ WEIGHTS = code('''
         WEIGHTS = ensure_checkpoint(weights_dir=ROOT / "weights")
     print(WEIGHTS.relative_to(ROOT), sorted(p.name for p in WEIGHTS.iterdir()))
 ''')
+
+
+# --- exercises: a stub cell holds the solution between these two lines; the exercise notebook
+# has `raise NotImplementedError` there instead (lessons/_build.py, `unsolved`).
+YOUR_CODE = "# ---- your code ----"
+END_OF_YOUR_CODE = "# ---- end of your code ----"
+
+
+def stub(text: str):
+    """A code cell whose marked regions are what the learner writes (the solution, in the source)."""
+    cell = code(text)
+    assert YOUR_CODE in cell.source, "a stub cell needs at least one marked region"
+    return cell
+
+
+def unsolved(source: str) -> str:
+    """The exercise version of a cell: each marked region's lines become one
+    `raise NotImplementedError("<function>: ...")`, named after the function it sits in."""
+    out, inside, function = [], False, "this cell"
+    for line in source.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("def "):
+            function = stripped[4:].split("(")[0]
+        if stripped == YOUR_CODE:
+            inside = True
+            indent = line[: len(line) - len(line.lstrip())]
+            out += [line, f'{indent}raise NotImplementedError("{function}: write it here")']
+        elif stripped == END_OF_YOUR_CODE:
+            inside = False
+            out.append(line)
+        elif not inside:
+            out.append(line)
+    assert not inside, "a marked region is not closed"
+    return "\n".join(out)
