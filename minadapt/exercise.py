@@ -326,28 +326,28 @@ def _layer_backward_mistakes(dout, cache):
     layer's backward (as in bert.py, for this evaluation-mode cache) with one thing left out."""
     def backward(h_residual=True, x_residual=True, gelu_backward=True):
         r = cache.rest
-        do = layernorm.backward(dout, r.ln2)[0]
-        do_, *ffn = adapter.backward(do, r.adapter2)
-        df = linear.backward(do_, r.ffn_out)[0]
+        ds2 = layernorm.backward(dout, r.site2.ln)[0]
+        du, *ffn = adapter.backward(ds2, r.site2.adapter)
+        df = linear.backward(ds2 + du, r.ffn_out)[0]
         if gelu_backward:
             (df,) = gelu.backward(df, r.gelu)
         dh = linear.backward(df, r.ffn_in)[0]
         if h_residual:
-            dh = dh + do
-        da = layernorm.backward(dh, r.ln1)[0]
-        da_, *attn = adapter.backward(da, r.adapter1)
-        dc = linear.backward(da_, r.attn_out)[0]
+            dh = dh + ds2
+        ds1 = layernorm.backward(dh, r.site1.ln)[0]
+        du, *attn = adapter.backward(ds1, r.site1.adapter)
+        dc = linear.backward(ds1 + du, r.attn_out)[0]
         dq, dk, dv = attention.backward(dc, cache.attn)
         dx = linear.backward(np.concatenate([dq, dk, dv], axis=-1), cache.qkv)[0]
         if x_residual:
-            dx = dx + da
+            dx = dx + ds1
         named = {"dx": dx}
         for site, grads in (("attention", attn), ("FFN", ffn)):
             named.update({f"the {site} adapter's d{k}": gr for k, gr in zip(adapter.KEYS, grads)})
         return named
 
-    return {"the residual branch of o + h is missing (dh = dh + do)": backward(h_residual=False),
-            "the residual branch of a + x is missing (dx = dx + da)": backward(x_residual=False),
+    return {"the residual branch of o + h is missing (dh = dh + ds2)": backward(h_residual=False),
+            "the residual branch of a + x is missing (dx = dx + ds1)": backward(x_residual=False),
             "the GELU backward is skipped": backward(gelu_backward=False)}
 
 
@@ -368,8 +368,18 @@ def check_adapter_in_model(forward, backward, weights, bottleneck=8):
     batch = model.tokenizer.encode(["A gripping, beautifully shot film.", "The plot never comes together."])
     labels = np.array([1, 0])
     _, right_logits, right = model.loss_and_grads(*batch, labels, adapter="ex", train=False)
-    learners = SimpleNamespace(forward=lambda h, w_down, b_down, w_up, b_up, act=None:
-                               forward(h, w_down, b_down, w_up, b_up), backward=backward)
+    # Inside a layer the adapter's skip connection is the residual sum the layer forms anyway, so
+    # bert.py asks for the bottleneck alone (skip=False): the learner's y = h + A(h), less h.
+    def learner_forward(h, w_down, b_down, w_up, b_up, act=None, skip=True):
+        y, cache = forward(h, w_down, b_down, w_up, b_up)
+        return (y if skip else y - h), (cache, skip)
+
+    def learner_backward(dy, cache):
+        cache, skip = cache
+        dh, *dparams = backward(dy, cache)
+        return (dh if skip else dh - dy, *dparams)
+
+    learners = SimpleNamespace(forward=learner_forward, backward=learner_backward)
     model.ops = SimpleNamespace(**{**vars(model.ops), "adapter": learners})  # what bert.py calls
     _, logits, grads = model.loss_and_grads(*batch, labels, adapter="ex", train=False)
     # in the order backward reaches them: the head, then the layers top down, FFN before attention

@@ -76,9 +76,9 @@ WRONG = {
          "dw_up looks wrong -> swapped: this is the right db_up"),
     ],
     "layer_backward": [
-        ("dh = dh + do", "dh = dh", "the attention adapter's dadapter_down.0.weight looks wrong -> "
+        ("dh = dh + ds2", "dh = dh", "the attention adapter's dadapter_down.0.weight looks wrong -> "
                                     "the residual branch of o + h is missing"),
-        ("return dx + da,", "return dx,", "dx looks wrong -> the residual branch of a + x is missing"),
+        ("return dx + ds1,", "return dx,", "dx looks wrong -> the residual branch of a + x is missing"),
         ("(df,) = gelu.backward(df, r.gelu)", "pass", "the attention adapter's dadapter_down.0.weight looks "
                                                       "wrong -> the GELU backward is skipped"),
     ],

@@ -53,15 +53,20 @@ md(r'''
 ## 2. One encoder layer's backward
 
 `bert.layer_forward` runs one layer and returns its `LayerCache`: the caches of every op it
-called, in the library's own format (`cache.qkv`, `cache.attn`, and `cache.rest.ln2`, `.adapter2`,
-... from `after_attention_forward`). Here it runs in evaluation mode (dropout off: skip it), with
+called, in the library's own format (`cache.qkv`, `cache.attn`, and `cache.rest.site2.ln`,
+`cache.rest.site2.adapter`, ... from `after_attention_forward`, each sub-layer's end a `SiteCache`). Here it runs in evaluation mode (dropout off: skip it), with
 the reference ops and a Houlsby adapter in both places. Its equations, and the code:
 
 ```
-q|k|v = x Wqkv^T + bqkv          c = attention(q, k, v, mask)
-a = adapter_attn(c Wo^T + bo)    h = LayerNorm1(a + x)
-f = gelu(h Wi^T + bi)            o = adapter_ffn(f Wo2^T + bo2)      out = LayerNorm2(o + h)
+q|k|v = x Wqkv^T + bqkv     c = attention(q, k, v, mask)
+a = c Wo^T + bo             h = LayerNorm1(a + x + A_attn(a))
+f = gelu(h Wi^T + bi)       o = f Wo2^T + bo2                 out = LayerNorm2(o + h + A_ffn(o))
 ```
+
+A(u) = f(u W_down^T + b_down) W_up^T + b_up is the adapter's bottleneck alone: inside the layer
+its skip connection is the residual sum the layer forms anyway, so the library calls
+`adapter.forward(..., skip=False)` there, and `adapter.backward` returns the gradient through the
+bottleneck only.
 '''),
 code(r'''
 print(inspect.getsource(bert.after_attention_forward))
@@ -70,31 +75,33 @@ print(bert.LayerCache._fields, bert.AfterAttentionCache._fields)
 md(r'''
 Write its backward with the library's op pairs (`layernorm`, `adapter`, `linear`, `gelu`,
 `attention`: each `backward(dout, cache)`; a frozen linear returns `(dx, None, None)`). Read the
-forward bottom-up. The residual adds are where the gradient branches: keep each branch and add it
-where the two paths meet. Return `dx` and each adapter's gradients `(dw_down, db_down, dw_up, db_up)`.
+forward bottom-up. The sums are where the gradient branches: `o` reaches `o + h + A_ffn(o)` twice,
+and `h` once there and once through the feed-forward block; keep each branch and add it where the
+paths meet. Return `dx` and each adapter's gradients `(dw_down, db_down, dw_up, db_up)`.
 '''),
 stub(r'''
 def layer_backward(dout, cache):
     # ---- your code ----
     r = cache.rest
-    # out = LayerNorm2(o + h)
-    do, _, _ = layernorm.backward(dout, r.ln2)
-    # o = adapter_ffn(f Wo2^T + bo2)
-    do_, *ffn_grads = adapter.backward(do, r.adapter2)
-    df, _, _ = linear.backward(do_, r.ffn_out)
-    # f = gelu(h Wi^T + bi)
+    # out = LayerNorm2(s2),  s2 = o + h + A_ffn(o)
+    ds2, _, _ = layernorm.backward(dout, r.site2.ln)
+    # A_ffn(o): the adapter's bottleneck alone (its skip connection is the sum's own o)
+    du, *ffn_grads = adapter.backward(ds2, r.site2.adapter)
+    do = ds2 + du  # o reaches s2 twice: directly, and through the adapter
+    # o = f Wo2^T + bo2;  f = gelu(h Wi^T + bi)
+    df, _, _ = linear.backward(do, r.ffn_out)
     (df,) = gelu.backward(df, r.gelu)
     dh, _, _ = linear.backward(df, r.ffn_in)
-    dh = dh + do  # the residual branch of o + h
-    # h = LayerNorm1(a + x)
-    da, _, _ = layernorm.backward(dh, r.ln1)
-    # a = adapter_attn(c Wo^T + bo)
-    da_, *attn_grads = adapter.backward(da, r.adapter1)
-    dc, _, _ = linear.backward(da_, r.attn_out)
-    # c = attention(q, k, v, mask);  q|k|v = x Wqkv^T + bqkv
+    dh = dh + ds2  # the residual branch of o + h
+    # h = LayerNorm1(s1),  s1 = a + x + A_attn(a)
+    ds1, _, _ = layernorm.backward(dh, r.site1.ln)
+    du, *attn_grads = adapter.backward(ds1, r.site1.adapter)
+    da = ds1 + du
+    # a = c Wo^T + bo;  c = attention(q, k, v, mask);  q|k|v = x Wqkv^T + bqkv
+    dc, _, _ = linear.backward(da, r.attn_out)
     dq, dk, dv = attention.backward(dc, cache.attn)
     dx, _, _ = linear.backward(np.concatenate([dq, dk, dv], axis=-1), cache.qkv)
-    return dx + da, tuple(attn_grads), tuple(ffn_grads)  # + da: the residual branch of a + x
+    return dx + ds1, tuple(attn_grads), tuple(ffn_grads)  # + ds1: the residual branch of a + x
     # ---- end of your code ----
 '''),
 code(r'''
