@@ -16,7 +16,7 @@ from minadapt.cli import build_parser
 from minadapt.config import BertConfig
 from minadapt.weights import save_tensors
 
-from conftest import TINY, tiny_batch, tiny_model
+from tiny import TINY, tiny_batch, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"

@@ -15,7 +15,7 @@ from minadapt.errors import ConfigError, WeightsError
 from minadapt.io import detect_format
 from minadapt.weights import read_safetensors
 
-from conftest import tiny_batch, tiny_model
+from tiny import tiny_batch, tiny_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -12,7 +12,7 @@ import minadapt.ops
 from minadapt import bert
 from minadapt.nn.attention import mask_bias
 from minadapt.gradcheck import numerical_grad, rel_error
-from tests.conftest import tiny_batch, tiny_model
+from tiny import tiny_batch, tiny_model
 
 TOL = 1e-7
 

@@ -8,7 +8,7 @@ from minadapt.errors import ConfigError
 from minadapt.optim import AdamW
 from minadapt.parallel import DataParallel
 
-from conftest import tiny_batch, tiny_model
+from tiny import tiny_batch, tiny_model
 
 
 def _randomise(model, name, seed):

@@ -13,7 +13,7 @@ from minadapt.gradcheck import numerical_grad, rel_error
 from minadapt.nn import gelu_tanh, lora
 from minadapt.weights import read_safetensors
 
-from conftest import tiny_batch, tiny_model
+from tiny import tiny_batch, tiny_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "methods.safetensors"
 TOL = 1e-7

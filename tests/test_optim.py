@@ -259,7 +259,7 @@ def test_packed_parameters_step_as_one_vector_with_the_same_numbers(dtype):
 
 
 def test_model_packs_its_trainable_parameters(tmp_path):
-    from conftest import tiny_model, tiny_batch
+    from tiny import tiny_model, tiny_batch
     from minadapt.packed import packed_offsets
 
     model = tiny_model(dtype=np.float32)

@@ -10,7 +10,7 @@ import pytest
 from minadapt import parallel
 from minadapt.errors import ConfigError
 
-from conftest import tiny_batch, tiny_model
+from tiny import tiny_batch, tiny_model
 
 needs_openblas = pytest.mark.skipif(parallel.openblas() is None,
                                     reason="shards need OpenBLAS (its thread count is set to 1)")
@@ -274,7 +274,7 @@ def test_workers_end_with_the_process_that_made_them(tmp_path):
         "import os, sys\n"
         f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
         "os.environ['MINADAPT_THREADS'] = '3'\n"
-        "from conftest import tiny_batch, tiny_model\n"
+        "from tiny import tiny_batch, tiny_model\n"
         "model = tiny_model()\n"
         "model.add_classification_head('a')\n"
         "ids, mask, types, labels = tiny_batch(B=4)\n"

@@ -141,7 +141,7 @@ def test_save_load_predict_same_logits(tmp_path, checkpoint_dir):
 
 
 def test_adapter_for_another_backbone_is_refused(tmp_path, checkpoint_dir):
-    from tests.conftest import tiny_model
+    from tiny import tiny_model
 
     tiny = tiny_model(dtype=np.float32)
     tiny.backbone["sha256"] = "0" * 64
