@@ -6,7 +6,10 @@ budget, batch size and evaluation, as `python -m minadapt train ... --out OUT/<c
 process each, so that its peak resident memory is its own. That peak comes from os.wait4, which
 returns the rusage of that one child (ru_maxrss, in KiB on Linux: the largest of the child and the
 shard workers it forked and waited for); getrusage(RUSAGE_CHILDREN) would be the largest over every
-child so far. From each run's folder come its trainable parameters (the numbers in its
+child so far. Linux keeps a high-water mark across exec, so a child's ru_maxrss is never below
+the resident memory of the process that started it: compare itself loads no model and stays small
+(its own peak is in compare.json, "compare_peak_rss_mb": the floor under every run's figure).
+From each run's folder come its trainable parameters (the numbers in its
 adapter.safetensors: adapter + head, or for full fine-tuning the whole model + head), the file's
 size and the dev metric (metrics.jsonl's last evaluation).
 
@@ -182,9 +185,23 @@ def git_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty else "") if head.returncode == 0 else None
 
 
+def own_peak_rss_mb() -> float | None:
+    """This process's peak resident memory since its exec (VmHWM; ru_maxrss would include its
+    parent's, for the reason in the module docstring)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6  # kB
+    except OSError:
+        pass
+    return None
+
+
 def write_outputs(out: Path, header: dict, rows: list[dict]):
     """OUT/compare.json, OUT/compare.md and OUT/compare.png from the runs finished so far."""
-    (out / "compare.json").write_text(json.dumps({**header, "runs": rows}, indent=2) + "\n")
+    peak = own_peak_rss_mb()
+    (out / "compare.json").write_text(json.dumps({**header, "compare_peak_rss_mb": peak, "runs": rows},
+                                                 indent=2) + "\n")
     metric = rows[0]["dev_metric"] if rows else "metric"
     s = header["settings"]
     lines = [f"`{header['command']}`", "",
@@ -197,6 +214,12 @@ def write_outputs(out: Path, header: dict, rows: list[dict]):
         from .compare_plot import plot
 
         plot(rows, header, out / "compare.png")
+
+
+def _settings(argv: list[str]) -> list[str]:
+    """A run's train options without its --out folder: a compare folder moved elsewhere still skips."""
+    i = argv.index("--out") if "--out" in argv else len(argv)
+    return argv[:i] + argv[i + 2:]
 
 
 def _metric(task: str) -> str:
@@ -255,7 +278,7 @@ def main(args, argv: list[str]) -> int:
         done = out / run.name / RESULT
         if done.is_file():
             row = json.loads(done.read_text())
-            if row.get("train_argv") != commands[run.name][1:]:
+            if _settings(row.get("train_argv", [])) != _settings(commands[run.name][1:]):
                 raise ConfigError(f"{done.parent}: finished with other settings "
                                   f"({shlex.join(row.get('train_argv', []))}); give another --out, "
                                   "or delete that folder to train it again")
