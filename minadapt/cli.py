@@ -1,4 +1,4 @@
-"""The `minadapt` command: train, eval, predict, download, bench, info.
+"""The `minadapt` command: train, compare, eval, predict, serve, download, bench, info.
 
 Each subcommand is a thin layer over the library (train.py, model.py, hub.py, bench.py), so
 what the command does, a script can do too. User errors (a missing file, bad data, a wrong
@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 # OpenBLAS's idle worker threads spin for ~0.1 s after each multi-threaded matmul before they
@@ -29,6 +30,8 @@ examples:
   minadapt download                          fetch all-MiniLM-L6-v2 into weights/
   minadapt train sst2                        train an adapter (about 5-10 min on 2 cores)
   minadapt train sst2 --max-steps 200        a quick try
+  minadapt train sst2 --method lora --lora-rank 8   LoRA instead of adapters (or pfeiffer, full, probe)
+  minadapt compare sst2 --steps 300          probe, adapters, LoRA, full fine-tuning side by side
   mpiexec -n 4 minadapt train sst2           data-parallel over 4 MPI processes (pip install minadapt[mpi])
   minadapt eval --adapter runs/sst2/adapter.safetensors
   minadapt predict --adapter runs/sst2/adapter.safetensors "a gorgeous, witty film"
@@ -63,6 +66,10 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _RawDefaultsHelp(argparse.RawDescriptionHelpFormatter, _DefaultsHelp):
+    """_DefaultsHelp, keeping the description's and epilog's own line breaks."""
+
+
 def _task_summary(task) -> str:
     kind = "regression" if task.regression else f"{len(task.labels)} labels"
     return f"{kind}, {task.metrics[0]}"
@@ -70,6 +77,7 @@ def _task_summary(task) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from .hub import CHECKPOINTS
+    from .model import PRESETS
     from .tasks import TASKS
     from .train import TrainConfig
 
@@ -79,17 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train bottleneck adapters on a frozen BERT written from scratch in NumPy.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    t = sub.add_parser("train", help="train an adapter + classification head on a task",
-                       formatter_class=_DefaultsHelp,
-                       description="Train two Houlsby adapters per layer and a classification "
-                       "head on a task (a built-in one, or your own CSV, TSV or JSONL files); the "
-                       "backbone stays frozen. Writes OUT/adapter.safetensors (with the task's "
-                       "labels), OUT/metrics.jsonl and OUT/training.png. Ctrl-C finishes the step "
-                       "under way and saves a checkpoint (a second Ctrl-C stops at once); --resume "
-                       "continues it and ends exactly where an uninterrupted run would.",
-                       epilog="tasks: " + "; ".join(f"{n} ({_task_summary(t)})" for n, t in TASKS.items())
-                       + ".\nyour own data: minadapt train --train-file train.csv --dev-file dev.csv "
-                       "[--text-column text] [--text-pair-column C] [--label-column label]")
+    t = sub.add_parser("train", help="train an adapter (or LoRA, a probe, the whole model) on a task",
+                       formatter_class=_RawDefaultsHelp,
+                       description=textwrap.fill(
+                           "Train a classification head and what --method names (by default two "
+                           "Houlsby adapters per layer) on a task (a built-in one, or your own CSV, "
+                           "TSV or JSONL files); everything else stays frozen. Writes "
+                           "OUT/adapter.safetensors (with the task's labels; for --method full the "
+                           "whole model), OUT/metrics.jsonl and OUT/training.png. Ctrl-C finishes "
+                           "the step under way and saves a checkpoint (a second Ctrl-C stops at "
+                           "once); --resume continues it and ends exactly where an uninterrupted "
+                           "run would.", 90),
+                       epilog="methods (--method), what trains:\n" + "".join(
+                           f"  {m:<9} {what}\n" for m, what in TrainConfig.METHODS.items())
+                       + "\n" + textwrap.fill("tasks: " + "; ".join(
+                           f"{n} ({_task_summary(t)})" for n, t in TASKS.items()) + ".", 90)
+                       + "\n\nyour own data: minadapt train --train-file train.csv --dev-file dev.csv\n"
+                       "  [--text-column text] [--text-pair-column C] [--label-column label]")
     t.add_argument("task", nargs="?", choices=sorted(TASKS), metavar="task",
                    help="a built-in task: " + ", ".join(TASKS) + " (leave out with --train-file)")
     t.add_argument("--data-dir", metavar="DIR", help="the task's folder (default: "
@@ -106,18 +120,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens per example, [CLS] and [SEP] included (up to the checkpoint's 512)")
     _common(t)
     t.add_argument("--out", default=None, help="output folder (default: runs/TASK)")
-    t.add_argument("--bottleneck", type=rule["bottleneck"], default=d.bottleneck,
-                   help="adapter width m: each adapter has 2*m*H + m + H parameters")
-    t.add_argument("--non-linearity", default=d.non_linearity, choices=["swish", "gelu", "relu"],
-                   help="f between the adapter's down- and up-projection")
+    t.add_argument("--method", default=d.method, choices=list(TrainConfig.METHODS),
+                   help="what trains beside the head (see 'methods' below)")
+    t.add_argument("--bottleneck", type=rule["bottleneck"], default=None,
+                   help=f"houlsby, pfeiffer: adapter width m; each adapter has 2*m*H + m + H "
+                   f"parameters (default: {d.bottleneck})")
+    t.add_argument("--non-linearity", default=None, choices=["swish", "gelu", "relu"],
+                   help=f"houlsby, pfeiffer: f between the adapter's down- and up-projection "
+                   f"(default: {d.non_linearity})")
     t.add_argument("--train-layer-norms", action="store_true",
-                   help="also train the layers' LayerNorms (as Houlsby et al. did)")
+                   help="houlsby, pfeiffer: also train the layers' LayerNorms (as Houlsby et al. did)")
+    t.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="houlsby: google-research/adapter-bert's adapter (tanh GELU, truncated-normal "
+                   "1e-3 init, LayerNorms trained)")
+    t.add_argument("--lora-rank", type=rule["lora_rank"], default=None, metavar="R",
+                   help=f"lora: rank r of the update B A (default: {d.lora_rank})")
+    t.add_argument("--lora-alpha", type=rule["lora_alpha"], default=None, metavar="A",
+                   help=f"lora: the update is scaled by alpha / r (default: {d.lora_alpha:g})")
+    t.add_argument("--lora-dropout", type=rule["lora_dropout"], default=None, metavar="P",
+                   help=f"lora: dropout on LoRA's input (default: {d.lora_dropout:g})")
     t.add_argument("--epochs", type=rule["epochs"], default=d.epochs, help="passes over the training set")
     t.add_argument("--max-steps", type=rule["max_steps"], default=None, help="stop after this many steps "
                    "(overrides --epochs)")
     t.add_argument("--batch-size", type=rule["batch_size"], default=d.batch_size,
                    help="sentences per step (batches group sentences of similar length)")
-    t.add_argument("--lr", type=rule["lr"], default=d.lr, help="peak learning rate (AdamW)")
+    t.add_argument("--lr", type=rule["lr"], default=None, help="peak learning rate (AdamW) (default: "
+                   f"{TrainConfig.DEFAULT_LR['houlsby']:g}; {TrainConfig.DEFAULT_LR['full']:g} for "
+                   "--method full)")
     t.add_argument("--warmup", type=rule["warmup"], default=d.warmup,
                    help="fraction of steps for the linear warm-up (0 to 1)")
     t.add_argument("--weight-decay", type=rule["weight_decay"], default=d.weight_decay,
@@ -131,6 +160,45 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=rule["seed"], default=d.seed,
                    help="adapter init, batch order and dropout masks; a run is reproducible from it")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
+
+    from . import compare
+
+    c = sub.add_parser("compare", help="train every method on one task; tabulate and plot the results",
+                       formatter_class=_RawDefaultsHelp,
+                       description=textwrap.fill(
+                           "Train each configuration (a linear probe, Houlsby adapters at every "
+                           "--bottlenecks width, a Pfeiffer adapter of width "
+                           f"{compare.PFEIFFER_BOTTLENECK}, LoRA at every --lora-ranks rank, full "
+                           "fine-tuning) on the same data, seed, step budget and batch size, each "
+                           "as `minadapt train` in its own process. Prints a row per finished run "
+                           "(trainable parameters, their share of the backbone's, file size, dev "
+                           "metric, training time, peak resident memory) and writes "
+                           "OUT/compare.json, OUT/compare.md and OUT/compare.png (dev metric "
+                           "against trainable parameters). Each run keeps its folder, OUT/<run>/; "
+                           "after Ctrl-C the same command again skips the runs that finished.", 90),
+                       epilog="example:\n  minadapt compare sst2 --steps 300 --max-length 64\n"
+                       "  minadapt compare bbc-news --methods probe,houlsby --bottlenecks 16,64 --steps 50")
+    c.add_argument("task", nargs="?", choices=sorted(TASKS), metavar="task",
+                   help="a built-in task: " + ", ".join(TASKS) + " (leave out with --train-file)")
+    c.add_argument("--train-file", metavar="FILE", help="your own training data (as for train: "
+                   "columns text and label)")
+    c.add_argument("--dev-file", metavar="FILE", help="your own dev data, in the same format")
+    c.add_argument("--data-dir", metavar="DIR", help="the task's folder (as for train)")
+    c.add_argument("--methods", type=compare.method_list, default=",".join(compare.METHODS),
+                   metavar="M,M,...", help="which methods: " + ", ".join(compare.METHODS))
+    c.add_argument("--bottlenecks", type=compare.positive_ints, default="8,16,32,64,128",
+                   metavar="M,M,...", help="the Houlsby adapter widths to sweep")
+    c.add_argument("--lora-ranks", type=compare.positive_ints, default="4,8,16", metavar="R,R,...",
+                   help=f"the LoRA ranks (alpha {d.lora_alpha:g}, dropout {d.lora_dropout:g})")
+    c.add_argument("--steps", type=rule["max_steps"], default=300, help="training steps of every run")
+    c.add_argument("--batch-size", type=rule["batch_size"], default=d.batch_size, help="sentences per step")
+    c.add_argument("--seed", type=rule["seed"], default=d.seed, help="the seed of every run")
+    c.add_argument("--max-length", type=rule["max_length"], default=d.max_length,
+                   help="tokens per example")
+    c.add_argument("--train-subset", type=rule["train_subset"], default=None, metavar="N",
+                   help="train on the first N examples only")
+    c.add_argument("--out", default=None, help="output folder (default: runs/compare-TASK)")
+    _common(c)
 
     e = sub.add_parser("eval", help="dev metrics of a saved adapter on its own task",
                        description="Load an adapter file and print its task's dev metrics (the "
@@ -214,6 +282,7 @@ def main(argv=None) -> int:
     from .errors import MinadaptError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # compare records its command
     try:
         return COMMANDS[args.command](args) or 0
     except MinadaptError as e:
@@ -251,14 +320,24 @@ def cmd_train(args):
                           + ") or give your own data with --train-file and --dev-file")
     if args.task is not None and own:
         raise ConfigError(f"give a task ({args.task}) or --train-file/--dev-file, not both")
+    given = {"preset": args.preset, "bottleneck": args.bottleneck, "non_linearity": args.non_linearity,
+             "train_layer_norms": args.train_layer_norms or None, "lora_rank": args.lora_rank,
+             "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout}
+    given = {k: v for k, v in given.items() if v is not None}
+    for k in given:
+        if args.method not in TrainConfig.ONLY_FOR[k]:
+            raise ConfigError(f"--{k.replace('_', '-')}: only --method "
+                              f"{' or '.join(TrainConfig.ONLY_FOR[k])} uses it (this run: --method "
+                              f"{args.method})")
+    if args.preset and ("non_linearity" in given or "train_layer_norms" in given):
+        raise ConfigError(f"--preset {args.preset} sets the non-linearity and the LayerNorms itself: "
+                          "leave out --non-linearity and --train-layer-norms")
     keep_freed_memory()  # each step's arrays reuse the last step's pages (fast/numerics.py)
-    cfg = TrainConfig(task=args.task or "custom", data_dir=args.data_dir, train_file=args.train_file,
+    cfg = TrainConfig(method=args.method, **given,task=args.task or "custom", data_dir=args.data_dir, train_file=args.train_file,
                       dev_file=args.dev_file, text_column=args.text_column,
                       text_pair_column=args.text_pair_column, label_column=args.label_column,
                       regression=args.regression, max_length=args.max_length,
-                      weights=args.weights, out=args.out,
-                      bottleneck=args.bottleneck, non_linearity=args.non_linearity,
-                      train_layer_norms=args.train_layer_norms, epochs=args.epochs,
+                      weights=args.weights, out=args.out, epochs=args.epochs,
                       max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                       warmup=args.warmup, weight_decay=args.weight_decay,
                       eval_every=args.eval_every, log_every=args.log_every,
@@ -419,6 +498,12 @@ def predict_rows(model, name, texts, batch_size=64):
     return rows
 
 
+def cmd_compare(args):
+    from . import compare
+
+    return compare.main(args, args.argv)
+
+
 def cmd_serve(args):
     from .serve import main as serve_main
 
@@ -469,7 +554,7 @@ def cmd_info(args):
           f"($MINADAPT_THREADS sets the shards)")
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "download": cmd_download,
+COMMANDS = {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval, "predict": cmd_predict, "download": cmd_download,
             "bench": cmd_bench, "serve": cmd_serve, "info": cmd_info}
 
 if __name__ == "__main__":

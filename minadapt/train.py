@@ -51,13 +51,18 @@ class TrainConfig:
     weights: str | None = None  # checkpoint folder; None: weights/all-MiniLM-L6-v2, fetched if missing
     out: str | None = None  # where the adapter, metrics.jsonl, the plot and checkpoints go: runs/<task>
     adapter_name: str | None = None  # the adapter's and head's name: the task's, by default
-    bottleneck: int = 64  # m, the adapter's width
-    non_linearity: str = "swish"
-    train_layer_norms: bool = False
+    method: str = "houlsby"  # what trains (METHODS): bottleneck adapters, LoRA, the whole model, a probe
+    preset: str | None = None  # "houlsby-paper": adapter-bert's choices (model.PRESETS); houlsby only
+    bottleneck: int = 64  # m, the adapter's width (houlsby and pfeiffer)
+    non_linearity: str = "swish"  # f between down- and up-projection (houlsby and pfeiffer)
+    train_layer_norms: bool = False  # also train the LayerNorms, as Houlsby et al. (houlsby, pfeiffer)
+    lora_rank: int = 8  # r of LoRA's update B A on query and value (lora only)
+    lora_alpha: float = 16.0  # the update is scaled by alpha / r, PEFT's lora_alpha (lora only)
+    lora_dropout: float = 0.1  # dropout on LoRA's input, PEFT's lora_dropout (lora only)
     epochs: float = 1.25  # passes over the training set (fractions allowed)
     max_steps: int | None = None  # stop after this many steps (overrides epochs)
     batch_size: int = 32
-    lr: float = 2e-3  # peak learning rate after warm-up
+    lr: float | None = None  # peak learning rate after warm-up; None: DEFAULT_LR[method]
     warmup: float = 0.06  # fraction of the steps spent warming up linearly from 0
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -68,7 +73,7 @@ class TrainConfig:
     log_every: int = 50  # steps between metrics.jsonl lines
 
     # what must match for --resume to continue the same run
-    RESUME_KEYS = ("bottleneck", "non_linearity", "train_layer_norms", "epochs", "max_steps",
+    RESUME_KEYS = ("method", "preset", "lora_rank", "lora_alpha", "lora_dropout", "bottleneck", "non_linearity", "train_layer_norms", "epochs", "max_steps",
                    "batch_size", "lr", "warmup", "weight_decay", "max_grad_norm", "train_subset",
                    "seed", "adapter_name", "task", "train_file", "dev_file", "text_column",
                    "text_pair_column", "label_column", "regression", "max_length")
@@ -79,7 +84,25 @@ class TrainConfig:
              "lr": finite_float(min=0, strict=True), "warmup": fraction,
              "weight_decay": finite_float(min=0), "max_grad_norm": finite_float(min=0, strict=True),
              "eval_every": non_negative_int, "train_subset": positive_int, "seed": non_negative_int,
-             "log_every": positive_int, "max_length": Number(int, low=3, high=512)}
+             "log_every": positive_int, "max_length": Number(int, low=3, high=512),
+             "lora_rank": positive_int, "lora_alpha": finite_float(min=0, strict=True),
+             "lora_dropout": Number(float, low=0.0, high=0.99)}
+    # what trains, for each method (`minadapt train --help` shows these lines)
+    METHODS = {
+        "houlsby": "two bottleneck adapters per layer (after attention and after the FFN) + the head",
+        "pfeiffer": "one bottleneck adapter per layer (after the FFN) + the head",
+        "lora": "low-rank updates B A of the query and value weights in every layer + the head",
+        "full": "every backbone weight (embeddings, attention, FFN, LayerNorms) + the head",
+        "probe": "the classification head alone, on the frozen backbone's [CLS] features",
+    }
+    # the peak learning rate when none is given: full fine-tuning moves pretrained weights, which
+    # 2e-3 would wreck (BERT's fine-tuning rates are 2e-5 to 5e-5; 1e-4 suits this small model)
+    DEFAULT_LR = {"houlsby": 2e-3, "pfeiffer": 2e-3, "lora": 2e-3, "full": 1e-4, "probe": 2e-3}
+    # the fields that only some methods read: set away from their default, another method refuses them
+    ONLY_FOR = {"preset": ("houlsby",), "bottleneck": ("houlsby", "pfeiffer"),
+                "non_linearity": ("houlsby", "pfeiffer"), "train_layer_norms": ("houlsby", "pfeiffer"),
+                "lora_rank": ("lora",), "lora_alpha": ("lora",), "lora_dropout": ("lora",)}
+
     OPTIONAL = ("max_steps", "train_subset")  # None: not set
 
     def __post_init__(self):
@@ -93,8 +116,26 @@ class TrainConfig:
             self.out = f"runs/{self.task}"
         if self.adapter_name is None:
             self.adapter_name = self.task
+        if self.method not in self.METHODS:
+            raise ConfigError(f"TrainConfig.method: expected one of {', '.join(self.METHODS)}, got "
+                              f"{self.method!r}")
+        if self.lr is None:
+            self.lr = self.DEFAULT_LR[self.method]
         for name, rule in self.RULES.items():
             rule.check(f"TrainConfig.{name}", getattr(self, name), optional=name in self.OPTIONAL)
+        for name, methods in self.ONLY_FOR.items():
+            if self.method not in methods and getattr(self, name) != self.__dataclass_fields__[name].default:
+                raise ConfigError(f"TrainConfig.{name}: only method {' or '.join(methods)} uses it, "
+                                  f"not {self.method}")
+        if self.preset is not None:
+            from .model import PRESETS
+
+            if self.preset not in PRESETS:
+                raise ConfigError(f"TrainConfig.preset: expected one of {', '.join(PRESETS)}, got "
+                                  f"{self.preset!r}")
+            if self.non_linearity != "swish" or self.train_layer_norms:
+                raise ConfigError(f"TrainConfig.preset {self.preset!r} sets the non-linearity and "
+                                  "the LayerNorms itself: leave non_linearity and train_layer_norms alone")
         if self.non_linearity not in NON_LINEARITIES:
             raise ConfigError(f"TrainConfig.non_linearity: expected one of "
                               f"{', '.join(NON_LINEARITIES)}, got {self.non_linearity!r}")
@@ -239,7 +280,8 @@ def load_training_checkpoint(path, model, opt, cfg):
     if meta.get("format") != "minadapt-checkpoint/1":
         raise MinadaptError(f"{path}: not a minadapt training checkpoint")
     saved = json.loads(meta["config"])
-    changed = [k for k in TrainConfig.RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+    fields = TrainConfig.__dataclass_fields__  # a checkpoint from before a field existed had its default
+    changed = [k for k in TrainConfig.RESUME_KEYS if saved.get(k, fields[k].default) != getattr(cfg, k)]
     if changed:
         raise MinadaptError(f"{path}: cannot resume with different settings: " + ", ".join(
             f"{k}={getattr(cfg, k)!r} (checkpoint has {saved.get(k)!r})" for k in changed))
@@ -395,10 +437,7 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
         model = load_model(cfg.weights, dtype="float32", device=cfg.device, seed=cfg.seed)
     need_tokenizer(model)
     model.tokenizer.set_max_length(cfg.max_length)
-    model.add_adapter(cfg.adapter_name, cfg.bottleneck, cfg.non_linearity, seed=cfg.seed,
-                      train_layer_norms=cfg.train_layer_norms)
-    model.add_classification_head(cfg.adapter_name, num_labels=task.num_outputs, seed=cfg.seed,
-                                  labels=task.names or None, regression=task.regression)
+    add_method(model, cfg, task)
     model.rng = model._new_rng(cfg.seed)
 
     train_ids, train_types, train_len = encode_examples(model.tokenizer, train_set)
@@ -487,7 +526,7 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
                     bar.write(f"step {step}: dev {format_metrics(metrics)}")
                 if main:
                     save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
-                    plot_history(history, out / "training.png", f"{task.name}, bottleneck {cfg.bottleneck}")
+                    plot_history(history, out / "training.png", run_title(task, cfg))
                 eval_seconds += time.perf_counter() - t_eval
             if callback:
                 callback(step, loss)
@@ -532,9 +571,32 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
         "training": cfg.to_dict(), "task": task_record(task, cfg), "dev_metrics": metrics,
         "dev_accuracy": metrics.get("accuracy", float("nan")), "steps": step,
         "labels": list(head.labels) if head.labels else None})
-    plot = plot_history(history, out / "training.png", f"{task.name}, bottleneck {cfg.bottleneck}")
+    plot = plot_history(history, out / "training.png", run_title(task, cfg))
     return TrainResult(metrics.get("accuracy", float("nan")), step, seconds, adapter_path,
                        metrics_path, plot, dev_metrics=metrics)
+
+
+def add_method(model, cfg, task):
+    """Give `model` task cfg.adapter_name, adapted by cfg.method, with its head (Model.add_*)."""
+    name, seed = cfg.adapter_name, cfg.seed
+    if cfg.method in ("houlsby", "pfeiffer"):
+        model.add_adapter(name, cfg.bottleneck, cfg.non_linearity, seed=seed,
+                          train_layer_norms=cfg.train_layer_norms, architecture=cfg.method,
+                          preset=cfg.preset)
+    elif cfg.method == "lora":
+        model.add_lora(name, r=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, seed=seed)
+    model.add_classification_head(name, num_labels=task.num_outputs, seed=seed,
+                                  labels=task.names or None, regression=task.regression)
+    if cfg.method == "full":  # after the head: add_full_finetuning adds the backbone to its names
+        model.add_full_finetuning(name)
+    # "probe": the head alone
+
+
+def run_title(task, cfg) -> str:
+    """The plot's title: the task and what trained."""
+    size = {"houlsby": f", bottleneck {cfg.bottleneck}", "pfeiffer": f", bottleneck {cfg.bottleneck}",
+            "lora": f", rank {cfg.lora_rank}"}.get(cfg.method, "")
+    return f"{task.name}, {cfg.method}{size}"
 
 
 def _eval_record(step, metrics) -> dict:

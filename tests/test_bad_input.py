@@ -35,6 +35,7 @@ class Case(NamedTuple):
 
 
 T = "train sst2 --data-dir {data} --weights {ckpt} --out {out} --max-steps 1 "
+C = "compare sst2 --data-dir {data} --weights {ckpt} --out {out} --steps 1 "
 CASES = [
     # --- train: numbers (argparse types, exit 2) ---
     Case(T + "--lr -1", 2, ("--lr", "> 0", "'-1'")),
@@ -61,6 +62,21 @@ CASES = [
     Case(T + "--device tpu", 2, ("--device", "tpu")),
     Case(T + "--max-length 2", 2, ("--max-length", "from 3 to 512")),
     Case(T + "--max-length 600", 2, ("--max-length",)),
+    Case(T + "--method adapters", 2, ("--method", "adapters")),
+    Case(T + "--lora-rank 0", 2, ("--lora-rank", ">= 1")),
+    Case(T + "--lora-alpha 0", 2, ("--lora-alpha", "> 0")),
+    Case(T + "--lora-dropout 1", 2, ("--lora-dropout", "from 0 to 0.99")),
+    Case(T + "--preset paper", 2, ("--preset", "houlsby-paper")),
+    # --- train: options another method uses (exit 1, before anything is loaded) ---
+    Case(T + "--lora-rank 4", 1, ("--lora-rank", "only --method lora", "--method houlsby")),
+    Case(T + "--method houlsby --lora-alpha 8", 1, ("--lora-alpha", "only --method lora")),
+    Case(T + "--method pfeiffer --lora-dropout 0.2", 1, ("--lora-dropout", "--method pfeiffer")),
+    Case(T + "--method lora --bottleneck 16", 1, ("--bottleneck", "houlsby or pfeiffer", "--method lora")),
+    Case(T + "--method probe --non-linearity relu", 1, ("--non-linearity", "--method probe")),
+    Case(T + "--method full --train-layer-norms", 1, ("--train-layer-norms", "--method full")),
+    Case(T + "--method pfeiffer --preset houlsby-paper", 1, ("--preset", "only --method houlsby")),
+    Case(T + "--preset houlsby-paper --non-linearity relu", 1, ("--preset houlsby-paper",
+                                                                "--non-linearity")),
     Case("serve --adapter {three_labels} --port 70000", 2, ("--port", "from 0 to 65535")),
     Case("serve --adapter {three_labels} --host bad_host!", 2, ("--host",)),
     Case("serve --adapter {three_labels} --max-batch 0", 2, ("--max-batch",)),
@@ -113,6 +129,23 @@ CASES = [
          ("{nowhere}.safetensors", "no such adapter file or directory")),
     Case("predict --adapter {adapter} --weights {no_tokenizer} hello", 1, ("tokenizer.json",)),
     Case("predict --adapter {adapter} --device tpu hello", 2, ("--device", "tpu")),
+    # --- compare: its options' types (exit 2), then tasks and folders (exit 1) ---
+    Case(C + "--methods probe,adapters", 2, ("--methods", "'probe,adapters'")),
+    Case(C + "--methods ,", 2, ("--methods",)),
+    Case(C + "--bottlenecks 8,0", 2, ("--bottlenecks", "'8,0'")),
+    Case(C + "--lora-ranks x", 2, ("--lora-ranks", "'x'")),
+    Case(C + "--steps 0", 2, ("--steps", ">= 1")),
+    Case(C + "--batch-size 0", 2, ("--batch-size", ">= 1")),
+    Case(C + "--seed -1", 2, ("--seed",)),
+    Case(C + "--max-length 2", 2, ("--max-length", "from 3 to 512")),
+    Case(C + "--train-subset 0", 2, ("--train-subset",)),
+    Case(C + "--device tpu", 2, ("--device", "tpu")),
+    Case("compare mnli", 2, ("task", "mnli")),
+    Case("compare", 1, ("name a task", "--train-file")),
+    Case("compare sst2 --train-file {a_file} --dev-file {a_file}", 1, ("not both",)),
+    Case("compare --train-file {a_file}", 1, ("--train-file and --dev-file", "give both")),
+    Case("compare sst2 --data-dir {data} --weights {ckpt} --out {a_file}", 1, ("{a_file}", "is a file")),
+    Case("compare sst2 --data-dir {data} --weights {nowhere} --out {out}", 1, ("{nowhere}", "config.json")),
     # --- download, info ---
     Case("download bert-huge", 2, ("bert-huge", "all-MiniLM-L6-v2")),
     Case("info {nowhere}", 1, ("{nowhere}", "config.json")),
@@ -259,7 +292,10 @@ BAD_CONFIG = [("lr", -1.0), ("lr", float("nan")), ("lr", 0.0), ("epochs", 0), ("
               ("batch_size", 0), ("batch_size", -3), ("batch_size", True), ("bottleneck", 0),
               ("seed", -1), ("eval_every", -1), ("log_every", 0), ("train_subset", 0),
               ("max_grad_norm", 0.0), ("max_grad_norm", float("nan")), ("lr", "0.1"),
-              ("max_length", 2), ("max_length", 513), ("non_linearity", "tanh"), ("device", "tpu")]
+              ("max_length", 2), ("max_length", 513), ("non_linearity", "tanh"), ("device", "tpu"),
+              ("method", "adapters"), ("preset", "paper"), ("lora_rank", 0), ("lora_rank", 2.0),
+              ("lora_alpha", 0.0), ("lora_alpha", float("inf")), ("lora_dropout", 1.0),
+              ("lora_dropout", -0.1)]
 
 
 @pytest.mark.parametrize("field,value", BAD_CONFIG)
@@ -273,7 +309,7 @@ def test_train_config_accepts_sensible_values():
                 seed=0, eval_every=0, train_subset=None)
     TrainConfig(warmup=1.0, max_steps=1, train_subset=1)
     assert sorted(TrainConfig.RULES) == sorted(
-        {f for f, _ in BAD_CONFIG} - {"non_linearity", "device"}), "a rule without a bad case"
+        {f for f, _ in BAD_CONFIG} - {"non_linearity", "device", "method", "preset"}), "a rule without a bad case"
 
 
 def test_number_rule_as_argparse_type():

@@ -28,7 +28,7 @@ from . import dropout, linear
 
 
 class LoraCache(NamedTuple):
-    drop: object  # dropout cache on x (None at evaluation or p = 0)
+    drop: object  # dropout cache on x, in x's shape (None at evaluation or p = 0)
     xd: object  # (N, D) dropout(x), for dA
     t: object  # (N, r) xd A^T, for dB
     a: object  # (r, D)
@@ -51,8 +51,8 @@ def init_params(in_features, out_features, r, rng, dtype):
 def delta_forward(x, a, b, scale, p=0.0, rng=None, train=False):
     """The low-rank term s * dropout(x) A^T B^T. Inputs: x (..., D), a (r, D), b (O, r).
     Returns (delta (..., O), cache)."""
-    x2 = x.reshape(-1, x.shape[-1])  # (N, D)
-    xd, drop = dropout.forward(x2, p, rng, train)
+    xd, drop = dropout.forward(x, p, rng, train)  # in x's own shape: a mask row per sentence
+    xd = xd.reshape(-1, x.shape[-1])  # (N, D)
     t = xd @ a.T  # (N, r)
     delta = scale * (t @ b.T)  # (N, O)
     return delta.reshape(*x.shape[:-1], b.shape[0]), LoraCache(drop, xd, t, a, b, scale)
@@ -67,8 +67,8 @@ def delta_backward(dy, cache):
     dt = g @ b  # (N, r)
     # t = xd A^T  ->  dA = dt^T xd,  dxd = dt A
     da = dt.T @ xd
-    (dx,) = dropout.backward(dt @ a, drop)
-    return dx.reshape(*dy.shape[:-1], a.shape[1]), da, db
+    (dx,) = dropout.backward((dt @ a).reshape(*dy.shape[:-1], a.shape[1]), drop)
+    return dx, da, db
 
 
 def forward(x, w, bias, a, b, scale, p=0.0, rng=None, train=False):

@@ -1,0 +1,216 @@
+"""`minadapt train --method M` for every method (trains, saves, reloads to the same numbers), and
+`minadapt compare`: one row per configuration with sane fields, json/md/png written, peak memory
+per child, finished runs skipped on a rerun, Ctrl-C keeps what finished."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minadapt
+from minadapt import compare
+from minadapt.backend import to_numpy
+from minadapt.cli import main
+from minadapt.config import BertConfig
+from minadapt.errors import ConfigError
+from minadapt.train import TrainConfig, train
+from minadapt.weights import expected_shapes, read_safetensors
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = ["a gorgeous , witty movie\t1", "dull and lifeless\t0", "i loved it\t1", "a mess\t0",
+        "a fine , moving film\t1", "boring from start to end\t0"]
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sst2")
+    for split in ("train", "dev"):
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(ROWS) + "\n")
+    return folder
+
+
+def _backbone_count(checkpoint_dir):
+    cfg = BertConfig.from_json(checkpoint_dir / "config.json")
+    return sum(int(np.prod(s)) for s in expected_shapes(cfg).values())
+
+
+# --- train --method ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["houlsby", "pfeiffer", "lora", "full", "probe"])
+def test_each_method_trains_saves_and_reloads(method, data, checkpoint_dir, tmp_path, capsys):
+    """A few steps change only the method's parameters; the file reloads (another process's way:
+    a fresh model) to the same logits, and `minadapt eval` gives the dev metric training reported."""
+    model = minadapt.load_model(checkpoint_dir)
+    before = {k: to_numpy(v).copy() for k, v in model.params.items()}
+    extra = {"bottleneck": 4} if method in ("houlsby", "pfeiffer") else (
+        {"lora_rank": 2} if method == "lora" else {})
+    cfg = TrainConfig(method=method, data_dir=str(data), out=str(tmp_path / method), max_steps=3,
+                      batch_size=4, max_length=16, eval_every=0, **extra)
+    r = train(cfg, model=model, progress=False)
+    assert model.method("sst2") == method
+    trainable = model.trainable_names("sst2")
+    moved = {k for k in before if not np.array_equal(before[k], to_numpy(model.params[k]))}
+    assert bool(moved) == (method == "full") and moved <= trainable  # only full moves the backbone
+    own = trainable - set(before)  # the method's own parameters, beside the backbone
+    assert own and all(k.startswith("heads.") for k in own) == (method in ("probe", "full"))
+
+    fresh = minadapt.load_model(checkpoint_dir)
+    assert fresh.load_adapter(r.adapter_path) == "sst2" and fresh.method("sst2") == method
+    b = model.tokenizer.encode([row.split("\t")[0] for row in ROWS])
+    np.testing.assert_allclose(to_numpy(fresh.logits(*b, adapter="sst2")),
+                               to_numpy(model.logits(*b, adapter="sst2")), rtol=1e-5, atol=1e-6)
+    code, out, err = run(["eval", "--adapter", str(r.adapter_path), "--data-dir", str(data),
+                          "--weights", str(checkpoint_dir)], capsys)
+    assert code == 0, err
+    assert f"accuracy {100 * r.dev_metrics['accuracy']:.2f}%" in out
+
+
+@pytest.mark.parametrize("options,expect", [
+    (["--method", "lora", "--lora-rank", "2", "--lora-alpha", "4", "--lora-dropout", "0"],
+     ("lora", {"r": 2, "alpha": 4.0, "dropout": 0.0})),
+    (["--method", "pfeiffer", "--bottleneck", "4"], ("adapter", {"architecture": "pfeiffer", "bottleneck": 4})),
+    (["--preset", "houlsby-paper", "--bottleneck", "2"],
+     ("adapter", {"architecture": "houlsby", "non_linearity": "gelu_tanh", "train_layer_norms": True})),
+    (["--method", "probe"], ("adapter", None)),
+])
+def test_train_options_reach_the_file(options, expect, data, checkpoint_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run(["train", "sst2", "--data-dir", str(data), "--weights", str(checkpoint_dir),
+                             "--out", str(out), "--max-steps", "1", "--batch-size", "4",
+                             "--max-length", "16", "--eval-every", "0", *options], capsys)
+    assert code == 0, err
+    meta = read_safetensors(out / "adapter.safetensors")[1]
+    key, fields = expect
+    saved = json.loads(meta[key])
+    if fields is None:
+        assert saved is None
+    else:
+        assert {k: saved[k] for k in fields} == fields
+    method = options[options.index("--method") + 1] if "--method" in options else "houlsby"
+    assert json.loads(meta["training"])["method"] == method
+
+
+def test_help_has_a_line_per_method(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for method, what in TrainConfig.METHODS.items():
+        assert f"  {method:<9} {what}" in out
+    for flag in ("--method", "--lora-rank", "--lora-alpha", "--lora-dropout", "--preset"):
+        assert flag in out
+
+
+def test_config_refuses_an_option_of_another_method():
+    with pytest.raises(ConfigError, match="TrainConfig.bottleneck: only method houlsby or pfeiffer"):
+        TrainConfig(method="lora", bottleneck=16)
+    with pytest.raises(ConfigError, match="TrainConfig.lora_rank: only method lora"):
+        TrainConfig(lora_rank=4)
+    assert TrainConfig(method="full").lr == TrainConfig.DEFAULT_LR["full"] < TrainConfig().lr
+
+
+# --- compare ----------------------------------------------------------------------------------------
+def _compare_argv(data, checkpoint_dir, out, *more):
+    # full first: a peak taken over all children (RUSAGE_CHILDREN) would then give probe full's
+    return ["compare", "sst2", "--data-dir", str(data), "--weights", str(checkpoint_dir), "--out",
+            str(out), "--methods", "full,probe,houlsby", "--bottlenecks", "2", "--steps", "2",
+            "--batch-size", "4", "--max-length", "16", *more]
+
+
+@pytest.fixture(scope="module")
+def compared(data, checkpoint_dir, tmp_path_factory):
+    """One real compare (full, probe, houlsby-2): its folder and stdout."""
+    out = tmp_path_factory.mktemp("compare") / "out"
+    # its own process, as from a shell: a child's ru_maxrss starts at its parent's resident memory
+    # (kept across exec), and this test process may hold several models by now
+    r = subprocess.run([sys.executable, "-m", "minadapt", *_compare_argv(data, checkpoint_dir, out)],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("| probe | 148,610 |") == 1 and "compare.png" in r.stdout
+    return out
+
+
+def test_compare_writes_a_row_per_run(compared, checkpoint_dir):
+    report = json.loads((compared / "compare.json").read_text())
+    rows = {r["config"]: r for r in report["runs"]}
+    assert list(rows) == ["full", "probe", "houlsby-2"]
+    backbone = _backbone_count(checkpoint_dir)
+    assert report["backbone_params"] == backbone
+    probe, houlsby, full = rows["probe"], rows["houlsby-2"], rows["full"]
+    assert 0 < probe["trainable_params"] < houlsby["trainable_params"] < full["trainable_params"]
+    assert full["trainable_params"] - probe["trainable_params"] == backbone  # the backbone + the same head
+    # houlsby-2: 12 adapters of 2*2*H + 2 + H, beside the head
+    assert houlsby["trainable_params"] - probe["trainable_params"] == 12 * (2 * 2 * 384 + 2 + 384)
+    for r in rows.values():
+        assert r["share_pct"] == pytest.approx(100 * r["trainable_params"] / backbone)
+        adapter = compared / r["config"] / "adapter.safetensors"
+        assert r["file_bytes"] == adapter.stat().st_size > 4 * r["trainable_params"]
+        assert r["steps"] == 2 and r["dev_metric"] == "accuracy" and 0 <= r["dev_score"] <= 1
+        assert 0 < r["train_s"] < r["wall_s"] and r["peak_rss_mb"] > 50
+    # each child's own peak: full fine-tuning (AdamW moments for the whole model) above the probe's
+    assert full["peak_rss_mb"] > probe["peak_rss_mb"] + 150
+    assert report["compare_peak_rss_mb"] < probe["peak_rss_mb"]  # the floor under them
+    assert report["command"].startswith("minadapt compare sst2 --data-dir")
+    assert {"model_name", "cpu_family", "model"} <= set(report["machine"])
+    assert report["settings"]["steps"] == 2 and report["date"].endswith("UTC")
+    md = (compared / "compare.md").read_text().splitlines()
+    table = [line for line in md if line.startswith("| ")]
+    assert len(table) == 2 + 3 and any(line.startswith("| probe | 148,610 | 0.66% |") for line in table)
+    assert (compared / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_skips_finished_runs(compared, data, checkpoint_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(compared, out)
+    (out / "probe" / compare.RESULT).unlink()  # as if the probe had not finished
+    calls = []
+    real = compare.run_child
+    monkeypatch.setattr(compare, "run_child", lambda argv, log: calls.append(argv) or real(argv, log))
+    code, stdout, err = run(_compare_argv(data, checkpoint_dir, out), capsys)
+    assert code == 0, err
+    assert [a[a.index("--method") + 1] for a in calls] == ["probe"]
+    assert stdout.count("(finished earlier, skipped)") == 2
+    assert len(json.loads((out / "compare.json").read_text())["runs"]) == 3
+    # other settings in the same folder: refused, not mixed into one table
+    code, stdout, err = run(_compare_argv(data, checkpoint_dir, out, "--seed", "1"), capsys)
+    assert code == 1 and "finished with other settings" in err and len(err.strip().splitlines()) == 1
+
+
+def test_interrupted_compare_keeps_what_finished(data, checkpoint_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    real, calls = compare.run_child, []
+
+    def ctrl_c_on_the_second(argv, log):
+        calls.append(argv)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(argv, log)
+
+    monkeypatch.setattr(compare, "run_child", ctrl_c_on_the_second)
+    argv = _compare_argv(data, checkpoint_dir, out)
+    argv[argv.index("full,probe,houlsby")] = "probe,houlsby"
+    code, stdout, err = run(argv, capsys)
+    assert code == 130 and "interrupted during houlsby-2" in err
+    assert [r["config"] for r in json.loads((out / "compare.json").read_text())["runs"]] == ["probe"]
+    monkeypatch.setattr(compare, "run_child", real)
+    code, stdout, err = run(argv, capsys)
+    assert code == 0 and "| probe |" in stdout and "skipped" in stdout
+    assert [r["config"] for r in json.loads((out / "compare.json").read_text())["runs"]] == \
+        ["probe", "houlsby-2"]
+
+
+def test_plan_and_lists():
+    runs = compare.plan(["probe", "houlsby", "pfeiffer", "lora", "full"], [8, 16], [4])
+    assert [r.name for r in runs] == ["probe", "houlsby-8", "houlsby-16",
+                                      f"pfeiffer-{compare.PFEIFFER_BOTTLENECK}", "lora-4", "full"]
+    assert runs[4].options() == ["--method", "lora", "--lora-rank", "4"]
+    assert compare.positive_ints("64,8,8") == [8, 64]
+    assert compare.method_list("lora,probe,lora") == ["lora", "probe"]
