@@ -26,7 +26,7 @@ import nbformat
 
 LESSONS = pathlib.Path(__file__).resolve().parent
 SOURCES = {  # notebook file name -> source module in lessons/_src/
-    "01_arrays_and_backends.ipynb": "l01_arrays_and_backends",
+    "01_adapters_in_five_minutes.ipynb": "l01_adapters_in_five_minutes",
     "02_linear_gelu_layernorm.ipynb": "l02_linear_gelu_layernorm",
     "03_attention.ipynb": "l03_attention",
     "04_bert_encoder.ipynb": "l04_bert_encoder",

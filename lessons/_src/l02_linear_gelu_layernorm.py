@@ -102,12 +102,13 @@ print(inspect.getsource(gelu))  # the whole file: docstring, forward, backward
 '''),
 md(r'''
 This is the *reference* GELU, the one the lessons read. Training runs its fast twin,
-`minadapt/fast/gelu.py`, which computes the same numbers with less memory traffic: each step of
+[fast/gelu.py](../minadapt/fast/gelu.py), which computes the same numbers with less memory traffic: each step of
 $\bar y\,(\Phi + x\varphi)$ is done in place on one fresh output array, the rows are cut into
 blocks that stay in the CPU's cache (`numerics.blockwise`), and in float32 $\Phi$ comes from a
 rational approximation instead of `math.erf` element by element (below). On an array of millions
 of elements a dozen whole-array passes cost far more than the arithmetic, which is why it is
-worth having; `tests/test_fast_ops.py` checks it against this file, forward and backward.
+worth having; `tests/test_fast_ops.py` checks it against this file, forward and backward, and so
+does section 5 below.
 '''),
 code(r'''
 xg = rng.standard_normal((4, 6)) * 2
@@ -193,7 +194,8 @@ $\Phi(x) = (1+\operatorname{erf}(x/\sqrt2))/2$ folded into its coefficients: thr
 large array fewer. Both polynomials are also divided by $Q$'s leading coefficient, so that $Q$'s
 first Horner step is a single addition $x^2 + b_1$. Every multiply and every add of Horner's rule
 is one NumPy call that reads and writes the whole array: that count, not the arithmetic, is what
-the fast GELU costs. How close is the approximation, in units of float32's own resolution?
+the fast GELU costs ([fast/numerics.py](../minadapt/fast/numerics.py)). How close is the
+approximation, in units of float32's own resolution?
 '''),
 code(r'''
 x32 = np.linspace(-5, 5, 100_001, dtype=np.float32)
@@ -328,7 +330,7 @@ Implementation details worth noticing in `layernorm.py`:
 * The cache holds $\hat x$, $r$ (one number per row) and $\gamma$: everything the backward formula
   uses. It does not keep $x$, $\mu$ or $\sigma^2$.
 * Each formula is one NumPy expression over the whole `(..., H)` array. The fast version,
-  `minadapt/fast/layernorm.py`, runs the same formulas in row blocks that fit in the CPU cache
+  [fast/layernorm.py](../minadapt/fast/layernorm.py), runs the same formulas in row blocks that fit in the CPU cache
   (`numerics.blockwise`), because each makes several passes over a row that would otherwise each
   stream the whole array through memory.
 * $\epsilon = 10^{-12}$ (from `config.json`'s `layer_norm_eps`) only guards against a constant row;
@@ -355,7 +357,7 @@ Notes:
   It is linear in $x$, so the backward multiplies by the same mask. The reference draws the mask
   as `rng.random(shape) >= p`; for a gradient check the mask must not change between calls, so the
   check below gives every call a generator with the same seed. (The fast version,
-  `minadapt/fast/dropout.py`, draws 16 random bits per element instead, `numerics.keep_mask`, read
+  [fast/dropout.py](../minadapt/fast/dropout.py), draws 16 random bits per element instead, `numerics.keep_mask`, read
   straight from the generator's raw 64-bit output: about three times as fast as float uniforms, with
   $p$ rounded to a multiple of $2^{-16}$ and the scale computed from that rounded $p$.)
 * Cross-entropy: with $\log p_{bc} = z_{bc} - \log\sum_k e^{z_{bk}}$, $\;\partial L/\partial z_{bc}
@@ -386,6 +388,61 @@ big = np.ones((1000, 1000))
 kept, _ = dropout.forward(big, 0.1, np.random.default_rng(0), train=True)
 print(f"dropout p=0.1: {np.mean(kept == 0):.3f} of entries dropped, mean of output {kept.mean():.4f} (input mean 1)")
 print("dropout at evaluation is the identity:", dropout.forward(big, 0.1, train=False)[0] is big)
+'''),
+md(r'''
+## 5. The fast versions, checked against these
+
+Every op above is the reference: the plainest NumPy that states the maths, the code the exercises
+ask you to write. Training runs faster twins from `minadapt/fast/`, which must compute the same
+numbers. What each changes, and why:
+
+* [fast/linear.py](../minadapt/fast/linear.py): a frozen weight's forward multiplies by a
+  contiguous copy of $W^\top$, made once. BLAS first copies its second operand into blocks, and
+  from the transposed view `W.T` that copy is a strided gather; a frozen weight is a constant, so
+  the copy never goes stale. The backward is the reference's.
+* [fast/gelu.py](../minadapt/fast/gelu.py): the same formulas computed in place on one fresh
+  output, in row blocks that stay in the CPU's cache, and in float32 $\Phi$ from the rational
+  approximation above. An elementwise op costs its passes over memory, not its arithmetic.
+* [fast/swish.py](../minadapt/fast/swish.py): on the CPU, the reference's formulas; on a GPU, one
+  fused kernel instead of five launches (lesson 8).
+* [fast/layernorm.py](../minadapt/fast/layernorm.py): the same formulas, in row blocks, for the
+  same reason: each formula makes several passes over a row.
+* [fast/dropout.py](../minadapt/fast/dropout.py): the mask from 16 random bits per element, cheaper
+  to draw than a float; its masks differ from the reference's, so it is checked by what dropout
+  must do (drop about $p$, keep the mean, use the same mask backward) rather than element by element.
+
+The check, in float64, forward and backward:
+'''),
+code(r'''
+import importlib
+
+fast = {name: importlib.import_module(f"minadapt.fast.{name}") for name in ("gelu", "swish", "layernorm", "dropout")}
+from minadapt.fast.linear import Linear
+
+x5 = rng.standard_normal((3, 7, 300)) * 2  # (B, T, H): several of the fast ops' row blocks
+dy5 = rng.standard_normal(x5.shape)
+w5, b5 = rng.standard_normal((20, 300)), rng.standard_normal(20)
+g5, beta5 = 1 + 0.3 * rng.standard_normal(300), 0.1 * rng.standard_normal(300)
+dyl5 = rng.standard_normal((3, 7, 20))
+pairs = {
+    "linear (frozen)": (lambda: Linear().forward(x5, w5, b5, frozen=True), lambda: linear.forward(x5, w5, b5, frozen=True),
+                        Linear.backward, linear.backward, dyl5),
+    "gelu": (lambda: fast["gelu"].forward(x5), lambda: gelu.forward(x5), fast["gelu"].backward, gelu.backward, dy5),
+    "swish": (lambda: fast["swish"].forward(x5), lambda: swish.forward(x5), fast["swish"].backward, swish.backward, dy5),
+    "layernorm": (lambda: fast["layernorm"].forward(x5, g5, beta5, trainable=True),
+                  lambda: layernorm.forward(x5, g5, beta5, trainable=True),
+                  fast["layernorm"].backward, layernorm.backward, dy5),
+}
+for name, (fast_fwd, ref_fwd, fast_bwd, ref_bwd, d) in pairs.items():
+    (y_f, c_f), (y_r, c_r) = fast_fwd(), ref_fwd()
+    err_b = max(gradcheck.rel_error(a, b) for a, b in zip(fast_bwd(d, c_f), ref_bwd(d, c_r)) if a is not None)
+    print(f"fast {name:16s} vs reference: forward {gradcheck.rel_error(y_f, y_r):.0e}, backward {err_b:.0e}")
+    assert gradcheck.rel_error(y_f, y_r) < 1e-12 and err_b < 1e-12
+
+kept, c_drop = fast["dropout"].forward(big, 0.1, np.random.default_rng(0))
+(back,) = fast["dropout"].backward(big, c_drop)
+print(f"fast dropout p=0.1: {np.mean(kept == 0):.3f} dropped, mean {kept.mean():.4f}; backward uses the same "
+      f"mask: {np.array_equal(back, kept)}; identity at evaluation: {fast['dropout'].forward(big, 0.1, train=False)[0] is big}")
 '''),
 md(r'''
 Of the files in `minadapt/nn/`, you have now seen `linear`, `gelu`, `layernorm`, `relu`, `swish`,

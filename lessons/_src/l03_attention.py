@@ -157,8 +157,8 @@ print(inspect.getsource(attention.forward))
 print(inspect.getsource(attention.backward))
 '''),
 md(r'''
-**The fast version.** Training does not run this file but its twin `minadapt/fast/attention.py`,
-which computes the same numbers (`tests/test_fast_ops.py` checks it against this one, forward and
+**The fast version.** Training does not run this file but its twin
+[fast/attention.py](../minadapt/fast/attention.py), which computes the same numbers (`tests/test_fast_ops.py` checks it against this one, forward and
 backward, on padded inputs) and changes only how the work is laid out:
 
 * The `(B, nh, Tq, Tk)` scores are turned into probabilities *in place*, one block of sentences at a
@@ -176,6 +176,25 @@ backward, on padded inputs) and changes only how the work is laid out:
   with $t = \bar{\tilde a} \odot \tilde a$, $\;\bar s = t - a \sum_j t_j$.
 
 None of this changes the maths above; the reference is the one to read and to write yourself.
+The check, once here (section 4 then checks the reference against finite differences): on a padded
+batch in float64, the fast op's context and its three gradients against the reference's.
+'''),
+code(r'''
+import importlib
+
+fast_attention = importlib.import_module("minadapt.fast.attention")
+mask_f = np.ones((3, 9))
+mask_f[1, 6:] = 0  # sentence 1: three [PAD]
+mask_f[2, 2:] = 0  # sentence 2: seven [PAD]
+bias_f = attention.mask_bias(mask_f, np.float64)
+qf, kf, vf, dcf = (rng.standard_normal((3, 9, 24)) for _ in range(4))
+c_ref, cache_ref = attention.forward(qf, kf, vf, bias_f, 4)
+c_fast, cache_fast = fast_attention.forward(qf, kf, vf, bias_f, 4)
+print(f"context: rel_error {gradcheck.rel_error(c_fast, c_ref):.0e}")
+for name, a, b in zip(("dq", "dk", "dv"), fast_attention.backward(dcf, cache_fast), attention.backward(dcf, cache_ref)):
+    print(f"{name}: rel_error {gradcheck.rel_error(a, b):.0e}")
+    assert gradcheck.rel_error(a, b) < 1e-12
+assert gradcheck.rel_error(c_fast, c_ref) < 1e-12
 '''),
 md(r'''
 First the softmax step alone, against the explicit Jacobian $\operatorname{diag}(a) - a a^\top$ for

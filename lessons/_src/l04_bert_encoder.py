@@ -133,32 +133,15 @@ for j, n in enumerate(("query", "key", "value")):
           f"rows {j * cfg.hidden_size}..{(j + 1) * cfg.hidden_size - 1}")
 '''),
 code(r'''
-import time
-
-w32 = w_qkv.astype(np.float32)
-separate = [np.ascontiguousarray(w32[j * 384:(j + 1) * 384]) for j in range(3)]
-
-
-def best_ms(fn, repeat=7):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * min(times)
-
-
-for n_rows in (128, 2048):  # e.g. 4 sentences of 32 tokens; 32 sentences of 64 tokens
-    x_rows = np.random.default_rng(1).standard_normal((n_rows, cfg.hidden_size)).astype(np.float32)
-    t_three = best_ms(lambda: [x_rows @ w.T for w in separate])
-    t_fused = best_ms(lambda: x_rows @ w32.T)
-    print(f"N = {n_rows:4d} rows, float32: three (H, H) matmuls {t_three:6.2f} ms, "
-          f"one fused (3H, H) matmul {t_fused:6.2f} ms")
+x_rows = np.random.default_rng(1).standard_normal((64, cfg.hidden_size))
+fused = x_rows @ w_qkv.T + b_qkv  # (N, 3H): one product
+three = [x_rows @ model.params[p + n + ".weight"].T + model.params[p + n + ".bias"] for n in ("query", "key", "value")]
+print("one fused product == the three separate ones:", np.allclose(fused, np.concatenate(three, axis=-1), rtol=0, atol=1e-12))
 '''),
 md(r'''
-On a CPU the gain is modest (typically 0–10% here; timings on a shared machine are noisy): a
-`(2048, 384) @ (384, 384)` product already keeps BLAS busy. The structural gain is what matters more
-on a GPU: one kernel launch instead of three, and $x$ read from memory once.
+The numbers are the same; what changes is the work's shape. One product three times as wide
+reads $x$ once instead of three times, and on a GPU it is one kernel launch instead of three
+(lesson 8 says why launches matter there).
 
 ## 3. Embeddings: the last op under `minadapt/nn/`
 
@@ -314,9 +297,27 @@ for name in names:  # the weight is perturbed in place inside the dict (for the 
     print(f"rel_error {name}: {err:.1e}")
 '''),
 md(r'''
+**The fast ops.** Everything so far ran the reference ops of `minadapt/nn/`. A model loaded with the
+default `ops="fast"` runs the same equations of `bert.py` with the ops of `minadapt/fast/`. Two of
+them change how the encoder works rather than how one op computes (lessons 2 and 3 cover those):
+a frozen linear keeps a contiguous copy of $W^\top$ and multiplies by it
+([fast/linear.py](../minadapt/fast/linear.py): BLAS first copies its second operand into blocks,
+and from the transposed view $W$`.T` that copy is a slow strided gather; the weight is a constant,
+so the copy is made once), and the last layer runs for [CLS] only (below). The whole encoder, fast
+against reference, in float64:
+'''),
+code(r'''
+fast64 = minadapt.load_model(WEIGHTS, dtype="float64")  # ops="fast", the default
+h_fast = fast64.encode(input_ids, attention_mask, token_type_ids)
+err = np.abs(h_fast - h_model)[real].max()
+print(f"encode, fast ops vs reference ops, float64, real tokens: max abs difference {err:.1e}")
+assert err < 1e-10
+del fast64
+'''),
+md(r'''
 **Two kinds of skipped work.** A classification head reads only the final [CLS] vector. The
 reference computes every row of the last layer and the head reads one. The fast ops skip the rest:
-`minadapt/fast/cls_layer.py` computes the last layer's query, attention output, FFN and adapters for
+[fast/cls_layer.py](../minadapt/fast/cls_layer.py) computes the last layer's query, attention output, FFN and adapters for
 that **one row** per sentence (`encoder_forward(..., cls_only=True)` uses it when `run.ops.cls_layer`
 is set); the query still attends to every token, through keys and values that, with Q, K and V
 frozen, are never even formed (lesson 7 shows how). After the attention it is the same

@@ -75,6 +75,27 @@ for f in ("swish", "gelu", "relu"):
     print(f"{f:6s}" + "".join(f"  {n} {e:.0e}" for n, e in zip(names, errs)))
 '''),
 md(r'''
+**The fast version.** There is no separate fast adapter: the adapter is two small linear layers and a
+non-linearity, and the fast ops ([ops.py](../minadapt/ops.py), `ops.fast()`) run this same
+`nn/adapter.py`, handing it their own non-linearity:
+[fast/swish.py](../minadapt/fast/swish.py) (on the CPU the reference's formulas, on a GPU one fused
+kernel instead of five launches, lesson 8) or [fast/gelu.py](../minadapt/fast/gelu.py) (cache-sized
+blocks and a float32 erf, lesson 2). The check: the same adapter with the fast non-linearities gives
+the reference's output and all five gradients.
+'''),
+code(r'''
+from minadapt import ops
+
+fast_ops = ops.fast()
+for f in ("swish", "gelu"):
+    y_ref, c_ref = adapter.forward(*params, act=adapter.NON_LINEARITIES[f])
+    y_fast, c_fast = fast_ops.adapter.forward(*params, act=fast_ops.non_linearities[f])
+    errs = [gradcheck.rel_error(a, b) for a, b in zip(adapter.backward(dy, c_fast), adapter.backward(dy, c_ref))]
+    print(f"{f:6s} fast vs reference: output {gradcheck.rel_error(y_fast, y_ref):.0e}, "
+          f"gradients up to {max(errs):.0e}")
+    assert gradcheck.rel_error(y_fast, y_ref) < 1e-12 and max(errs) < 1e-12
+'''),
+md(r'''
 ## 2. How many parameters
 
 $W_\text{down}$ is $m \times H$, $W_\text{up}$ is $H \times m$, plus the two biases:
@@ -162,7 +183,7 @@ first, `encoder.layer.{i}.output.adapters.{name}.…` for the second (`bert.adap
 sites an architecture uses is stated once, in `bert.ADAPTER_SITES`, and `run.adapter` (an
 `AdapterConfig`) says which adapter a forward pass runs: a model can hold several, and each call
 names one (`adapter="sst2"`). Both the reference and the fast ops run this same `nn/adapter.py`
-(the fast bundle only swaps in its fast non-linearities).
+(the fast bundle only swaps in its fast non-linearities, section 1).
 '''),
 code(r'''
 from matplotlib.patches import Circle, FancyBboxPatch, Patch

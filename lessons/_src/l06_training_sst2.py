@@ -51,10 +51,9 @@ line and names the file and line of anything malformed.
 code(r'''
 import json
 import tempfile
-import time
 
 import minadapt
-from minadapt import optim
+from minadapt import gradcheck, optim
 from minadapt.data.sst2 import bucketed_batches, find_sst2, load_sst2
 from minadapt.train import TrainConfig, encode_split
 
@@ -153,6 +152,32 @@ What to look at:
 * The frozen backbone weight is *bit-identical*: it received no gradient, and the optimiser does not
   even know it exists.
 
+**Reference ops and fast ops.** `load_model` gives a model that runs the fast ops of
+`minadapt/fast/` (`ops="fast"`, the default; [ops.py](../minadapt/ops.py) bundles them). They
+compute what the reference ops of `minadapt/nn/` compute, the ones lessons 2–5 derived and checked,
+with less work: elementwise chains in cache-sized blocks and a float32 erf (lesson 2), the softmax
+in place (lesson 3), contiguous $W^\top$ copies of frozen weights and the last layer for [CLS] only
+(lesson 4), dropout masks from 16 random bits (lesson 2). The check: a model with
+`ops="reference"`, given the same adapter and head values as the one just trained, must give the
+same loss and the same gradients. (With dropout off: the two dropouts draw their masks differently.)
+'''),
+code(r'''
+reference = minadapt.load_model(WEIGHTS, dtype="float32", ops="reference")
+reference.add_adapter("sst2", bottleneck=16)
+reference.add_classification_head("sst2", num_labels=2)
+for k in trainable:
+    reference.params[k][...] = model.params[k]  # the trained values
+loss_f, _, grads_f = model.loss_and_grads(b.input_ids, b.attention_mask, b.token_type_ids, labels[idx],
+                                          adapter="sst2", train=False)
+loss_r, _, grads_r = reference.loss_and_grads(b.input_ids, b.attention_mask, b.token_type_ids, labels[idx],
+                                              adapter="sst2", train=False)
+worst = max(gradcheck.rel_error(grads_f[k], grads_r[k]) for k in trainable)
+print(f"loss: fast {float(loss_f):.6f}, reference {float(loss_r):.6f}; "
+      f"largest rel_error over the {len(trainable)} gradients: {worst:.1e} (float32 rounding)")
+assert abs(float(loss_f) - float(loss_r)) < 1e-5 and worst < 1e-3
+del reference
+'''),
+md(r'''
 ## 3. AdamW
 
 For a parameter $p$ with gradient $g_t$ at its $t$-th step, `optim.AdamW` computes (as
@@ -295,10 +320,7 @@ out = pathlib.Path(tempfile.mkdtemp(prefix="minadapt-lesson6-"))
 cfg = TrainConfig(out=str(out), bottleneck=16, lr=LR, train_subset=SUBSET, max_steps=STEPS,
                   eval_every=50, log_every=10, seed=0)
 trained = minadapt.load_model(WEIGHTS, dtype="float32")
-t0 = time.perf_counter()
 result = train(cfg, model=trained, data=data, progress=False)
-print(f"{result.steps} steps in {result.seconds:.1f} s ({1e3 * result.seconds / result.steps:.0f} ms per step, "
-      f"including the dev evaluations); wall time {time.perf_counter() - t0:.1f} s")
 print(f"dev accuracy after {result.steps} steps: {result.dev_accuracy:.2%}")
 print("files written:", sorted(p.name for p in out.iterdir()))
 '''),
@@ -439,26 +461,15 @@ of `TrainConfig` (printed below):
     minadapt eval --adapter runs/sst2/adapter.safetensors   # dev accuracy of a saved adapter
 
 Seeing many times the sentences of this run, it reaches a clearly higher dev accuracy than this
-150-step run; see the README for the measured figure and time. The time on this machine can be
-estimated from this run's own rate:
+150-step run; the README gives the measured figure with its command and machine.
 '''),
 code(r'''
-# sentences/s between consecutive train lines; the median skips the intervals that held an evaluation
-steps_between = np.diff([0] + [h["step"] for h in tr])
-seconds_between = np.diff([0] + [h["elapsed_s"] for h in tr])
-rate = float(np.median(BATCH * steps_between / seconds_between))
 print(f"defaults: bottleneck {DEFAULTS.bottleneck}, {DEFAULTS.epochs:g} epochs ({FULL:,} steps of "
       f"{DEFAULTS.batch_size}), peak rate {DEFAULTS.lr:g}, evaluation and checkpoint every {DEFAULTS.eval_every} steps")
 print(f"that is {FULL * DEFAULTS.batch_size / (STEPS * BATCH):.0f}x the sentences this lesson's run saw")
-print(f"this run trained at about {rate:.0f} sentences/s (bottleneck 16, on this machine, at the moment it ran)")
-print(f"the default run at that rate: about {FULL * DEFAULTS.batch_size / rate / 60:.0f} minutes, "
-      f"plus the evaluations; bottleneck {DEFAULTS.bottleneck} costs a little more per step")
 '''),
 md(r'''
-(A timing on a shared machine is an estimate, not a benchmark: other work on the same cores can
-change it by tens of percent from one minute to the next.)
-
-**Next:** lesson 7 measures what the frozen backbone saves in such a step (FLOPs, time and memory),
+**Next:** lesson 7 counts what the frozen backbone saves in such a step (FLOPs and memory),
 and compares the adapter with a linear probe on frozen features.
 '''),
 ]

@@ -1,4 +1,4 @@
-"""Lesson 7: what the frozen backbone buys: FLOPs, time, memory, [CLS]-only, PyTorch, a linear probe."""
+"""Lesson 7: what the frozen backbone buys: FLOPs, memory, [CLS]-only, shards, PyTorch, a linear probe."""
 from .cells import SETUP, WEIGHTS, code, md
 from .l06_training_sst2 import THREADS
 
@@ -11,7 +11,7 @@ Adapters were introduced to save *storage*: one small file per task instead of a
 measures where:
 
 1. **No $\bar W$ for frozen weights.** The backward of a frozen linear computes $\bar x$ only:
-   FLOPs counted, and a training step timed against full fine-tuning.
+   FLOPs counted, against full fine-tuning.
 2. **No backward below the lowest adapter.** Nothing below the lowest trainable parameter needs a
    gradient, so the backward stops there.
 3. **[CLS] only in the last layer.** The head reads one vector per sentence.
@@ -22,19 +22,17 @@ measures where:
 7. **And against doing even less**: a linear probe on frozen [CLS] features, with no backward through
    the encoder at all. Is the adapter worth its cost?
 
-**About the timings.** This notebook times real steps on whatever machine runs it. On a machine whose
-cores are shared with other work, a timing can move by tens of percent from one minute to the next;
-each one below is the median of a few repeats, taken in alternation so that drift hits all
-configurations alike. Read the ratios and shapes, not the milliseconds.
+**Counts, not timings.** Sections 1–4 count the work (FLOPs, bytes) from the shapes and the code
+paths: the numbers are the same on every machine. What a step costs in seconds depends on the
+machine, so the one measured comparison (section 6, against PyTorch) is read from the benchmark
+result the repository commits, which names the command and the machine that made it.
 '''),
 THREADS,
 SETUP,
 WEIGHTS,
 code(r'''
 import json
-import statistics
 import tempfile
-import time
 
 import minadapt
 from minadapt import bert
@@ -47,19 +45,6 @@ def random_batch(B, L, vocab_size, seed=0):
     ids = rng.integers(1000, vocab_size, (B, L))
     ids[:, 0] = 101  # [CLS]
     return ids, np.ones((B, L), np.int64), rng.integers(0, 2, B)
-
-
-def median_ms(fns: dict, repeats=5) -> dict:
-    """{name: median milliseconds of fn()}: one untimed warm-up each, then the fns in alternation."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(1e3 * (time.perf_counter() - t0))
-    return {name: statistics.median(t) for name, t in times.items()}
 '''),
 md(r'''
 ## 1. A frozen linear needs no $\bar W$
@@ -82,47 +67,57 @@ products in the forward are: Q|K|V $6LH^2$, the attention output $2LH^2$, the FF
 adapters $8LHm$, and attention's two batched products ($q k^\top$ and $a v$) $4L^2H$. The
 backward's $\bar x$ products have the forward's sizes, except attention's, which has four ($\bar a$,
 $\bar v$, $\bar q$, $\bar k$): $8L^2H$. Adapter training adds $\bar W$ for the adapters and the head
-only, and skips layer 0's Q|K|V $\bar x$ (nothing below it trains); full fine-tuning adds a $\bar W$
-for every backbone linear (the same FLOPs as its forward) and layer 0's $\bar x$, to reach the
-embeddings. The count below takes every row of every layer; section 3 subtracts what the
-[CLS]-only last layer saves. The configuration of the committed benchmark: 32 sentences of 64
-tokens, bottleneck 64.
+only, and in layer 0 stops right after the attention-output adapter: nothing below it trains, so
+layer 0's attention output, attention and Q|K|V need no $\bar x$ (`bert.after_attention_backward`,
+lesson 4). Full fine-tuning adds a $\bar W$ for every backbone linear (the same FLOPs as its
+forward) and all of layer 0's $\bar x$, to reach the embeddings. The count below takes every row of
+every layer; section 3 subtracts what the [CLS]-only last layer saves. Two configurations: the
+committed benchmark's (32 sentences of 64 tokens, bottleneck 64), and the batch this lesson runs
+(16 sentences of 32 tokens, bottleneck 16).
 '''),
 code(r'''
 model = minadapt.load_model(WEIGHTS, dtype="float32")
 cfg = model.cfg
-B, L = 16, 32  # the batch the timings below use: 16 sentences of 32 tokens
+B, L = 16, 32  # the batch this lesson runs: 16 sentences of 32 tokens
 ids, mask, labels = random_batch(B, L, cfg.vocab_size)  # random words, every row full length
 
 
-def step_flops_by_part(B, L, m):
-    """Matrix-product FLOPs of one training step, (adapters, full fine-tuning), each split into
-    forward, dx, dW; every row of every layer (no [CLS]-only last layer)."""
+def step_flops_by_part(B, L, m, k=None, full=False):
+    """Matrix-product FLOPs of one training step, split into forward, backward dx and backward dW.
+    Adapters in the top k layers (default: every layer) and the head train; full=True: every weight
+    trains. Every row of every layer (no [CLS]-only last layer: section 3)."""
     H, F, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    linears = 8 * L * H * H + 4 * L * H * F  # Q|K|V, attention output, FFN in and out: per layer
+    k = n_layers if k is None else k
+    linears = 8 * L * H * H + 4 * L * H * F  # Q|K|V 6LH^2, attention output 2LH^2, FFN in and out 2LHF each
+    attn = 4 * L * L * H  # q k^T and a v over all heads; the backward has four such products
     adapters = 8 * L * H * m  # two adapters, down and up
     head = 2 * H * H + 2 * H * 2  # dense H -> H, then H -> 2 labels, on [CLS]
-    qkv0 = 6 * L * H * H  # layer 0's Q|K|V: its dx reaches only the embeddings
-    ours = {"forward": n_layers * (linears + 4 * L * L * H + adapters) + head,
-            "backward dx": n_layers * (linears + 8 * L * L * H + adapters) - qkv0 + head,
-            "backward dW": n_layers * adapters + head}
-    full = dict(ours)
-    full["backward dW"] += n_layers * linears  # dW = dy^T x: as many FLOPs as y = x W^T
-    full["backward dx"] += qkv0  # on to the embeddings
-    return {k: B * v for k, v in ours.items()}, {k: B * v for k, v in full.items()}
+    layer_dx = linears + 2 * attn + adapters  # every input gradient of one layer
+    parts = {"forward": n_layers * (linears + attn + adapters) + head}
+    if full:  # every weight trains, down into the embeddings
+        parts["backward dx"] = n_layers * layer_dx + head
+        parts["backward dW"] = n_layers * (linears + adapters) + head  # dW = dy^T x: the forward's FLOPs
+    elif k == 0:  # the head alone: no backward through the encoder
+        parts["backward dx"], parts["backward dW"] = 0, head
+    else:  # the top k - 1 layers in full; the lowest trainable one stops after its first adapter
+        lowest = 4 * L * H * F + adapters  # the FFN's dx and the two adapters' dx
+        parts["backward dx"] = (k - 1) * layer_dx + lowest + head
+        parts["backward dW"] = k * adapters + head
+    return {part: B * flops for part, flops in parts.items()}
 
 
 for (b_, l_, m_) in ((32, 64, 64), (B, L, 16)):
-    ours, full = step_flops_by_part(b_, l_, m_)
+    ours, full = step_flops_by_part(b_, l_, m_), step_flops_by_part(b_, l_, m_, full=True)
     print(f"B={b_}, L={l_}, bottleneck {m_}:")
     for name, parts in (("adapter training", ours), ("full fine-tuning", full)):
         print(f"  {name:17s} " + "  ".join(f"{k} {v / 1e9:6.2f}" for k, v in parts.items())
-              + f"   total {sum(parts.values()) / 1e9:6.2f} GFLOP")
+              + f"   total {sum(parts.values()) / 1e9:6.2f} GFLOP = {sum(parts.values()) / parts['forward']:.2f}"
+              + " x the forward")
     print(f"  full / adapters = {sum(full.values()) / sum(ours.values()):.2f}")
 '''),
 md(r'''
-So an adapter step does about $2\times$ the forward's FLOPs, full fine-tuning about $3\times$: the
-familiar "backward costs twice the forward" is the full fine-tuning figure. Now the measurement. A
+So an adapter step does about $2\times$ the forward's FLOPs, full fine-tuning $3\times$: the
+familiar "backward costs twice the forward" is the full fine-tuning figure. In the library, a
 second model trains *everything*: `full.trainable_names("sst2").update(full.params)` adds every
 name to the task's trainable set. Two rules of the library show up here:
 
@@ -151,54 +146,40 @@ print(f"adapter model: {len(model.trainable_names('sst2'))} trainable arrays, {n
       f"lowest_trainable_layer = {model.lowest_trainable_layer('sst2')}")
 print(f"full model:    {len(full_trainable)} trainable arrays, {n_full:,} numbers; "
       f"lowest_trainable_layer = {full.lowest_trainable_layer('sst2')}")
-
-step_ms = median_ms({"adapters": lambda: model.loss_and_grads(ids, mask, None, labels, adapter="sst2"),
-                     "full fine-tuning": lambda: full.loss_and_grads(ids, mask, None, labels, adapter="sst2")})
-ours, whole = step_flops_by_part(B, L, 16)
-for name, ms in step_ms.items():
-    print(f"loss_and_grads, {name:16s}: {ms:6.1f} ms (median of 5, one process; a shared machine: noisy)")
-print(f"measured full / adapters = {step_ms['full fine-tuning'] / step_ms['adapters']:.2f}; "
-      f"FLOP ratio {sum(whole.values()) / sum(ours.values()):.2f}")
 '''),
 code(r'''
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+ours, whole = step_flops_by_part(B, L, 16), step_flops_by_part(B, L, 16, full=True)
+fig, ax = plt.subplots(figsize=(6, 3.8))
 colours = {"forward": "#9ecae1", "backward dx": "#3182bd", "backward dW": "#e6550d"}
 for j, (name, parts) in enumerate((("adapters", ours), ("full fine-tuning", whole))):
     bottom = 0
     for part, flops in parts.items():
-        axes[0].bar(j, flops / 1e9, bottom=bottom, color=colours[part], label=part if j == 0 else None)
+        ax.bar(j, flops / 1e9, bottom=bottom, color=colours[part], label=part if j == 0 else None)
         bottom += flops / 1e9
-axes[0].set_xticks([0, 1], ["adapters", "full fine-tuning"])
-axes[0].set_ylabel("GFLOP per step")
-axes[0].set_title(f"matrix-product FLOPs of one step (B={B}, L={L})")
-axes[0].legend(fontsize=8)
-axes[1].bar(list(step_ms), list(step_ms.values()), color=["#31a354", "#756bb1"])
-for j, ms in enumerate(step_ms.values()):
-    axes[1].text(j, ms, f"{ms:.0f} ms", ha="center", va="bottom")
-axes[1].set_ylabel("ms (median)")
-axes[1].set_title("measured: model.loss_and_grads")
-for ax in axes:
-    ax.grid(alpha=0.3, axis="y")
+    ax.text(j, bottom, f"{bottom:.1f}", ha="center", va="bottom")
+ax.set_xticks([0, 1], ["adapters", "full fine-tuning"])
+ax.set_ylabel("GFLOP per step")
+ax.set_title(f"matrix-product FLOPs of one step (B={B}, L={L})")
+ax.legend(fontsize=8)
+ax.grid(alpha=0.3, axis="y")
 plt.tight_layout()
 plt.show()
 '''),
 md(r'''
 What to look at: the orange $\bar W$ block is almost absent for adapters and as large as the forward
-for full fine-tuning. The measured ratio lands close to the FLOP ratio. It need not match exactly:
-the library runs the last layer for [CLS] only (section 3), which saves a larger share of an
-adapter step than of a full one; not all of a step is matrix products (GELU, softmax, LayerNorm and dropout cost the same both ways,
-which pulls the ratio down), and full fine-tuning also scatters a gradient into the
-$30522 \times 384$ word-embedding table (47 MB, mostly zeros, every step), which no FLOP count sees
-(which pushes it up). And `loss_and_grads` is not the whole step: full fine-tuning then runs AdamW
-over 22.9 million numbers instead of 0.3 million (section 4 counts its memory).
+for full fine-tuning. A count of matrix products is not a time. The rest of a step (GELU, softmax,
+LayerNorm and dropout) costs the same both ways; full fine-tuning also scatters a gradient into the
+$30522 \times 384$ word-embedding table (47 MB, mostly zeros, every step), which no FLOP count sees;
+and after `loss_and_grads` it runs AdamW over 22.9 million numbers instead of 0.3 million (section 4
+counts their memory). Section 6 reads measured step times from the committed benchmark.
 
 ## 2. No backward below the lowest adapter
 
 `encoder_backward(dh, caches, run, lowest)` walks the layers from the top down to `lowest`, the
 lowest layer holding a trainable parameter (`model.lowest_trainable_layer(name)`), and inside that layer
 stops as soon as nothing below owes a gradient. With adapters in every layer that is layer 0, and the
-whole backward runs (minus layer 0's $\bar x$ into the embeddings). With adapters only in the top $k$
-layers, the backward is cut short. We emulate that on the same model by taking the lower layers'
+whole backward runs (minus the part of layer 0 below its first adapter). With adapters only in the
+top $k$ layers, the backward is cut short. We emulate that on the same model by taking the lower layers'
 adapter names out of the task's trainable set (their adapters still run in the forward, as the
 identity-ish maps they are at this point); with no adapter name left, only the head trains,
 `lowest_trainable_layer` is `None`, and there is no encoder backward at all.
@@ -215,62 +196,65 @@ def use_top_k(k):
     trainable.update(n for n in all_trainable if ".adapters." not in n or int(n.split(".")[2]) >= first)
 
 
-def step_with(k):
-    def fn():
-        use_top_k(k)
-        model.loss_and_grads(ids, mask, None, labels, adapter="sst2")
-    return fn
-
-
 ks = list(range(cfg.num_hidden_layers + 1))
-sweep_ms = median_ms({k: step_with(k) for k in ks}
-                     | {"forward only": lambda: model.logits(ids, mask, adapter="sst2")}, repeats=4)
-lowest = {}
+lowest, sweep = {}, {}
 for k in ks:
     use_top_k(k)
     lowest[k] = model.lowest_trainable_layer("sst2")
+    _, _, grads = model.loss_and_grads(ids[:2, :8], mask[:2, :8], None, labels[:2], adapter="sst2")
+    assert set(grads) == trainable  # gradients for exactly the names left in the set
+    sweep[k] = step_flops_by_part(B, L, 16, k=k)
     print(f"adapters in the top {k} layers: lowest_trainable_layer = {str(lowest[k]):4s} "
-          f"step {sweep_ms[k]:6.1f} ms")
+          f"{len(grads):2d} gradients; backward {(sweep[k]['backward dx'] + sweep[k]['backward dW']) / 1e9:5.2f} GFLOP")
 use_top_k(cfg.num_hidden_layers)
 assert trainable == all_trainable
-print(f"forward only (model.logits, no dropout): {sweep_ms['forward only']:.1f} ms")
 
 fig, ax = plt.subplots(figsize=(8, 3.8))
-ax.plot(ks, [sweep_ms[k] for k in ks], "o-", label="loss_and_grads (train=True)")
-ax.axhline(sweep_ms["forward only"], color="grey", ls=":", label="forward only (model.logits)")
-ax.axhline(step_ms["full fine-tuning"], color="#756bb1", ls="--", label="full fine-tuning (section 1)")
+bottom = np.zeros(len(ks))
+for part in ("forward", "backward dx", "backward dW"):
+    values = np.array([sweep[k][part] / 1e9 for k in ks])
+    ax.bar(ks, values, bottom=bottom, color=colours[part], label=part)
+    bottom += values
+ax.axhline(sum(whole.values()) / 1e9, color="#756bb1", ls="--", label="full fine-tuning (section 1)")
 ax.set_xticks(ks, [f"{k}\n(lowest {lowest[k]})" for k in ks])
 ax.set_xlabel("layers with a trainable adapter (counted from the top)")
-ax.set_ylabel("ms per step (median)")
-ax.set_ylim(0, None)
-ax.set_title(f"the backward stops at the lowest trainable layer (B={B}, L={L})")
-ax.legend(fontsize=8)
-ax.grid(alpha=0.3)
+ax.set_ylabel("GFLOP per step")
+ax.set_title(f"the backward stops at the lowest trainable layer (B={B}, L={L}, every row)")
+ax.legend(fontsize=8, loc="upper left")
+ax.set_ylim(0, 1.25 * sum(whole.values()) / 1e9)
+ax.grid(alpha=0.3, axis="y")
 plt.tight_layout()
 plt.show()
 '''),
 md(r'''
-What to look at: the step time grows roughly linearly with the number of layers the backward has to
-cross, from about the forward's cost (head only: a forward with dropout plus a tiny head backward) to
-the full adapter step; full fine-tuning sits above all of them. The first step up is small: with
-adapters in the top layer only, the backward through it is the [CLS]-only last layer (section 3),
-a sliver of the work. Houlsby-style adapters sit in every layer, so adapter training pays for the
-whole backward; variants that put adapters only in the upper layers trade some accuracy for exactly
-this saving.
+What to look at: the forward is the same for every $k$ (the adapters run either way); the backward
+grows by one layer's worth for each layer it has to cross, from nothing (head only: a forward with
+dropout and a tiny head backward) to the full adapter step; full fine-tuning sits above all of them.
+The first step is smaller than the others: the lowest trainable layer stops after its first adapter.
+Houlsby-style adapters sit in every layer, so adapter training pays for the whole backward; variants
+that put adapters only in the upper layers trade some accuracy for exactly this saving.
 
 ## 3. The last layer for [CLS] only
 
 The head reads the final hidden state of [CLS] alone, so the last layer only needs that one row of
 its output. The query, the attention output, the FFN and the adapters are needed for one row per
-sentence. With the fast ops (the default), `bert.encoder_forward(..., cls_only=True)` does exactly
-that through `minadapt/fast/cls_layer.py` (used by `model.logits` and `model.loss_and_grads`), and
-returns `(B, 1, H)`. `model.encode` runs the full last layer. They must agree on [CLS]:
+sentence. The reference ops compute every row and the head reads one. The fast ops (the default)
+compute the one row: `bert.encoder_forward(..., cls_only=True)` runs the last layer through
+[fast/cls_layer.py](../minadapt/fast/cls_layer.py) (used by `model.logits` and
+`model.loss_and_grads`), and returns `(B, 1, H)`. `model.encode` runs the full last layer. The
+fast [CLS] row must agree with the full layer's, and with the reference model's
+(`ops="reference"`, the same adapter):
 '''),
 code(r'''
 run = bert.Run(ops=model.ops, adapter=model.adapters["sst2"])  # evaluation mode, with the sst2 adapter
 h_all, _ = bert.encoder_forward(model.params, model.qkv, cfg, ids, mask, None, run)
 h_cls, _ = bert.encoder_forward(model.params, model.qkv, cfg, ids, mask, None, run, cls_only=True)
+reference = minadapt.load_model(WEIGHTS, dtype="float32", ops="reference").add_adapter("sst2", bottleneck=16)
+h_ref = reference.encode(ids, mask, adapter="sst2")  # the same seed: the same adapter weights
 print("full last layer:", h_all.shape, "| cls_only:", h_cls.shape)
+print(f"fast cls_only vs the reference model, on [CLS]: max |difference| "
+      f"{np.abs(h_ref[:, 0] - h_cls[:, 0]).max():.1e}")
+assert np.allclose(h_cls[:, 0], h_ref[:, 0], atol=1e-4)
 print(f"max |difference| on [CLS]: {np.abs(h_all[:, 0] - h_cls[:, 0]).max():.1e} "
       f"(values of size {np.abs(h_all[:, 0]).mean():.2f}); model.encode gives the full one: "
       f"{model.encode(ids, mask, adapter='sst2').shape}")
@@ -292,10 +276,33 @@ that every score of the row shares. The bias term of $c_h$ is $b_{v,h}$ itself o
 sums to 1, which is true at evaluation; with attention dropout in training, $\tilde a_h$ sums to
 something else, and the bias must be scaled by that sum. So the weights move to the query's side:
 $u_h = q'_h W_{k,h}$ (one row), scores $u_h x^\top$, $z_h = \tilde a_h x$, context
-$z_h W_{v,h}^\top + (\sum_j \tilde a_{h,j})\, b_{v,h}$. That is `minadapt/fast/cls_attention.py`:
+$z_h W_{v,h}^\top + (\sum_j \tilde a_{h,j})\, b_{v,h}$. That is [fast/cls_attention.py](../minadapt/fast/cls_attention.py):
 with Q, K and V frozen, the last layer never forms a key or a value. Its backward sends gradient to
 $x$ along both paths, through the scores and through $z$; `tests/test_fast_ops.py` checks it against
-the reference attention over projected keys and values.
+the reference attention over projected keys and values. Here is that check once, in float64, on the
+real weights of the last layer (the [CLS] query of three sentences, one of them padded):
+'''),
+code(r'''
+import importlib
+
+from minadapt import gradcheck
+from minadapt.nn import attention
+
+cls_attention = importlib.import_module("minadapt.fast.cls_attention")
+p = f"encoder.layer.{cfg.num_hidden_layers - 1}.attention.self."
+w_k, b_k, w_v, b_v = (model.params[p + n].astype(np.float64) for n in ("key.weight", "key.bias",
+                                                                         "value.weight", "value.bias"))
+rng = np.random.default_rng(0)
+x_last, q_cls = rng.standard_normal((3, 12, cfg.hidden_size)), rng.standard_normal((3, 1, cfg.hidden_size))
+pad = np.ones((3, 12))
+pad[2, 7:] = 0
+bias = attention.mask_bias(pad, np.float64)
+c_ref, _ = attention.forward(q_cls, x_last @ w_k.T + b_k, x_last @ w_v.T + b_v, bias, cfg.num_attention_heads)
+c_fast, _ = cls_attention.forward(q_cls, x_last, w_k, w_v, b_v, bias, cfg.num_attention_heads)
+print(f"fast/cls_attention.py vs the reference attention over projected keys and values: "
+      f"rel_error {gradcheck.rel_error(c_fast, c_ref):.0e}")
+'''),
+md(r'''
 
 What both save, per sentence of $L$ tokens and $n_h$ heads, against a full last layer: rows $1$ to
 $L-1$ of Q, K, V and of the attention output ($8H^2$ a row), of the FFN ($4HF$) and of the two
@@ -323,8 +330,7 @@ for L_ in (16, 32, 64, 128):
 md(r'''
 About 16% of the forward: a whole layer of six would be 17%, and what is left of the last layer is
 one row per sentence and attention's $4 n_h L H$. In a training step the saving counts twice, since
-the last layer's backward products shrink in the same way. The step-time differences involved are
-small against the noise of a shared machine, so this section counts FLOPs rather than timing them.
+the last layer's backward products shrink in the same way.
 
 ## 4. Memory: what the caches hold
 
@@ -464,7 +470,7 @@ matrix products. GELU, softmax, LayerNorm and the residual adds then run on one 
 waits. Sharded, every line of the step runs on every core, and each matrix product is a
 single-threaded one on half the rows. `DataParallel(..., n=...)` sets the number of shards; by
 default it is `parallel.threads()`: `$MINADAPT_THREADS`, else the number of cores. The same step
-both ways, on this machine:
+both ways must give the same loss and gradients:
 '''),
 code(r'''
 from minadapt import parallel
@@ -480,12 +486,7 @@ with parallel.DataParallel(model, "sst2", n=n) as dp:
                 for k in g_1 if np.abs(g_1[k]).max() > 0)
     print(f"loss {float(loss_1):.6f} whole, {float(loss_n):.6f} sharded; largest gradient difference "
           f"{worst:.1e} of that gradient's size (float32 rounding)")
-    ms = median_ms({"the model, one process": lambda: model.loss_and_grads(ids, mask, None, labels,
-                                                                            adapter="sst2", train=False),
-                    f"DataParallel, {n} shards": lambda: dp.loss_and_grads(ids, mask, None, labels,
-                                                                           train=False)})
-for name, t in ms.items():
-    print(f"  {name:26s} {t:6.1f} ms")
+    assert worst < 1e-3
 '''),
 md(r'''
 The loss and the gradients agree to float32 rounding: the shards change where the sums are added up,
@@ -499,48 +500,58 @@ On a GPU there is one device, and the batch runs whole.
 The benchmark in `benchmarks/` times the same adapter-training step (bottleneck 64, batch 32,
 float32) in minadapt and in PyTorch + HuggingFace transformers + AdapterHub, alternating the two in
 one run on one machine, per sequence length $L$; the repository keeps its JSON output under
-`benchmarks/results/`, and `benchmarks/README.md` says how each file was made. This lesson only
-reads those files:
+`benchmarks/results/`, and `benchmarks/README.md` says how each file was made. This lesson reads
+the current CPU result. The file records the machine it ran on and the settings it ran with,
+printed below as the `minadapt bench` command they stand for:
 '''),
 code(r'''
-def is_comparison(path):
-    """A benchmark report with rows timing both minadapt and torch (other JSON files there are skipped)."""
-    report = json.loads(path.read_text())
-    return isinstance(report, dict) and any(r.get("minadapt") and r.get("torch") for r in report.get("rows", []))
+def bench_command(report):
+    """The settings a benchmark report records (its "config"), written as the command line."""
+    c = report["config"]
+    flags = [("--device", c.get("device")), ("--compare", c.get("compare")), ("--ops", c.get("ops")),
+             ("--lengths", ",".join(map(str, c["lengths"]))), ("--batch-size", c["batch_size"]),
+             ("--warmup", c["warmup"]), ("--steps", c["steps"]), ("--rounds", c.get("rounds")),
+             ("--threads", c.get("threads"))]
+    return "minadapt bench " + " ".join(f"{k} {v}" for k, v in flags if v is not None)
 
 
-results = [p for p in sorted((ROOT / "benchmarks" / "results").glob("*.json")) if is_comparison(p)]
-if not results:
-    print("No benchmark results in benchmarks/results/: benchmarks/README.md says how to make them "
-          "(it needs the `ref` extra: torch, transformers, adapters). Skipping this plot.")
-for path in results:
-    report = json.loads(path.read_text())
-    rows = [r for r in report["rows"] if r.get("minadapt")]
-    Ls = [r["L"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-    for ax, key, title in ((axes[0], "train_ms", "training step"), (axes[1], "infer_ms", "inference (logits)")):
-        for impl, style in (("minadapt", "o-"), ("torch", "s--")):
-            pts = [(r["L"], r[impl][key]) for r in rows if r.get(impl) and r[impl].get(key)]
-            if not pts:
-                continue
-            x, s = zip(*pts)
-            med = np.array([v["median"] for v in s])
-            err = [med - [v["min"] for v in s], [v["max"] for v in s] - med]
-            ax.errorbar(x, med, yerr=err, fmt=style, capsize=3, label=impl)
-        ax.set_xlabel("sequence length L")
-        ax.set_ylabel("ms (median, bars: min-max)")
-        ax.set_title(f"{title}, batch {rows[0]['minadapt'].get('batch_size', '?')}")
-        ax.set_xticks(Ls)
-        ax.set_ylim(0, None)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(str(path.relative_to(ROOT)), fontsize=9)
-    plt.tight_layout()
-    plt.show()
-    for r in rows:
-        ratio = r.get("ratio") or {}
-        print(f"L={r['L']:3d}  minadapt/torch: train {ratio.get('train')}, infer {ratio.get('infer')}, "
-              f"peak memory {ratio.get('rss')}  (below 1: minadapt is faster or smaller)")
+def bench_machine(report):
+    """The machine a benchmark report was measured on, from its "machine"."""
+    m = report["machine"]
+    simd = f" ({m['simd']})" if m.get("simd") else ""
+    return (f"{m['cpu']}{simd}, {m['usable_cores']} cores; NumPy {m['numpy']} with "
+            f"{m['blas']['name']} {m['blas']['version']}; Python {m['python']}")
+
+
+path = ROOT / "benchmarks" / "results" / "cpu_after_redesign.json"
+report = json.loads(path.read_text())
+print(f"{path.relative_to(ROOT)}\n    command: {bench_command(report)}\n    machine: {bench_machine(report)}")
+rows = [r for r in report["rows"] if r.get("minadapt") and r.get("torch")]
+Ls = [r["L"] for r in rows]
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+for ax, key, title in ((axes[0], "train_ms", "training step"), (axes[1], "infer_ms", "inference (logits)")):
+    for impl, style in (("minadapt", "o-"), ("torch", "s--")):
+        s = [r[impl][key] for r in rows]
+        med = np.array([v["median"] for v in s])
+        err = [med - [v["min"] for v in s], [v["max"] for v in s] - med]
+        ax.errorbar(Ls, med, yerr=err, fmt=style, capsize=3, label=impl)
+    ax.set_xlabel("sequence length L")
+    ax.set_ylabel("ms (median, bars: min-max)")
+    ax.set_title(f"{title}, batch {report['config']['batch_size']}")
+    ax.set_xticks(Ls)
+    ax.set_ylim(0, None)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+fig.suptitle(f"{path.relative_to(ROOT)}: {report['machine']['cpu']}, {report['machine']['usable_cores']} cores",
+             fontsize=9)
+plt.tight_layout()
+plt.show()
+for r in rows:
+    ratio, ours_ms = r["ratio"], r["minadapt"]
+    print(f"L={r['L']:3d}  minadapt/torch: train {ratio['train']}, infer {ratio['infer']}, peak memory "
+          f"{ratio['rss']}  (below 1: minadapt is faster or smaller); minadapt's step: forward "
+          f"{ours_ms['fwd_ms']['median']:.0f} ms, backward {ours_ms['bwd_ms']['median']:.0f} ms, "
+          f"AdamW {ours_ms['opt_ms']['median']:.0f} ms")
 '''),
 md(r'''
 Only ratios taken within one run mean much: a machine's speed drifts over minutes, which is why
@@ -585,13 +596,10 @@ def features(sentences):
     return cls_vec, mean_vec
 
 
-t0 = time.perf_counter()
 train_cls, train_mean = features(data["train"][0][:N_PROBE])
-feature_s = time.perf_counter() - t0  # the probe's training cost: one forward over its training data
 dev_cls, dev_mean = features(data["dev"][0])
 y_train, y_dev = data["train"][1][:N_PROBE], data["dev"][1]
-print(f"features of the {N_PROBE:,} training sentences in {feature_s:.1f} s, and of the "
-      f"{len(y_dev)} dev sentences in {time.perf_counter() - t0 - feature_s:.1f} s: "
+print(f"features of the {N_PROBE:,} training sentences and of the {len(y_dev)} dev sentences: "
       f"{train_cls.shape} and {dev_cls.shape}")
 '''),
 md(r'''
@@ -631,7 +639,6 @@ def accuracy(w, X, y):
 
 
 probe = {}
-t0 = time.perf_counter()
 for name, (Xtr, Xdv) in (("[CLS] probe", (train_cls, dev_cls)), ("mean-pooled probe", (train_mean, dev_mean))):
     lams = (1e-4, 1e-3, 1e-2, 1e-1)
     held = [accuracy(fit_logistic(Xtr[:1500], y_train[:1500], lam)[0], Xtr[1500:], y_train[1500:]) for lam in lams]
@@ -642,8 +649,6 @@ for name, (Xtr, Xdv) in (("[CLS] probe", (train_cls, dev_cls)), ("mean-pooled pr
           f"    refit on all {N_PROBE:,}: max|gradient| per Newton step "
           + " ".join(f"{g:.0e}" for g in grad_max)
           + f"\n    train accuracy {accuracy(w, Xtr, y_train):.1%}, dev accuracy {probe[name]:.1%}")
-fit_s = (time.perf_counter() - t0) / 2
-print(f"fitting (all lambdas and the refit) took {fit_s:.2f} s per probe")
 '''),
 md(r'''
 Now the adapter, on the same 2,000 sentences: `train` as in lesson 6 (bottleneck 16, the default
@@ -655,16 +660,19 @@ adapted = minadapt.load_model(WEIGHTS, dtype="float32")
 run_cfg = TrainConfig(out=str(out), bottleneck=16, train_subset=N_PROBE, max_steps=126,
                       eval_every=0, log_every=10, seed=0)
 result = train(run_cfg, model=adapted, data=data, progress=False)
-history = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
-train_s = [h for h in history if h["kind"] == "train"][-1]["elapsed_s"]  # the steps alone: no evaluation before the end
-print(f"adapter: {result.steps} steps in {train_s:.1f} s ({1e3 * train_s / result.steps:.0f} ms per step), "
-      f"dev accuracy {result.dev_accuracy:.1%}")
+print(f"adapter: {result.steps} steps of {run_cfg.batch_size}, dev accuracy {result.dev_accuracy:.1%}")
 '''),
 code(r'''
-head_only_ms = sweep_ms[0]  # section 2: forward with dropout + head backward, B=16, L=32
+# Training cost in matrix-product FLOPs, each sentence at its own length (bucketed batches pad
+# about 1%, lesson 6). The probe: one forward over its training sentences (the Newton fit, a few
+# 385 x 385 solves, is negligible). The adapter: 126 x 32 sentences, each a whole training step.
+_, probe_len = encode_split(plain.tokenizer, data["train"][0][:N_PROBE])
+seen = result.steps * run_cfg.batch_size / N_PROBE  # passes over the subset
+probe_flops = sum(step_flops_by_part(1, int(n), 16)["forward"] for n in probe_len)
+adapter_flops = seen * sum(sum(step_flops_by_part(1, int(n), 16).values()) for n in probe_len)
 names = ["[CLS] probe", "mean-pooled probe", "adapter (126 steps)"]
 acc = [probe["[CLS] probe"], probe["mean-pooled probe"], result.dev_accuracy]
-cost = [feature_s + fit_s, feature_s + fit_s, train_s]
+cost = [probe_flops / 1e12, probe_flops / 1e12, adapter_flops / 1e12]
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
 axes[0].bar(names, [100 * a for a in acc], color=["#9ecae1", "#6baed6", "#31a354"])
 for j, a in enumerate(acc):
@@ -675,16 +683,18 @@ axes[0].set_ylabel("dev accuracy (%)")
 axes[0].set_title(f"SST-2 dev, trained on the same {N_PROBE:,} sentences")
 axes[1].bar(names, cost, color=["#9ecae1", "#6baed6", "#31a354"])
 for j, c in enumerate(cost):
-    axes[1].text(j, c, f"{c:.0f} s", ha="center", va="bottom")
-axes[1].set_ylabel("seconds on this machine")
-axes[1].set_title("training cost (probes: the training features, and the fit)")
+    axes[1].text(j, c, f"{c:.1f}", ha="center", va="bottom")
+axes[1].set_ylabel("TFLOP (matrix products)")
+axes[1].set_ylim(0, 1.15 * max(cost))
+axes[1].set_title("training cost (probes: one forward over the training sentences)")
 for ax in axes:
     ax.grid(alpha=0.3, axis="y")
     ax.tick_params(axis="x", labelsize=8)
 plt.tight_layout()
 plt.show()
-print(f"cost per step at B={B}, L={L} (section 2): adapter step {sweep_ms[cfg.num_hidden_layers]:.0f} ms, "
-      f"head-only step {head_only_ms:.0f} ms, forward alone {sweep_ms['forward only']:.0f} ms")
+print(f"the adapter's training: {adapter_flops / probe_flops:.1f}x the probe's forward pass "
+      f"({seen:.1f} passes over the subset, each step about "
+      f"{sum(step_flops_by_part(1, 32, 16).values()) / step_flops_by_part(1, 32, 16)['forward']:.1f} forward passes)")
 '''),
 md(r'''
 What to look at: on the same 2,000 sentences the [CLS] probe is the weakest, and the adapter beats
@@ -692,7 +702,7 @@ both probes (the cell below checks it): this checkpoint's [CLS] vector was never
 sentence (its training read the mean of the tokens), and a linear map cannot fix that, while the
 adapters can change what [CLS] ends up holding, in every layer. The price is the backward: the
 probe pays one forward pass over the data and then nearly nothing, while each adapter step costs
-two to three forward passes (the last line above) and is repeated for every batch of every epoch.
+about two forward passes (the last line above) and is repeated for every batch of every epoch.
 
 '''),
 code(r'''

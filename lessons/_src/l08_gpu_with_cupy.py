@@ -6,13 +6,14 @@ md(r'''
 # Lesson 8 — The same code on a GPU, with CuPy
 
 Nothing in `minadapt/nn/`, `minadapt/fast/` or `minadapt/bert.py` knows which device it runs on. Every op asks its
-input for its array module (`xp = get_xp(x)`, lesson 1), and [CuPy](https://cupy.dev) provides a
+input for its array module (`xp = get_xp(x)`, section 1), and [CuPy](https://cupy.dev) provides a
 `cupy` module with NumPy's names whose arrays live in GPU memory. So putting the model on a GPU means
 putting its *arrays* there; the maths is unchanged.
 
 This notebook runs everywhere. Its GPU cells run only where `backend.gpu_available()` is true
-(CuPy installed *and* a CUDA device visible); elsewhere they say what would happen, and the figures
-are drawn from CPU measurements. To run it on a GPU, install CuPy through the `gpu` extra
+(CuPy installed *and* a CUDA device visible); elsewhere they say what would happen, and they check
+the same things on the CPU. The GPU figure of section 4 is read from the benchmark results the
+repository commits, which name the command and the machine that made them. To run it on a GPU, install CuPy through the `gpu` extra
 (`backend.xp_for("gpu")`'s error message, printed below where CuPy is missing, names the command).
 '''),
 SETUP,
@@ -21,8 +22,8 @@ import importlib.util
 import time
 
 import minadapt
-from minadapt import backend, bert
-from minadapt.nn import attention, gelu, layernorm, linear
+from minadapt import backend
+from minadapt.nn import gelu, layernorm, linear
 
 GPU = backend.gpu_available()
 print("CuPy installed:      ", importlib.util.find_spec("cupy") is not None)
@@ -33,16 +34,65 @@ if GPU:
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     print("device:              ", props["name"].decode(), f"({props['totalGlobalMem'] / 2**30:.0f} GiB)")
 else:
-    print("No GPU was found: the GPU cells below explain what they would do, and the figures use the CPU.")
+    print("No GPU was found: the GPU cells below say what they would do, and check the same on the CPU.")
 '''),
 md(r'''
 ## 1. Ops take their array module from their input
 
-Call the same library functions with a NumPy array and, where there is a GPU, with a CuPy array.
-The output lives where the input lived. The maths is written once, with NumPy names. What differs
-between the two (the error function, a scatter-add, moving and synchronising arrays) lives in
-`backend.py`; section 4 shows the one place where the GPU gets its own *code path* (the fast ops'
-fused kernels), and why. The ops here are the reference ones of `minadapt/nn/`.
+A NumPy array lives in the computer's main memory and NumPy's functions run on the CPU. CuPy is a
+NumPy look-alike for NVIDIA GPUs: a `cupy.ndarray` lives in GPU memory, `cupy.exp(x)` launches a
+CUDA kernel, `a @ b` calls cuBLAS. The *names* are the same, so a line such as `xp.exp(x)` runs on
+either device, provided `xp` is the module that `x` belongs to. `minadapt/backend.py` holds the few
+helpers this needs, and is the only file of the maths that knows two array libraries exist:
+
+| function | what it does |
+|---|---|
+| `get_xp(x)` | the array module of `x`: `numpy`, or `cupy` for a CuPy array |
+| `resolve_device(d)` | `"cpu"` or `"gpu"` from an argument, else `$MINADAPT_DEVICE`, else `"cpu"` |
+| `xp_for(device)` | the module for a device (importing CuPy only when asked for the GPU) |
+| `gpu_available()` | `True` when CuPy imports *and* sees a CUDA device |
+| `to_device`, `to_numpy` | the only places where data crosses between host and GPU |
+| `synchronize(x)` | wait until the GPU has finished the work queued for `x` (section 3) |
+| `erf` | the one function of the maths that NumPy lacks and CuPy has (below) |
+| `resolve_dtype` | the precision policy: float32 or float64, nothing else |
+'''),
+code(r'''
+import inspect
+
+x = np.arange(6, dtype=np.float32).reshape(2, 3)
+print("get_xp(a NumPy array) is numpy:", backend.get_xp(x) is np)
+print("resolve_device()       ->", backend.resolve_device(), "  (no argument: $MINADAPT_DEVICE or 'cpu')")
+print("resolve_device('cuda') ->", backend.resolve_device("cuda"))
+print("xp_for('cpu') is numpy:", backend.xp_for("cpu") is np)
+for d in ("float32", np.float64):
+    print(f"resolve_dtype({d!r}) ->", backend.resolve_dtype(d))
+for bad, fn in (("tpu", backend.resolve_device), ("float16", backend.resolve_dtype)):
+    try:
+        fn(bad)
+    except ValueError as e:
+        print(f"{fn.__name__}({bad!r}) -> ValueError:", e)
+'''),
+md(r'''
+Here is what an op looks like from the inside. Read the reference `swish.forward` (the adapter's
+default non-linearity, $y = x\,\sigma(x)$): it asks its input for `xp` and writes `xp.exp`.
+Arithmetic operators (`+`, `*`, `/`, `@`) need no `xp` at all, because NumPy and CuPy arrays both
+define them. There is no `if device == ...` anywhere in `minadapt/nn/`.
+'''),
+code(r'''
+from minadapt.nn import swish
+
+print(inspect.getsource(swish.forward))
+'''),
+md(r'''
+The one thing the two libraries do differently in the maths is the **error function** that BERT's
+exact GELU needs (lesson 2): NumPy has no `erf`, CuPy has one in `cupyx.scipy.special`. So
+`backend.erf` is the one place in the maths with a device branch: on NumPy it runs `math.erf`
+element by element (exact, and slow, which is fine for the reference ops and for float64 checks),
+on CuPy the library's exact kernel. The rest of `backend.py` is machinery: moving arrays,
+synchronising, and a scatter-add for the embedding's backward.
+
+Now the same library functions (the reference ones of `minadapt/nn/`), called with a NumPy array
+and, where there is a GPU, with a CuPy array. The output lives where the input lived:
 '''),
 code(r'''
 rng = np.random.default_rng(0)
@@ -132,122 +182,8 @@ argument is given, and the command line takes `--device cpu|gpu`.
 A CuPy call *queues* work on the GPU and returns at once. A timer around it measures how long it took
 to launch the kernels, not to run them. `backend.synchronize(x)` waits until the queue is empty (for a
 NumPy array it does nothing), so a correct timing is: synchronize, start the clock, run, synchronize,
-stop. The first call of each kernel also includes its compilation, so warm up first.
-
-Below: one encoder layer in float32 for a batch of 32 sentences of 64 tokens (the shape of the
-committed benchmark), timed op by op with the ops a model runs (`model.ops`: the fast ones of
-`minadapt/fast/`, the default), on the CPU and, where there is one, on the GPU.
-'''),
-code(r'''
-def best_ms(fn, repeat=5):
-    """Best wall time of fn() in milliseconds; synchronises on fn's output around each run."""
-    backend.synchronize(fn())  # warm-up (and CuPy kernel compilation)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        backend.synchronize(out if not isinstance(out, tuple) else out[0])
-        times.append(time.perf_counter() - t0)
-    return 1000 * min(times)
-
-
-def layer_ops(model, x, bias):
-    """The ops of one encoder layer (layer 0, with adapters), as separately timeable calls."""
-    P, cfg, ops = model.params, model.cfg, model.ops
-    linear, attention, gelu, layernorm = ops.linear, ops.attention, ops.gelu, ops.layernorm
-    swish = ops.non_linearities["swish"]
-    p, a = "encoder.layer.0.", "adapters.bench."
-    w_qkv, b_qkv = model.qkv[0]
-    H = cfg.hidden_size
-    qkv = linear.forward(x, w_qkv, b_qkv, frozen=True)[0]
-    q, k, v = qkv[..., :H], qkv[..., H:2 * H], qkv[..., 2 * H:]
-    c = attention.forward(q, k, v, bias, cfg.num_attention_heads)[0]
-    f = linear.forward(x, P[p + "intermediate.dense.weight"], P[p + "intermediate.dense.bias"], frozen=True)[0]
-    g = gelu.forward(f)[0]
-
-    def adapters():
-        for where in ("attention.output.", "output."):
-            w = [P[p + where + a + k] for k in bert.ADAPTER_KEYS]
-            out = ops.adapter.forward(x, *w, act=swish)[0]
-        return out
-
-    def norms():
-        for ln in ("attention.output.LayerNorm.", "output.LayerNorm."):
-            out = layernorm.forward(x + c, P[p + ln + "weight"], P[p + ln + "bias"])[0]
-        return out
-
-    return {
-        "Q|K|V matmul": lambda: linear.forward(x, w_qkv, b_qkv, frozen=True)[0],
-        "attention core": lambda: attention.forward(q, k, v, bias, cfg.num_attention_heads)[0],
-        "attention out matmul": lambda: linear.forward(c, P[p + "attention.output.dense.weight"],
-                                                       P[p + "attention.output.dense.bias"], frozen=True)[0],
-        "FFN in matmul": lambda: linear.forward(x, P[p + "intermediate.dense.weight"],
-                                                P[p + "intermediate.dense.bias"], frozen=True)[0],
-        "GELU": lambda: gelu.forward(f)[0],
-        "FFN out matmul": lambda: linear.forward(g, P[p + "output.dense.weight"], P[p + "output.dense.bias"],
-                                                 frozen=True)[0],
-        "2 adapters": adapters,
-        "2 × (residual + LayerNorm)": norms,
-        "whole layer (layer_forward)": lambda: bert.layer_forward(P, 0, x, bias, model.qkv[0], cfg,
-                                                                  bert.Run(ops=ops, adapter=model.adapters["bench"]))[0],
-    }
-
-
-def measure(device):
-    model = minadapt.load_model(WEIGHTS, dtype="float32", device=device).add_adapter("bench", bottleneck=64)
-    ids = np.random.default_rng(0).integers(1000, 30000, size=(32, 64))
-    mask = np.ones_like(ids)
-    ids_d, mask_d = (backend.to_device(t, model.device) for t in (ids, mask))
-    x, _ = bert.embeddings_forward(model.params, model.cfg, ids_d, model.xp.zeros_like(ids_d), bert.Run(ops=model.ops))
-    bias = attention.mask_bias(mask_d, model.dtype)
-    ops = layer_ops(model, x, bias)
-    best = {name: np.inf for name in ops}
-    for _ in range(3):  # rounds over all ops, keeping each op's best: less at the mercy of a busy moment
-        for name, fn in ops.items():
-            best[name] = min(best[name], best_ms(fn, repeat=3))
-    return best
-
-
-timings = {"CPU (NumPy)": measure("cpu")}
-if GPU:
-    timings["GPU (CuPy)"] = measure("gpu")
-for device, t in timings.items():
-    parts = sum(v for k, v in t.items() if not k.startswith("whole"))
-    print(f"{device}: whole layer {t['whole layer (layer_forward)']:.2f} ms; sum of the parts {parts:.2f} ms")
-'''),
-code(r'''
-names = [k for k in timings["CPU (NumPy)"] if not k.startswith("whole")]
-fig, axes = plt.subplots(1, len(timings), figsize=(7 * len(timings), 3.8), squeeze=False)
-for ax, (device, t) in zip(axes[0], timings.items()):
-    values = np.array([t[k] for k in names])
-    share = 100 * values / values.sum()
-    colours = ["C0" if "matmul" in k else "C1" for k in names]
-    ax.barh(names[::-1], values[::-1], color=colours[::-1])
-    for i, (v, s) in enumerate(zip(values[::-1], share[::-1])):
-        ax.text(v, i, f" {v:.2f} ms ({s:.0f}%)", va="center", fontsize=8)
-    ax.set_xlim(0, values.max() * 1.35)
-    ax.set_xlabel("milliseconds (best of 9 runs)")
-    ax.set_title(f"{device}: one layer's forward, B=32, T=64, float32\nmatmuls blue, everything else orange",
-                 fontsize=10)
-plt.tight_layout()
-plt.show()
-
-cpu = timings["CPU (NumPy)"]
-flops = {"FFN out matmul": 2 * 32 * 64 * 1536 * 384, "2 adapters": 2 * 2 * (2 * 32 * 64 * 384 * 64)}
-for k, n in flops.items():
-    print(f"{k:15s} {n / 1e9:.2f} GFLOP in {cpu[k]:.2f} ms = {n / 1e6 / cpu[k]:.0f} GFLOP/s")
-print("(on an idle machine the adapters' small products run at a similar rate; if they are far slower,\n"
-      " something else is using the cores: small matrix products suffer most when BLAS threads must wait)")
-'''),
-md(r'''
-What to look at: on the CPU the four matrix products take most of the time, with the FFN's two
-(each $2 \cdot N \cdot H \cdot F$ operations) the largest; GELU and the attention core (many small batched
-products plus the softmax) come next; adapters are a sliver, because $m = 64 \ll H$. (The machine's
-other work makes single timings noisy; compare shares, not milliseconds.) On a GPU every bar is much
-shorter, and the elementwise ops and small products, limited by kernel launches and memory traffic
-rather than arithmetic, take a larger share.
-
-Finally, the asynchronous behaviour itself: a GPU forward pass timed without and with `synchronize`.
+stop. The first call of each kernel also includes its compilation, so warm up first. A GPU forward
+pass timed without and with `synchronize`:
 '''),
 code(r'''
 if GPU:
@@ -263,11 +199,9 @@ if GPU:
     print(f"encode returned after {1000 * t_queued:.2f} ms (work queued); "
           f"finished after {1000 * t_done:.2f} ms (synchronized)")
 else:
-    t0 = time.perf_counter()
-    h = cpu64.encode(*batch)
-    backend.synchronize(h)  # a NumPy array: returns at once, NumPy is already done
-    print(f"CPU: encode is synchronous; synchronize(numpy array) is a no-op ({1000 * (time.perf_counter() - t0):.0f} ms "
-          "for 3 short sentences in float64)")
+    h = cpu64.encode(*batch)  # NumPy: the work is done when the call returns
+    backend.synchronize(h)  # a NumPy array: returns at once
+    print("CPU: encode is synchronous, and synchronize(a NumPy array) is a no-op.")
     print("On a GPU, the time until encode returns can be far shorter than the time until its result")
     print("exists: only a timer that ends with backend.synchronize measures the work.")
 '''),
@@ -283,22 +217,78 @@ Two changes removed most of them, both "doing less" rather than computing faster
 
 * **One vector of trainable parameters.** AdamW's update is elementwise, so it does not care how
   values are grouped into arrays. `Model` lays each task's adapter and head arrays end to end in one
-  vector (`minadapt/packed.py`; `model.params[name]` are views into it) and hands out gradients the
+  vector ([packed.py](../minadapt/packed.py); `model.params[name]` are views into it) and hands out gradients the
   same way, so AdamW and gradient clipping are ~15 whole-vector operations a step instead of ~15 per
   array.
-* **Fused kernels for the chains.** LayerNorm as written in `nn/layernorm.py` is eight launches (three
-  of them reductions); softmax is seven; GELU and swish four or five each way. On a GPU, the fast ops
-  of `minadapt/fast/` hand each of these chains to one kernel from `minadapt/fast/cuda_kernels.py`
-  that does the same operations in the same order. The reference ops stay the specification:
-  `tests/test_fast_ops.py` holds each fast op to its reference, and `tests/test_gpu.py` every op on
-  CuPy to NumPy's result at 1e-10 in float64, at the model's own sizes.
+* **Fused kernels for the chains.** LayerNorm as written in the reference
+  [nn/layernorm.py](../minadapt/nn/layernorm.py) is eight launches (three of them reductions);
+  softmax is seven; GELU and swish four or five each way. On a GPU, the fast ops of `minadapt/fast/`
+  hand each of these chains to one kernel from
+  [fast/cuda_kernels.py](../minadapt/fast/cuda_kernels.py) that does the same operations in the
+  same order (its source quotes the reference's expressions). The reference ops stay the
+  specification: `tests/test_fast_ops.py` holds each fast op to its reference, and
+  `tests/test_gpu.py` every op on CuPy to NumPy's result at 1e-10 in float64, at the model's own sizes.
 
-The effect, from the GPU results the repository commits (`benchmarks/results/gpu_h100_unfused.json`,
-a run before both changes, and `gpu_h100.json`, after; each also times PyTorch + AdapterHub on the
-same GPU in the same run; `benchmarks/README.md` says how they were made):
+The check, here: each fast op against its reference op of `minadapt/nn/`, forward and backward, in
+float64, on the GPU where there is one (the fused kernels) and otherwise on the CPU (the fast ops'
+blockwise CPU path, lesson 2):
+'''),
+code(r'''
+import importlib
+
+from minadapt import gradcheck, nn
+
+device = "gpu" if GPU else "cpu"
+on = lambda a: backend.to_device(a, device)
+rng = np.random.default_rng(0)
+x, dy = on(rng.standard_normal((4, 16, 384))), on(rng.standard_normal((4, 16, 384)))
+gamma, beta = on(1 + 0.1 * rng.standard_normal(384)), on(0.1 * rng.standard_normal(384))
+q, k, v, dc = (on(rng.standard_normal((4, 16, 384))) for _ in range(4))
+mask = np.ones((4, 16))
+mask[1, -5:] = 0  # a padded sentence
+bias = nn.attention.mask_bias(on(mask), np.float64)
+pairs = {
+    "layernorm": (lambda op: op.forward(x, gamma, beta), lambda op, c: op.backward(dy, c)),
+    "gelu": (lambda op: op.forward(x), lambda op, c: op.backward(dy, c)),
+    "swish": (lambda op: op.forward(x), lambda op, c: op.backward(dy, c)),
+    "attention": (lambda op: op.forward(q, k, v, bias, 12), lambda op, c: op.backward(dc, c)),
+}
+for name, (fwd, bwd) in pairs.items():
+    ref_op, fast_op = getattr(nn, name), importlib.import_module(f"minadapt.fast.{name}")
+    (y_ref, c_ref), (y_fast, c_fast) = fwd(ref_op), fwd(fast_op)
+    err_y = gradcheck.rel_error(backend.to_numpy(y_fast), backend.to_numpy(y_ref))
+    err_d = max(gradcheck.rel_error(backend.to_numpy(a), backend.to_numpy(b))
+                for a, b in zip(bwd(fast_op, c_fast), bwd(ref_op, c_ref)) if a is not None)
+    print(f"{device}: fast.{name:9s} vs nn.{name:9s}  forward {err_y:.0e}  backward {err_d:.0e}")
+    assert err_y < 1e-10 and err_d < 1e-10
+'''),
+md(r'''
+The effect of both changes, from the GPU results the repository commits
+(`benchmarks/results/gpu_h100_unfused.json`, a run before both changes, and `gpu_h100.json`, after;
+each also times PyTorch + AdapterHub on the same GPU in the same run). Each file records the
+machine it ran on and the settings it ran with, printed below as the `minadapt bench` command they
+stand for; `benchmarks/README.md` says how each was made:
 '''),
 code(r'''
 import json
+
+
+def bench_command(report):
+    """The settings a benchmark report records (its "config"), written as the command line."""
+    c = report["config"]
+    flags = [("--device", c.get("device")), ("--compare", c.get("compare")), ("--ops", c.get("ops")),
+             ("--lengths", ",".join(map(str, c["lengths"]))), ("--batch-size", c["batch_size"]),
+             ("--warmup", c["warmup"]), ("--steps", c["steps"]), ("--rounds", c.get("rounds")),
+             ("--threads", c.get("threads"))]
+    return "minadapt bench " + " ".join(f"{k} {v}" for k, v in flags if v is not None)
+
+
+def bench_machine(report):
+    """The machine a benchmark report was measured on, from its "machine" (and the GPU's name)."""
+    m, gpu = report["machine"], report["rows"][0]["minadapt"].get("gpu")
+    return "; ".join(filter(None, [gpu, f"{m['cpu']}, {m['usable_cores']} cores",
+                                   f"NumPy {m['numpy']}, Python {m['python']}"]))
+
 
 runs = {name: json.loads((ROOT / "benchmarks" / "results" / f).read_text())
         for name, f in (("minadapt, first version", "gpu_h100_unfused.json"),
@@ -320,11 +310,13 @@ ax.bar(np.arange(len(Ls)) + width, torch, width, color="0.6", edgecolor="black",
        label="PyTorch + AdapterHub (whole step)")
 ax.set_xticks(np.arange(len(Ls)), [f"L={L}" for L in Ls])
 ax.set_ylabel("ms per training step (median)")
-ax.set_title("H100, batch 32, float32: a step's time barely depends on L, so launches, not FLOPs, set it",
-             fontsize=10)
+gpu_name = runs["minadapt, packed + fused"]["rows"][0]["minadapt"]["gpu"]
+ax.set_title(f"{gpu_name}, batch 32, float32: a step's time barely depends on L", fontsize=10)
 ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))
 plt.tight_layout()
 plt.show()
+for (name, run), f in zip(runs.items(), ("gpu_h100_unfused.json", "gpu_h100.json")):
+    print(f"{f} ({name}):\n    command: {bench_command(run)}\n    machine: {bench_machine(run)}")
 for L, row in zip(Ls, runs["minadapt, packed + fused"]["rows"]):
     old = next(r for r in runs["minadapt, first version"]["rows"] if r["L"] == L)["minadapt"]
     print(f"L={L:3d}: {old['train_ms']['median']:5.1f} ms -> {row['minadapt']['train_ms']['median']:5.1f} ms "
