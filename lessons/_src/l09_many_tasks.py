@@ -372,9 +372,9 @@ What the bars show:
 * An untrained adapter's correction is **exactly zero** in every layer (asserted above): with
   $W_\text{up} = 0$ and $b_\text{up} = 0$ it starts as the identity (lesson 5). Every bar is what
   training put there.
-* After a few dozen steps the corrections are a few percent of the hidden state they are added
-  to (all under 20%, asserted): the adapters steer the pretrained computation, they do not
-  replace it.
+* After a few dozen steps the corrections range from one or two percent to about a tenth of the
+  hidden state they are added to (all under 20%, asserted): the adapters steer the pretrained
+  computation, they do not replace it.
 * In both tasks the adapters after attention make larger corrections, on average over the layers,
   than those after the feed-forward block (asserted), and the sizes vary from layer to layer. The
   printed arrays hold this run's numbers; a longer run grows the corrections further.
