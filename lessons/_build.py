@@ -34,6 +34,8 @@ SOURCES = {  # notebook file name -> source module in lessons/_src/
     "06_training_sst2.ipynb": "l06_training_sst2",
     "07_frozen_backbone.ipynb": "l07_frozen_backbone",
     "08_gpu_with_cupy.ipynb": "l08_gpu_with_cupy",
+    "09_many_tasks.ipynb": "l09_many_tasks",
+    "10_adapters_lora_full_probe.ipynb": "l10_alternatives",
 }
 EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lessons/_src/
     "exercises/01_linear_gelu_layernorm.ipynb": "e01_linear_gelu_layernorm",
