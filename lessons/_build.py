@@ -1,16 +1,22 @@
 """Write the lesson notebooks from their Python sources, with empty outputs; optionally run them.
 
     python lessons/_build.py                      # lessons/_src/lNN_*.py -> lessons/NN_*.ipynb
-    python lessons/_build.py --run                # ... then execute each (from lessons/), print times
-    python lessons/_build.py --run --figures DIR  # ... and save each figure (PNG) and executed copy
+    python lessons/_build.py --run                # ... then execute each (from lessons/), keep its
+                                                  #     outputs in the notebook, print times
+    python lessons/_build.py --run --figures DIR  # ... and save each figure as a PNG too
     python lessons/_build.py --run 03             # only the lessons whose file name contains "03"
 
-The .ipynb files are what readers open and what CI executes (`pytest --nbmake lessons`); they are
-committed without outputs. Edit the sources, not the notebooks, and rebuild.
+The .ipynb files are what readers open and what CI executes (`pytest --nbmake lessons`). A lesson
+is committed with the outputs of one run top to bottom, so that a reader browsing the repository
+sees its tables and figures: edit the source, then rebuild with --run. Without --run a notebook
+keeps its outputs only while no code cell changed (markdown edits keep them); otherwise they are
+dropped, since they would no longer be what the code prints, and tests/test_lessons_sync.py says
+which lesson to run.
 
 Exercises: lessons/_src/eNN_*.py -> lessons/exercises/NN_*.ipynb, each marked region of a stub cell
 (the solution, in the source) replaced by `raise NotImplementedError`. The solved version is never
-written: tests/test_exercises.py builds it to fill the stubs, and `--run` executes it.
+written: tests/test_exercises.py builds it to fill the stubs, and `--run` executes it. Exercises
+are committed without outputs: they are the learner's to run.
 """
 from __future__ import annotations
 
@@ -69,17 +75,38 @@ def build(name: str, module: str, solved: bool = False) -> nbformat.NotebookNode
     return nb
 
 
+def code_of(nb) -> list[str]:
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+def keep_outputs(nb: nbformat.NotebookNode, path: pathlib.Path) -> bool:
+    """Copy the outputs of the notebook at `path` into `nb` (built from the source) when its code
+    cells are unchanged, so that a markdown edit needs no rerun. Returns whether it did."""
+    if not path.exists():
+        return False
+    old = nbformat.read(path, as_version=4)
+    if code_of(old) != code_of(nb):
+        return False
+    olds = iter(c for c in old.cells if c.cell_type == "code")
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            was = next(olds)
+            cell.outputs, cell.execution_count = was.outputs, was.execution_count
+    return True
+
+
 def run(nb: nbformat.NotebookNode, figures: pathlib.Path | None, stem: str,
         where: pathlib.Path = LESSONS) -> float:
     from nbclient import NotebookClient
 
+    metadata = copy.deepcopy(nb.metadata)
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=600, kernel_name="python3",
+    NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(where)}}).execute()
     seconds = time.perf_counter() - t0
+    nb.metadata = metadata  # the kernel's version details would change the file on every run
     if figures is not None:
         figures.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, figures / f"{stem}.executed.ipynb")  # outputs kept, for reading
         n = 0
         for i, cell in enumerate(nb.cells):
             for out in cell.get("outputs", []):
@@ -101,14 +128,20 @@ def main(argv=None):
         if args.only and not any(o in name for o in args.only):
             continue
         nb = build(name, module)
-        nbformat.write(nb, LESSONS / name)
         line = f"wrote {name}"
-        if args.run:  # an exercise runs solved, from its own folder
+        if args.run:  # an exercise runs solved, from its own folder, and is written unsolved
             where = (LESSONS / name).parent
             stem = name.removesuffix(".ipynb").replace("/", "_")
-            seconds = run(build(name, module, solved=True), args.figures, stem, where)
+            executed = build(name, module, solved=True)
+            seconds = run(executed, args.figures, stem, where)
+            if name in SOURCES:
+                nb = executed
             total += seconds
             line += f"   ran in {seconds:5.1f} s"
+        elif name in SOURCES:
+            kept = keep_outputs(nb, LESSONS / name)
+            line += "   (outputs kept)" if kept else "   (no outputs: run it with --run)"
+        nbformat.write(nb, LESSONS / name)
         print(line, flush=True)
     if args.run:
         print(f"total {total:.1f} s")

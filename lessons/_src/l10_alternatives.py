@@ -362,64 +362,29 @@ the run, so they come from the committed file, never from this text. The cell be
 where they are committed, and otherwise says how to make them.
 '''),
 code(r'''
-# Columns of the results table, in the order shown, if the file has them.
-COLUMNS = ("method", "size", "trainable_params", "share_percent", "file_bytes", "dev_metric",
-           "train_seconds", "peak_rss_mb")
-
-
-def rows_of(result):
-    """The list of per-run rows in a compare file: the file itself, or its "rows"/"results"."""
-    if isinstance(result, list):
-        return result
-    for key in ("rows", "results", "runs"):
-        if isinstance(result.get(key), list):
-            return result[key]
-    return []
-
-
-def metric_of(row):
-    """A row's dev score as one number: dev_metric itself, or the first value if it is a dict."""
-    value = row.get("dev_metric", row.get("dev_accuracy"))
-    if isinstance(value, dict):
-        value = next(iter(value.values()), None)
-    return value if isinstance(value, (int, float)) else None
-
-
-def shown(row, column):
-    """One table cell: the dev score as one number, counts with thousands separators."""
-    value = metric_of(row) if column == "dev_metric" else row.get(column, "")
-    if isinstance(value, bool) or value is None:
-        return str(value if value is not None else "")
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if value.is_integer() and abs(value) >= 1000 else f"{value:.4g}"
-    return str(value)
-
-
 def show_comparison(path):
+    # One compare file: the command and machine that made it, then a row per run (minadapt/compare.py).
     result = json.loads(path.read_text())
-    meta = result if isinstance(result, dict) else {}
-    print(f"{path.relative_to(ROOT)}")
-    print(f"  command: {meta.get('command', '(not recorded)')}")
-    print(f"  machine: {meta.get('machine', '(not recorded)')}")
-    rows = rows_of(result)
-    columns = [c for c in COLUMNS if any(c in row for row in rows)]
-    print("  " + " | ".join(f"{c:>16s}" for c in columns))
-    for row in rows:
-        print("  " + " | ".join(f"{shown(row, c):>16s}" for c in columns))
-    points = [(row.get("trainable_params"), metric_of(row), row) for row in rows]
-    points = [(n, v, row) for n, v, row in points if isinstance(n, (int, float)) and n > 0 and v is not None]
-    if not points:
-        return
+    machine = result["machine"]
+    print(f"{path.relative_to(ROOT)}  ({result['date']})")
+    print(f"  command: {result['command']}")
+    print(f"  machine: {machine['model_name']}, CPU family {machine['cpu_family']} model {machine['model']}, "
+          f"{machine['cores']} cores")
+    metric = result["runs"][0]["dev_metric"]
+    print(f"  {'run':>12s} {'trainable':>12s} {'% of backbone':>14s} {'file MB':>8s} {'dev ' + metric:>14s} "
+          f"{'train s':>8s}")
+    for run in result["runs"]:
+        print(f"  {run['config']:>12s} {run['trainable_params']:>12,} {run['share_pct']:>13.2f}% "
+              f"{run['file_bytes'] / 1e6:>8.2f} {run['dev_score']:>14.4f} {run['train_s']:>8.0f}")
     fig, ax = plt.subplots(figsize=(7, 4))
-    for method in dict.fromkeys(row.get("method") for _, _, row in points):
-        mine = sorted((n, v) for n, v, row in points if row.get("method") == method)
-        ax.plot([n for n, _ in mine], [v for _, v in mine], "o-", label=str(method))
+    for method in dict.fromkeys(run["method"] for run in result["runs"]):
+        mine = sorted((r["trainable_params"], r["dev_score"]) for r in result["runs"] if r["method"] == method)
+        ax.plot([n for n, _ in mine], [v for _, v in mine], "o-", label=method)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_ylabel(f"dev {meta.get('metric', 'metric')}")
-    ax.set_title(f"{path.stem}: {meta.get('machine', '')}", fontsize=9)
+    ax.set_ylabel(f"dev {metric}")
+    ax.set_title(f"{result['task']}: {result['settings']['steps']} steps of "
+                 f"{result['settings']['batch_size']}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     plt.tight_layout()
@@ -432,6 +397,13 @@ for task in ("sst2", "bbc-news"):
         show_comparison(path)
     else:
         print(f"{path.relative_to(ROOT)} is not committed yet: make it with  minadapt compare {task}")
+'''),
+md(r'''
+Read the table with its caveats: one seed, one learning rate per method, a fixed number of steps.
+Differences of a few tenths of a percent are within what another seed would change; the gap from
+the probe to everything else is not. The training seconds come from one run each on a shared
+two-core machine: they vary by more than the methods differ, so do not rank methods by them (lesson
+7 counts the work instead).
 '''),
 md(r'''
 ## Summary
