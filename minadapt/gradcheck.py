@@ -4,9 +4,10 @@ For a function y = f(x) and an upstream gradient dy, the backward pass claims to
     dx = d/dx sum(f(x) * dy).
 Centred differences estimate the same thing one element at a time,
     dx_i ~ (g(x + h e_i) - g(x - h e_i)) / 2h,   g(x) = sum(f(x) * dy),
-with error O(h^2) from truncation and O(eps |g| / h) from rounding. In float64 (eps ~ 1e-16)
-h = 1e-6 balances the two at around 1e-10, far below any real mistake: a flipped sign or a missing
-term shows up as a relative error near 1.
+with error O(h^2) from truncation and O(eps |g| / h) from rounding. The two balance near
+h ~ eps^(1/3), about 6e-6 in float64 (eps ~ 2.2e-16), where the error is about eps^(2/3) ~ 4e-11;
+h = 1e-6 sits close to that balance, with errors around 1e-10, far below any real mistake: a
+flipped sign or a missing term shows up as a relative error near 1.
 """
 from __future__ import annotations
 
