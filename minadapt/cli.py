@@ -40,7 +40,8 @@ examples:
   minadapt bench --lengths 16,64             time training and inference steps
 
 environment:
-  MINADAPT_DATA     folder holding sst2/ (train.tsv, dev.tsv); else the data is downloaded
+  MINADAPT_DATA     folder holding a folder per task (sst2/, bbc-news/, ...); GLUE tasks are
+                    downloaded when it has none
   MINADAPT_WEIGHTS  folder for checkpoints (default: ./weights)
   MINADAPT_DEVICE   cpu (default) or gpu
 """
@@ -139,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"lora: the update is scaled by alpha / r (default: {d.lora_alpha:g})")
     t.add_argument("--lora-dropout", type=rule["lora_dropout"], default=None, metavar="P",
                    help=f"lora: dropout on LoRA's input (default: {d.lora_dropout:g})")
-    t.add_argument("--epochs", type=rule["epochs"], default=d.epochs, help="passes over the training set")
+    t.add_argument("--epochs", type=rule["epochs"], default=None,
+                   help=f"passes over the training set (default: {d.DEFAULT_EPOCHS:g}, and at least "
+                   f"{d.DEFAULT_MIN_STEPS} steps for a small training set)")
     t.add_argument("--max-steps", type=rule["max_steps"], default=None, help="stop after this many steps "
                    "(overrides --epochs)")
     t.add_argument("--batch-size", type=rule["batch_size"], default=d.batch_size,

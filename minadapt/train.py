@@ -59,7 +59,8 @@ class TrainConfig:
     lora_rank: int = 8  # r of LoRA's update B A on query and value (lora only)
     lora_alpha: float = 16.0  # the update is scaled by alpha / r, PEFT's lora_alpha (lora only)
     lora_dropout: float = 0.1  # dropout on LoRA's input, PEFT's lora_dropout (lora only)
-    epochs: float = 1.25  # passes over the training set (fractions allowed)
+    epochs: float | None = None  # passes over the training set (fractions allowed); None: the
+    #                               default, DEFAULT_EPOCHS but at least DEFAULT_MIN_STEPS steps
     max_steps: int | None = None  # stop after this many steps (overrides epochs)
     batch_size: int = 32
     lr: float | None = None  # peak learning rate after warm-up; None: DEFAULT_LR[method]
@@ -98,12 +99,24 @@ class TrainConfig:
     # the peak learning rate when none is given: full fine-tuning moves pretrained weights, which
     # 2e-3 would wreck (BERT's fine-tuning rates are 2e-5 to 5e-5; 1e-4 suits this small model)
     DEFAULT_LR = {"houlsby": 2e-3, "pfeiffer": 2e-3, "lora": 2e-3, "full": 1e-4, "probe": 2e-3}
+    # the default length of a run: 1.25 passes, but at least 200 steps, so that a small training
+    # set (BBC News' 1,780 articles are 56 steps of 32) still gets a whole warm-up and decay
+    DEFAULT_EPOCHS, DEFAULT_MIN_STEPS = 1.25, 200
     # the fields that only some methods read: set away from their default, another method refuses them
     ONLY_FOR = {"preset": ("houlsby",), "bottleneck": ("houlsby", "pfeiffer"),
                 "non_linearity": ("houlsby", "pfeiffer"), "train_layer_norms": ("houlsby", "pfeiffer"),
                 "lora_rank": ("lora",), "lora_alpha": ("lora",), "lora_dropout": ("lora",)}
 
-    OPTIONAL = ("max_steps", "train_subset")  # None: not set
+    OPTIONAL = ("max_steps", "train_subset", "epochs")  # None: not set
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The run's length in steps: max_steps if set, else `epochs` passes, else the default
+        (DEFAULT_EPOCHS passes, and at least DEFAULT_MIN_STEPS)."""
+        if self.max_steps:
+            return self.max_steps
+        if self.epochs is not None:
+            return max(1, round(self.epochs * steps_per_epoch))
+        return max(round(self.DEFAULT_EPOCHS * steps_per_epoch), self.DEFAULT_MIN_STEPS)
 
     def __post_init__(self):
         """Refuse nonsense at once (ConfigError naming the field), not as a NaN hours later."""
@@ -445,7 +458,7 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
     dev_ids, dev_types, _ = encode_examples(model.tokenizer, dev_set)
     dev_labels = dev_set.labels
     steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
-    total = cfg.max_steps or max(1, round(cfg.epochs * steps_per_epoch))
+    total = cfg.total_steps(steps_per_epoch)
     warmup = int(cfg.warmup * total)
     trainable = model.trainable_names(cfg.adapter_name)
     opt = AdamW({k: model.params[k] for k in trainable}, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -158,3 +158,12 @@ def test_not_an_adapter_file(tmp_path, checkpoint_dir):
     save_tensors(tmp_path / "x.safetensors", {"a": np.zeros(3, np.float32)}, {"hello": "world"})
     with pytest.raises(WeightsError, match="not a minadapt adapter"):
         minadapt.load_model(checkpoint_dir).load_adapter(tmp_path / "x.safetensors")
+
+
+def test_default_length_is_epochs_with_a_floor_of_steps():
+    """1.25 passes by default, but never fewer than DEFAULT_MIN_STEPS steps (a small training set
+    still warms up and decays); an explicit --epochs or --max-steps is obeyed exactly."""
+    assert TrainConfig().total_steps(2105) == round(1.25 * 2105) > TrainConfig.DEFAULT_MIN_STEPS
+    assert TrainConfig().total_steps(56) == TrainConfig.DEFAULT_MIN_STEPS == 200
+    assert TrainConfig(epochs=1).total_steps(56) == 56
+    assert TrainConfig(epochs=3, max_steps=7).total_steps(56) == 7

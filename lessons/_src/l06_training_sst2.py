@@ -233,8 +233,8 @@ around the minimum. Below, the schedule of this lesson's short run and that of t
 '''),
 code(r'''
 EPOCH = int(np.ceil(len(train_ids) / DEFAULTS.batch_size))  # steps in one pass over the training set
-FULL = int(DEFAULTS.epochs * EPOCH)  # the default run: TrainConfig().epochs passes
-print(f"default run: {DEFAULTS.epochs:g} epochs of {EPOCH:,} steps = {FULL:,} steps, peak {DEFAULTS.lr:g}")
+FULL = DEFAULTS.total_steps(EPOCH)  # the default run: DEFAULT_EPOCHS passes (at least DEFAULT_MIN_STEPS)
+print(f"default run: {DEFAULTS.DEFAULT_EPOCHS:g} epochs of {EPOCH:,} steps = {FULL:,} steps, peak {DEFAULTS.lr:g}")
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.4))
 for ax, (total, peak, title) in zip(axes, ((STEPS, LR, f"this lesson: {STEPS} steps, peak {LR:g}"),
                                             (FULL, DEFAULTS.lr, f"the default run: {FULL:,} steps, peak {DEFAULTS.lr:g}"))):
@@ -464,7 +464,7 @@ Seeing many times the sentences of this run, it reaches a clearly higher dev acc
 150-step run; the README gives the measured figure with its command and machine.
 '''),
 code(r'''
-print(f"defaults: bottleneck {DEFAULTS.bottleneck}, {DEFAULTS.epochs:g} epochs ({FULL:,} steps of "
+print(f"defaults: bottleneck {DEFAULTS.bottleneck}, {DEFAULTS.DEFAULT_EPOCHS:g} epochs ({FULL:,} steps of "
       f"{DEFAULTS.batch_size}), peak rate {DEFAULTS.lr:g}, evaluation and checkpoint every {DEFAULTS.eval_every} steps")
 print(f"that is {FULL * DEFAULTS.batch_size / (STEPS * BATCH):.0f}x the sentences this lesson's run saw")
 '''),
