@@ -521,11 +521,10 @@ class Model:
         name = (a or lo or h or {}).get("name")
         if name is None:
             raise WeightsError(f"{path}: holds neither an adapter nor a head")
-        if name in self._trainable:
-            raise WeightsError(f"{path}: this model already holds a task named {name!r}")
         if a:
             a = _renamed_layer_norms(a, tensors, self.cfg.num_hidden_layers)
-        try:
+
+        def build():
             if a:
                 self.add_adapter(name, a["bottleneck"], a["non_linearity"],
                                  train_layer_norms=a["train_layer_norms"], init_std=a["init_std"],
@@ -538,19 +537,32 @@ class Model:
                                              labels=h.get("labels"), regression=h.get("regression", False))
             if full:
                 self.add_full_finetuning(name)
+
+        self.add_task_from(name, path, tensors, build)
+        self.metadata[name] = meta
+        return name
+
+    def add_task_from(self, name: str, where, tensors: dict, build) -> str:
+        """Add task `name` with stored parameters `tensors` (read from `where`, for messages):
+        `build()` adds its adapter, LoRA or head as their config says, then the stored key set must
+        be exactly the task's trainable names, and every shape the model's, before any value is set.
+        On any failure the half-added task is removed: the model is left as it was."""
+        if name in self._trainable:
+            raise WeightsError(f"{where}: this model already holds a task named {name!r}")
+        try:
+            build()
             expected = self._trainable[name]
             if set(tensors) != expected:
                 diff = sorted(set(tensors) ^ expected)
-                raise WeightsError(f"{path}: key set does not match its own config: {diff[:3]} ...")
+                raise WeightsError(f"{where}: key set does not match its own config: {diff[:3]} ...")
             for k, v in tensors.items():
                 if tuple(v.shape) != tuple(self.params[k].shape):
-                    raise WeightsError(f"{path}: key {k!r} has shape {tuple(v.shape)}, expected "
+                    raise WeightsError(f"{where}: key {k!r} has shape {tuple(v.shape)}, expected "
                                        f"{tuple(self.params[k].shape)}")
         except Exception:
             self.remove(name)
             raise
         self._put(tensors)
-        self.metadata[name] = meta
         return name
 
     def remove(self, name: str):

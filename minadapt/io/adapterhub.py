@@ -166,30 +166,12 @@ def load_adapterhub(model, directory) -> str:
     if not down:
         raise WeightsError(f"{path}: no adapter_down.0.weight tensor")
     head, head_tensors = read_head(directory, name, model)
-    if name in model.names():
-        raise WeightsError(f"{directory}: this model already holds a task named {name!r}")
-    try:
+
+    def build():
         model.add_adapter(name, int(down[0].shape[0]), FROM_ADAPTERHUB[act], architecture=architecture)
         if head is not None:
             model.add_classification_head(name, **head)
-        tensors.update(head_tensors)
-        check_and_put(model, name, tensors, directory)
-    except Exception:
-        model.remove(name)
-        raise
-    return name
 
-
-def check_and_put(model, name, tensors, where):
-    """Set task `name`'s parameters from `tensors`, after checking its key set and every shape."""
-    expected = model.trainable_names(name)
-    if set(tensors) != expected:
-        diff = sorted(set(tensors) ^ expected)
-        raise WeightsError(f"{where}: key set does not match its config: {diff[:3]} ...")
-    for k, v in tensors.items():
-        if tuple(v.shape) != tuple(model.params[k].shape):
-            raise WeightsError(f"{where}: key {k!r} has shape {tuple(v.shape)}, expected "
-                               f"{tuple(model.params[k].shape)}")
-    model._put(tensors)
+    return model.add_task_from(name, directory, {**tensors, **head_tensors}, build)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import bert
 from ..errors import ConfigError, WeightsError
 from ..weights import read_safetensors, save_tensors
-from .adapterhub import _envelope, _head_config, check_and_put, read_head
+from .adapterhub import _envelope, _head_config, read_head
 from .detect import read_json, require_safetensors
 
 PREFIX = "base_model.model."
@@ -83,16 +83,11 @@ def load_peft(model, directory, name: str | None = None) -> str:
         tensors[re.sub(r"\.(lora_[AB])\.weight$", rf".\1.{name}.weight", k)] = v
     r = int(c["r"])
     head, head_tensors = read_head(directory, name, model)
-    if name in model.names():
-        raise WeightsError(f"{directory}: this model already holds a task named {name!r}")
-    try:
+
+    def build():
         model.add_lora(name, r=r, alpha=float(c.get("lora_alpha", 8)),
                        dropout=float(c.get("lora_dropout", 0.0)), targets=tuple(targets))
         if head is not None:
             model.add_classification_head(name, **head)
-        tensors.update(head_tensors)
-        check_and_put(model, name, tensors, directory)
-    except Exception:
-        model.remove(name)
-        raise
-    return name
+
+    return model.add_task_from(name, directory, {**tensors, **head_tensors}, build)
