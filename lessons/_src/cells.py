@@ -81,3 +81,17 @@ def unsolved(source: str) -> str:
             out.append(line)
     assert not inside, "a marked region is not closed"
     return "\n".join(out)
+
+
+# Lessons 7 and 8 read committed benchmark reports (benchmarks/results/*.json) and show each with
+# the command that made it.
+BENCH_COMMAND = code('''
+    def bench_command(report):
+        """The settings a benchmark report records (its "config"), written as the command line."""
+        c = report["config"]
+        flags = [("--device", c.get("device")), ("--compare", c.get("compare")), ("--ops", c.get("ops")),
+                 ("--lengths", ",".join(map(str, c["lengths"]))), ("--batch-size", c["batch_size"]),
+                 ("--warmup", c["warmup"]), ("--steps", c["steps"]), ("--rounds", c.get("rounds")),
+                 ("--threads", c.get("threads"))]
+        return "minadapt bench " + " ".join(f"{k} {v}" for k, v in flags if v is not None)
+''')

@@ -1,5 +1,5 @@
 """Lesson 7: what the frozen backbone buys: FLOPs, memory, [CLS]-only, shards, PyTorch, a linear probe."""
-from .cells import SETUP, WEIGHTS, code, md
+from .cells import BENCH_COMMAND, SETUP, WEIGHTS, code, md
 from .l06_training_sst2 import THREADS
 
 CELLS = [
@@ -504,17 +504,8 @@ one run on one machine, per sequence length $L$; the repository keeps its JSON o
 the current CPU result. The file records the machine it ran on and the settings it ran with,
 printed below as the `minadapt bench` command they stand for:
 '''),
+BENCH_COMMAND,
 code(r'''
-def bench_command(report):
-    """The settings a benchmark report records (its "config"), written as the command line."""
-    c = report["config"]
-    flags = [("--device", c.get("device")), ("--compare", c.get("compare")), ("--ops", c.get("ops")),
-             ("--lengths", ",".join(map(str, c["lengths"]))), ("--batch-size", c["batch_size"]),
-             ("--warmup", c["warmup"]), ("--steps", c["steps"]), ("--rounds", c.get("rounds")),
-             ("--threads", c.get("threads"))]
-    return "minadapt bench " + " ".join(f"{k} {v}" for k, v in flags if v is not None)
-
-
 def bench_machine(report):
     """The machine a benchmark report was measured on, from its "machine"."""
     m = report["machine"]

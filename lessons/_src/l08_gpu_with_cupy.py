@@ -1,5 +1,5 @@
 """Lesson 8: the same code on a GPU with CuPy; runs top to bottom with or without one."""
-from .cells import SETUP, WEIGHTS, code, md
+from .cells import BENCH_COMMAND, SETUP, WEIGHTS, code, md
 
 CELLS = [
 md(r'''
@@ -269,18 +269,9 @@ each also times PyTorch + AdapterHub on the same GPU in the same run). Each file
 machine it ran on and the settings it ran with, printed below as the `minadapt bench` command they
 stand for; `benchmarks/README.md` says how each was made:
 '''),
+BENCH_COMMAND,
 code(r'''
 import json
-
-
-def bench_command(report):
-    """The settings a benchmark report records (its "config"), written as the command line."""
-    c = report["config"]
-    flags = [("--device", c.get("device")), ("--compare", c.get("compare")), ("--ops", c.get("ops")),
-             ("--lengths", ",".join(map(str, c["lengths"]))), ("--batch-size", c["batch_size"]),
-             ("--warmup", c["warmup"]), ("--steps", c["steps"]), ("--rounds", c.get("rounds")),
-             ("--threads", c.get("threads"))]
-    return "minadapt bench " + " ".join(f"{k} {v}" for k, v in flags if v is not None)
 
 
 def bench_machine(report):
