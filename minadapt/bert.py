@@ -196,23 +196,22 @@ def lora_names(i: int, target: str, name: str) -> tuple[str, str]:
 def qkv_lora_forward(out, x, params, i, run, first=0):
     """Add the running LoRA's low-rank terms s dropout(x) A^T B^T to the slices of a fused projection
     output `out` (..., n H) that it targets; the slices are Q, K, V from `first` on (0: Q|K|V).
-    Returns (out (..., n H), cache: [(slice index, target, lora cache)], or None without LoRA)."""
+    `out` is the projection's own new array, so the terms are added into it in place (no other
+    code holds it). Returns (out (..., n H), cache: [(slice index, target, lora cache)], or None
+    without LoRA)."""
     lo = run.lora
     if lo is None:
         return out, None
     H = x.shape[-1]
-    parts = [out[..., j * H:(j + 1) * H] for j in range(out.shape[-1] // H)]
     caches = []
-    for j, target in enumerate(QKV[first:first + len(parts)]):
+    for j, target in enumerate(QKV[first:first + out.shape[-1] // H]):
         if target in lo.targets:
             a, b = lora_names(i, target, lo.name)
             delta, c = run.ops.lora.delta_forward(x, params[a], params[b], lo.alpha / lo.r,
                                                   lo.dropout, run.rng, run.train)
-            parts[j] = parts[j] + delta
+            out[..., j * H:(j + 1) * H] += delta
             caches.append((j, target, c))
-    if not caches:
-        return out, None
-    return get_xp(out).concatenate(parts, axis=-1), caches
+    return out, caches or None
 
 
 def qkv_lora_backward(dout, caches, i, run, grads):

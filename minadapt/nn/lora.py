@@ -54,7 +54,7 @@ def delta_forward(x, a, b, scale, p=0.0, rng=None, train=False):
     xd, drop = dropout.forward(x, p, rng, train)  # in x's own shape: a mask row per sentence
     xd = xd.reshape(-1, x.shape[-1])  # (N, D)
     t = xd @ a.T  # (N, r)
-    delta = scale * (t @ b.T)  # (N, O)
+    delta = (scale * t) @ b.T  # (N, O); s applied to the thin (N, r) factor, r numbers a row
     return delta.reshape(*x.shape[:-1], b.shape[0]), LoraCache(drop, xd, t, a, b, scale)
 
 
