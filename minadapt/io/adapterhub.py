@@ -93,12 +93,18 @@ def save_adapterhub(model, directory, adapter: str | None = None) -> Path:
     state = model.adapter_state(name)
     save_tensors(directory / "adapter.safetensors",
                  {"bert." + k: v for k, v in state.items() if not k.startswith("heads.")}, {})
+    write_head(model, name, directory)
+    return directory
+
+
+def write_head(model, name, directory: Path):
+    """Task `name`'s head, if it has one, as AdapterHub saves it: head_config.json and
+    model_head.safetensors (read back by read_head)."""
     if name in model.heads:
         (directory / "head_config.json").write_text(
             json.dumps(_envelope(model, name, _head_config(model, name)), indent=2))
         save_tensors(directory / "model_head.safetensors",
-                     {k: v for k, v in state.items() if k.startswith("heads.")}, {})
-    return directory
+                     {k: v for k, v in model.adapter_state(name).items() if k.startswith("heads.")}, {})
 
 
 def _architecture(config: dict, where: Path) -> str:

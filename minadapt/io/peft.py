@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import bert
 from ..errors import ConfigError, WeightsError
 from ..weights import read_safetensors, save_tensors
-from .adapterhub import _envelope, _head_config, read_head
+from .adapterhub import read_head, write_head
 from .detect import read_json, require_safetensors
 
 PREFIX = "base_model.model."
@@ -49,11 +49,7 @@ def save_peft(model, directory, adapter: str | None = None) -> Path:
     save_tensors(directory / "adapter_model.safetensors",
                  {PREFIX + k.replace(tag, "."): v for k, v in state.items() if ".lora_" in k},
                  {"format": "pt"})
-    if name in model.heads:
-        (directory / "head_config.json").write_text(
-            json.dumps(_envelope(model, name, _head_config(model, name)), indent=2))
-        save_tensors(directory / "model_head.safetensors",
-                     {k: v for k, v in state.items() if k.startswith("heads.")}, {})
+    write_head(model, name, directory)
     return directory
 
 
