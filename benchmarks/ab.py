@@ -33,7 +33,7 @@ model = minadapt.load_model(dtype="float32")
 model.add_adapter("a", bottleneck=64)
 model.add_classification_head("a", num_labels=2)
 try:
-    from minadapt.parallel import DataParallel
+    from minadapt.parallel.cores import DataParallel
     runner = DataParallel(model, adapter="a")
 except ImportError:
     runner = model  # before the redesign the Model cut batches over the cores itself

@@ -18,7 +18,7 @@ def blas_runtime() -> dict:
     ctypes from the library itself, so it shows whether OPENBLAS_NUM_THREADS took effect)."""
     import ctypes
 
-    from minadapt.parallel import openblas
+    from minadapt.parallel.cores import openblas
 
     found = openblas()
     if found is None:
@@ -33,7 +33,7 @@ def gemm_operands(g: Gemm, rng, dtype="float32"):
     """Random operands laid out as the step's code lays them out; returns a function computing the
     product as the step does: cut into shards of the batch that run at once, one single-threaded
     product per core (parallel.py), or whole where the step runs one shard."""
-    from minadapt.parallel import shards
+    from minadapt.parallel.cores import shards
 
     def r(*shape):
         return rng.standard_normal(shape).astype(dtype)
@@ -100,7 +100,7 @@ def on_cores(product, parts, reps: int = 1) -> list:
     per hand-over they would understate the ceiling."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from minadapt.parallel import one_blas_thread
+    from minadapt.parallel.cores import one_blas_thread
 
     def repeated(s):
         for _ in range(reps - 1):
@@ -141,10 +141,10 @@ def run_blas_worker(args) -> dict:
     import numpy as np
 
     from minadapt.config import BertConfig
-    from minadapt.parallel import shards
+    from minadapt.parallel.cores import shards
 
     if args.weights is None:
-        from minadapt.hub import ensure_checkpoint
+        from minadapt.io.hub import ensure_checkpoint
 
         args.weights = ensure_checkpoint()
     cfg = BertConfig.from_json(Path(args.weights) / "config.json")

@@ -28,10 +28,10 @@ import json, os, sys, time
 import numpy as np
 import minadapt
 from minadapt.fast.numerics import keep_freed_memory
-from minadapt.data.sst2 import load_sst2
+from minadapt.tasks.sst2 import load_sst2
 from minadapt.train import encode_split, epoch_batches
 from minadapt.optim import AdamW, clip_grad_norm
-from minadapt.distributed import data_parallel
+from minadapt.parallel.mpi import data_parallel
 
 keep_freed_memory()
 args = json.loads(sys.argv[1])

@@ -9,11 +9,11 @@
 #             `ref` wheels (transformers 4.57.6, adapters 1.3.0, ...) into /tmp/ref, used only by
 #             the PyTorch side of the benchmark (the machine's own transformers is 5.x)
 #     test    tests/test_gpu.py
-#     bench   python benchmarks/bench.py --device gpu --compare torch at L = 8..128
+#     bench   python benchmarks/harness.py --device gpu --compare torch at L = 8..128
 #     train   the default SST-2 training run on the GPU, timed
 #
 # On a machine with internet none of this staging is needed: pip install -e ".[gpu-cuda13,test,ref]"
-# then `python -m pytest tests/test_gpu.py` and `python benchmarks/bench.py --device gpu --compare torch`.
+# then `python -m pytest tests/test_gpu.py` and `python benchmarks/harness.py --device gpu --compare torch`.
 set -uo pipefail
 OUT=${OUT:-/tmp/minadapt-out}
 STASH=/tmp/minadapt-stash
@@ -52,7 +52,7 @@ for stage in "$@"; do
       python3 -m pytest tests/test_gpu.py -p no:nbmake -o addopts='' -v -rs 2>&1 | tee $OUT/test_gpu.log
       ;;
     bench)
-      python benchmarks/bench.py --device gpu --compare torch --torch-python /tmp/refpython \
+      python benchmarks/harness.py --device gpu --compare torch --torch-python /tmp/refpython \
         --lengths ${BENCH_LENGTHS:-8,16,32,64,128} --steps ${BENCH_STEPS:-50} \
         --data-dir /tmp/data/sst2 --json $OUT/bench_gpu.json 2>&1 | tee $OUT/bench_gpu.log
       ;;

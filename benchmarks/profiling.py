@@ -15,7 +15,7 @@ from pathlib import Path
 import minadapt
 
 PACKAGE = Path(minadapt.__file__).resolve().parent
-PROFILED_FILES = ("bert.py", "model.py", "heads.py", "optim.py", "ops.py", "parallel.py", "packed.py")
+PROFILED_FILES = ("bert.py", "model.py", "heads.py", "optim.py", "ops.py", "cores.py", "packed.py")
 
 
 def _ours(filename: str) -> str | None:
@@ -98,7 +98,7 @@ def run_profile_worker(args, model, dp, opt, batch) -> dict:
     import pstats
 
     from minadapt.bench import infer_step, train_step
-    from minadapt.parallel import DataParallel, shards
+    from minadapt.parallel.cores import DataParallel, shards
 
     ids, mask, labels = batch
     # cProfile sees only this process, so this part runs the batch whole, as one shard
@@ -132,7 +132,8 @@ NN_OPS = ("linear", "attention", "gelu", "layernorm", "dropout", "adapter", "swi
 
 def op_targets() -> list[tuple[object, str, str]]:
     """(owner, attribute, label) of every function time_ops clocks."""
-    from minadapt import optim, parallel
+    from minadapt import optim
+    from minadapt.parallel import cores as parallel
     from minadapt.fast.linear import Linear
 
     targets = [(importlib.import_module(f"minadapt.{pkg}.{m}"), f, f"{pkg}/{m}.{f}")
@@ -140,7 +141,7 @@ def op_targets() -> list[tuple[object, str, str]]:
                for f in ("forward", "backward")]
     targets += [(Linear, f, f"fast/linear.{f}") for f in ("forward", "backward")]
     targets += [(optim, "clip_grad_norm", "clip_grad_norm"), (optim.AdamW, "step", "AdamW.step"),
-                (parallel, "pack", "parallel.pack"), (parallel, "unpack", "parallel.unpack")]
+                (parallel, "pack", "cores.pack"), (parallel, "unpack", "cores.unpack")]
     return [t for t in targets if hasattr(t[0], t[1])]
 
 

@@ -32,7 +32,7 @@ def epoch_estimate(step_ms: dict, lengths, batch_size: int, seed: int = 0) -> di
     the batch's size. An estimate: it assumes the time depends only on (rows, padded length)."""
     import numpy as np
 
-    from minadapt.data.sst2 import bucketed_batches
+    from minadapt.tasks.batching import bucketed_batches
 
     lengths = np.asarray(lengths)
     xs = sorted(step_ms)
@@ -65,7 +65,7 @@ def epoch_report(report: dict, lengths, batch_size: int) -> dict:
 
 def sst2_lengths(weights, data_dir):
     """Token lengths of SST-2's training sentences, or None when the data or tokenizer is absent."""
-    from minadapt.data.sst2 import find_sst2, read_tsv
+    from minadapt.tasks.sst2 import find_sst2, read_tsv
     from minadapt.tokenizer import Tokenizer
 
     try:
@@ -153,7 +153,7 @@ def print_report(report: dict) -> str:
     m, c = report["machine"], report["config"]
     rows = report["rows"]
     a0 = rows[0]["minadapt"]
-    lines = [f"benchmarks/bench.py: B={c['batch_size']}, float32, ops={c.get('ops', 'fast')}, "
+    lines = [f"benchmarks/harness.py: B={c['batch_size']}, float32, ops={c.get('ops', 'fast')}, "
              f"{c['threads']} threads, {c['warmup']} warm-up + {c['steps']} timed steps, median [min-max]"
              + (f"; {c['rounds']} rounds (median of round medians; ratio = median of the rounds' "
                 "ratios)" if c.get("rounds", 1) > 1 else ""),

@@ -1,4 +1,4 @@
-"""PyTorch + AdapterHub side of ``python benchmarks/bench.py --compare torch``.
+"""PyTorch + AdapterHub side of ``python benchmarks/harness.py --compare torch``.
 
 Times one adapter-training step and one inference forward of the same model minadapt trains:
 all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) loaded from the local folder, AdapterHub

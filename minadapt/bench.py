@@ -10,7 +10,7 @@ train` runs it (train.py): the batch cut over the cores by parallel.DataParallel
 
 The full harness (PyTorch + AdapterHub side by side, a profile per op, the BLAS ceiling of the
 step's own matrix products, an SST-2 epoch estimate, JSON output) lives outside the package, in a
-source checkout: `python benchmarks/bench.py --help`. It builds its model and steps with the
+source checkout: `python benchmarks/harness.py --help`. It builds its model and steps with the
 functions below, so both time the same thing.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 CLS_ID = 101  # [CLS] in BERT's uncased vocabulary
 MAX_GRAD_NORM = 1.0  # as in minadapt train
 HARNESS = ("the PyTorch comparison, a profile per op and the BLAS ceilings are "
-           "`python benchmarks/bench.py` from a source checkout")
+           "`python benchmarks/harness.py` from a source checkout")
 
 
 def random_batch(B, L, vocab_size, num_labels=2, seed=0):
@@ -43,7 +43,7 @@ def build(weights=None, device=None, ops="fast", bottleneck=64):
     "sst2"), its DataParallel and its AdamW, as `minadapt train` makes them."""
     from .model import load_model
     from .optim import AdamW
-    from .parallel import DataParallel
+    from .parallel.cores import DataParallel
 
     model = load_model(weights, dtype="float32", device=device, ops=ops)
     model.add_adapter("sst2", bottleneck=bottleneck)

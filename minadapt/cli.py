@@ -77,7 +77,7 @@ def _task_summary(task) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .hub import CHECKPOINTS
+    from .io.hub import CHECKPOINTS
     from .model import PRESETS
     from .tasks import TASKS
     from .train import TrainConfig
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Time an adapter-training step and an inference step at batch "
                        "32 and each length, as `minadapt train` runs them (the batch cut over the "
                        "cores), and print ms/step and sentences/s. The PyTorch comparison, a profile "
-                       "per op and the BLAS ceilings are `python benchmarks/bench.py --help` from a "
+                       "per op and the BLAS ceilings are `python benchmarks/harness.py --help` from a "
                        "source checkout.")
 
     def lengths(text):  # "64,16,16" -> [16, 64]
@@ -290,7 +290,7 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args) or 0
     except MinadaptError as e:
         print(f"minadapt {args.command}: error: {e}", file=sys.stderr)
-        from .distributed import abort
+        from .parallel.mpi import abort
 
         abort(1)  # under mpiexec: end every rank (the others would wait for this one forever)
         return 1
@@ -479,7 +479,7 @@ def cmd_predict(args):
 def predict_rows(model, name, texts, batch_size=64):
     """[(label, probability) or (None, score)] of task `name` for each text; a text holding a TAB
     is a pair (text, second text)."""
-    from .data.sst2 import sequential_batches
+    from .tasks.batching import sequential_batches
     from .train import softmax, to_numpy
 
     firsts = [t.split("\t", 1)[0] for t in texts]
@@ -514,7 +514,7 @@ def cmd_serve(args):
 
 
 def cmd_download(args):
-    from .hub import ensure_checkpoint
+    from .io.hub import ensure_checkpoint
 
     path = ensure_checkpoint(args.name, Path(args.weights_dir) if args.weights_dir else None,
                              verify=True)
@@ -529,7 +529,7 @@ def cmd_bench(args):
 
 def cmd_info(args):
     from .config import BertConfig
-    from .weights import expected_shapes, read_safetensors
+    from .io.weights import expected_shapes, read_safetensors
 
     path = Path(args.path) if args.path else None
     if path is not None and path.is_file():
@@ -540,14 +540,14 @@ def cmd_info(args):
             print(f"  {k}: {v}")
         return
     if path is None:
-        from .hub import ensure_checkpoint
+        from .io.hub import ensure_checkpoint
 
         path = ensure_checkpoint()
     cfg = BertConfig.from_json(path / "config.json")
     shapes = expected_shapes(cfg)
     total = sum(int(np.prod(s)) for s in shapes.values())
     print(f"{path}\n{json.dumps(cfg.to_dict(), indent=2)}\nencoder parameters: {total:,}")
-    from . import parallel
+    from .parallel import cores as parallel
 
     shards = len(parallel.shards(32))
     workers = f"{shards - 1} worker process" + ("es" if shards > 2 else "")

@@ -123,7 +123,7 @@ def run_child(argv: list[str], log: Path) -> tuple[int, float, int]:
 
 def collect(run: Run, folder: Path, wall_s: float, peak_kib: int, backbone: int) -> dict:
     """What compare reports of one finished run, read from its folder."""
-    from .weights import read_safetensors
+    from .io.weights import read_safetensors
 
     adapter = folder / "adapter.safetensors"
     tensors, _ = read_safetensors(adapter)
@@ -157,7 +157,7 @@ def table_row(row) -> str:
 
 def machine() -> dict:
     """The CPU, as lscpu names it (family, model, model name), and the cores this process may use."""
-    from .parallel import cores
+    from .parallel.cores import cores
 
     info = {}
     try:
@@ -235,10 +235,10 @@ def backbone_params(weights) -> int:
     import numpy as np
 
     from .config import BertConfig
-    from .weights import expected_shapes
+    from .io.weights import expected_shapes
 
     if weights is None:
-        from .hub import ensure_checkpoint
+        from .io.hub import ensure_checkpoint
 
         weights = ensure_checkpoint()
     config = Path(weights) / "config.json"

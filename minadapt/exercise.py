@@ -270,7 +270,7 @@ def tiny_layer(seed=0):
     from . import bert
     from .config import BertConfig
     from .model import Model
-    from .weights import expected_shapes
+    from .io.weights import expected_shapes
 
     cfg = BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=12, max_position_embeddings=8, layer_norm_eps=1e-5)

@@ -30,10 +30,10 @@ from . import bert, heads, ops as ops_module
 from .backend import resolve_device, resolve_dtype, to_device, to_numpy, xp_for
 from .config import BertConfig
 from .errors import ConfigError, WeightsError
-from .hub import sha256_of
+from .io.hub import sha256_of
 from .nn import adapter, loss as cross_entropy, mse
 from .packed import pack
-from .weights import check_finite, load_checkpoint, read_safetensors, save_tensors
+from .io.weights import check_finite, load_checkpoint, read_safetensors, save_tensors
 
 ADAPTER_FORMAT = "minadapt-adapter/1"
 QKV_SUFFIXES = tuple(f".attention.self.{n}.{t}" for n in bert.QKV for t in ("weight", "bias"))
@@ -311,7 +311,7 @@ class Model:
         if name not in self.loras:
             raise ConfigError(f"task {name!r} has no LoRA to merge (it is {self.method(name)})")
         lo = self.loras[name]
-        from .weights import expected_shapes
+        from .io.weights import expected_shapes
 
         params = {k: to_numpy(self.params[k]).copy() for k in expected_shapes(self.cfg)}
         for i in range(self.cfg.num_hidden_layers):
@@ -600,7 +600,7 @@ def load_model(path=None, dtype="float32", device=None, seed: int = 0, ops: str 
     from .tokenizer import Tokenizer
 
     if path is None:
-        from .hub import ensure_checkpoint
+        from .io.hub import ensure_checkpoint
 
         path = ensure_checkpoint()
     path = Path(path)

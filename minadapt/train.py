@@ -32,9 +32,9 @@ from .config import Number, finite_float, fraction, non_negative_int, positive_i
 from .errors import ConfigError, MinadaptError, TrainingDiverged, WeightsError
 from .nn.adapter import NON_LINEARITIES
 from .optim import AdamW, clip_grad_norm, lr_schedule
-from .distributed import data_parallel, join_job, launched
+from .parallel.mpi import data_parallel, join_job, launched
 from .progress import Progress
-from .weights import check_finite, read_safetensors, save_tensors
+from .io.weights import check_finite, read_safetensors, save_tensors
 
 
 @dataclass
@@ -219,7 +219,7 @@ def task_outputs(model, ids, types=None, batch_size=128, adapter=None, runner=No
     """The head's outputs on a whole split, in batches sorted by length: class probabilities
     (N, C), or the score (N, 1) of a regression head. runner: what computes the logits (a
     parallel.DataParallel; default: the model)."""
-    from .data.sst2 import sequential_batches
+    from .tasks.batching import sequential_batches
 
     name = model.resolve(adapter)
     head = model.heads[name]
@@ -245,7 +245,7 @@ def evaluate_task(model, task, ids, types, labels, adapter=None, runner=None, ba
 def evaluate(model, ids, labels, batch_size=128, adapter=None, runner=None):
     """Accuracy and predicted probabilities of task `adapter` on a whole split, in batches sorted
     by length. runner: what computes the logits (a parallel.DataParallel; default: the model)."""
-    from .data.sst2 import sequential_batches
+    from .tasks.batching import sequential_batches
 
     name = model.resolve(adapter)
     logits = runner.logits if runner is not None else (
@@ -269,7 +269,7 @@ def softmax(z):
 
 def epoch_batches(lengths, batch_size, seed, epoch):
     """Epoch `epoch`'s batches, a pure function of (seed, epoch): resuming recomputes them."""
-    from .data.sst2 import bucketed_batches
+    from .tasks.batching import bucketed_batches
 
     return bucketed_batches(lengths, batch_size, np.random.default_rng([seed, epoch]))
 

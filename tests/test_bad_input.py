@@ -16,12 +16,12 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from minadapt import hub
+from minadapt.io import hub
 from minadapt.cli import COMMANDS, build_parser, main
 from minadapt.config import Number
 from minadapt.errors import ConfigError, WeightsError
 from minadapt.train import LOCK_NAME, TrainConfig, out_lock, train
-from minadapt.weights import read_safetensors, save_tensors
+from minadapt.io.weights import read_safetensors, save_tensors
 from tests.test_hub import FILES, fake_ckpt, serve, server, sha  # noqa: F401 (fixtures)
 
 ROWS = ["a gorgeous , witty movie\t1", "dull and lifeless\t0", "i loved it\t1", "a mess\t0"] * 2
@@ -330,7 +330,7 @@ def test_out_is_checked_before_anything_is_loaded(bad, places, capsys, monkeypat
         raise AssertionError("loaded before --out was checked")
 
     monkeypatch.setattr("minadapt.model.load_model", refuse)
-    monkeypatch.setattr("minadapt.data.sst2.load_sst2", refuse)
+    monkeypatch.setattr("minadapt.tasks.sst2.load_sst2", refuse)
     out = places["a_file"] if bad == "a_file" else "/proc/minadapt-out"
     code, _, err = run_cli(["train", "sst2", "--out", str(out)], capsys)
     assert code == 1 and str(out) in err

@@ -1,4 +1,4 @@
-"""The benchmark harness (benchmarks/*.py, run as `python benchmarks/bench.py`) and the small
+"""The benchmark harness (benchmarks/*.py, run as `python benchmarks/harness.py`) and the small
 `minadapt bench`: options, FLOP count, table, profile aggregation, epoch estimate, and both ends to
 end on a tiny random checkpoint. No assertion here is about speed."""
 import json
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minadapt import parallel
+from minadapt.parallel import cores as parallel
 from minadapt.cli import build_parser
 from minadapt.config import BertConfig
-from minadapt.weights import save_tensors
+from minadapt.io.weights import save_tensors
 
 from tiny import TINY, tiny_batch, tiny_model
 
@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import bench as harness  # noqa: E402  (benchmarks/bench.py)
+import harness  # noqa: E402  (benchmarks/harness.py)
 import blas  # noqa: E402
-import compare  # noqa: E402
+import subprocess_runs  # noqa: E402
 import flops  # noqa: E402
 import profiling  # noqa: E402
 import report as rp  # noqa: E402
@@ -59,7 +59,7 @@ def test_bad_options(argv, capsys):
     with pytest.raises(SystemExit) as e:
         parse(*argv)
     assert e.value.code == 2
-    assert "bench.py" in capsys.readouterr().err
+    assert "harness.py" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # the small `minadapt bench` refuses the same
         build_parser().parse_args(["bench", *argv])
     assert e.value.code == 2
@@ -73,11 +73,11 @@ def test_small_bench_options():
 
 
 def test_runs_interleave():
-    assert compare.plan_runs([16, 32], "torch") == [("minadapt", 16), ("torch", 16),
+    assert subprocess_runs.plan_runs([16, 32], "torch") == [("minadapt", 16), ("torch", 16),
                                                     ("minadapt", 32), ("torch", 32)]
-    assert compare.plan_runs([16, 32], "none") == [("minadapt", 16), ("minadapt", 32)]
+    assert subprocess_runs.plan_runs([16, 32], "none") == [("minadapt", 16), ("minadapt", 32)]
     # rounds swap who goes first, length by length
-    assert compare.plan_runs([16, 32], "torch", rounds=3) == [
+    assert subprocess_runs.plan_runs([16, 32], "torch", rounds=3) == [
         ("minadapt", 16), ("torch", 16), ("torch", 16), ("minadapt", 16), ("minadapt", 16), ("torch", 16),
         ("minadapt", 32), ("torch", 32), ("torch", 32), ("minadapt", 32), ("minadapt", 32), ("torch", 32)]
 
@@ -88,20 +88,20 @@ def test_rounds_merge_and_pair():
 
     ours = [res(100.0, 90, 130, 200), res(140.0, 120, 150, 210), res(110.0, 100, 120, 205)]
     theirs = [res(125.0, 110, 140, 500), res(140.0, 130, 170, 490), res(100.0, 95, 105, 510)]
-    m = compare.merge_rounds(ours)
+    m = subprocess_runs.merge_rounds(ours)
     assert m["train_ms"] == {"median": 110.0, "min": 90, "max": 150}
     assert m["peak_rss_mb"] == 210 and m["seq_len"] == 16 and len(m["rounds"]) == 3
-    assert compare.merge_rounds(ours[:1]) is ours[0]  # one round: as it was
+    assert subprocess_runs.merge_rounds(ours[:1]) is ours[0]  # one round: as it was
     # paired: the median of 0.8, 1.0 and 1.1 -- not 110 / 125 from the merged medians
-    assert compare.paired_ratio(ours, theirs, "train_ms") == 1.0
-    assert compare.paired_ratio(ours, [None, None, None], "train_ms") is None
+    assert subprocess_runs.paired_ratio(ours, theirs, "train_ms") == 1.0
+    assert subprocess_runs.paired_ratio(ours, [None, None, None], "train_ms") is None
 
 
 def test_thread_env():
-    env = compare.thread_env(2, 0)
+    env = subprocess_runs.thread_env(2, 0)
     assert env == {"MINADAPT_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2",
                    "MKL_NUM_THREADS": "2"}
-    assert compare.thread_env(1, 4)["OPENBLAS_THREAD_TIMEOUT"] == "4"
+    assert subprocess_runs.thread_env(1, 4)["OPENBLAS_THREAD_TIMEOUT"] == "4"
 
 
 # --- FLOPs -----------------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def test_time_ops_sees_this_processs_shard(monkeypatch):
         ops = profiling.time_ops(lambda: dp.loss_and_grads(ids, mask, types, labels), steps=3)
     ms = ops["ms_per_step"]
     assert ms["fast/linear.forward"] > 0 and ms["fast/cls_attention.backward"] > 0
-    assert ms["parallel.pack"] > 0  # shard 0 packs its gradients into its slot
+    assert ms["cores.pack"] > 0  # shard 0 packs its gradients into its slot
     assert sum(ms.values()) <= ops["total_ms"] + 0.005 * (len(ms) + 1)
 
 
@@ -231,7 +231,7 @@ def test_aggregate_profile():
     gelu = (pkg + "/fast/gelu.py", 10, "forward")
     erf = (pkg + "/backend.py", 100, "erf")  # a helper: counted in its caller
     npsum = ("~", 0, "<method 'sum' of 'numpy.ndarray' objects>")
-    loop = (str(BENCHMARKS / "bench.py"), 1, "train_step")  # the benchmark itself: outside
+    loop = (str(BENCHMARKS / "harness.py"), 1, "train_step")  # the benchmark itself: outside
     stats = {
         loop: (1, 1, 0.5, 10.0, {}),
         lin: (2, 2, 4.0, 4.0, {loop: (2, 2, 4.0, 4.0)}),
@@ -337,8 +337,8 @@ def fake_row(L, with_torch):
     if with_torch:
         t = {"train_ms": timing(500.0, 490, 1510), "infer_ms": timing(50.0, 49, 51), "peak_rss_mb": 508.0,
              "process": {"others_cores": 1.26}}
-    r = {"train": compare.ratio(a, t, "train_ms"), "infer": compare.ratio(a, t, "infer_ms"),
-         "rss": compare.ratio(a, t, "peak_rss_mb")} if t else None
+    r = {"train": subprocess_runs.ratio(a, t, "train_ms"), "infer": subprocess_runs.ratio(a, t, "infer_ms"),
+         "rss": subprocess_runs.ratio(a, t, "peak_rss_mb")} if t else None
     return {"L": L, "minadapt": a, "torch": t, "ratio": r}
 
 
@@ -358,10 +358,10 @@ def test_format_table():
 
 
 def test_ratio():
-    assert compare.ratio({"t": timing(3, 1, 5)}, {"t": timing(4, 1, 5)}, "t") == 0.75
-    assert compare.ratio({"rss": 300.0}, {"rss": 600.0}, "rss") == 0.5
-    assert compare.ratio({"t": None}, {"t": timing(4, 1, 5)}, "t") is None
-    assert compare.ratio({"t": timing(3, 1, 5)}, None, "t") is None
+    assert subprocess_runs.ratio({"t": timing(3, 1, 5)}, {"t": timing(4, 1, 5)}, "t") == 0.75
+    assert subprocess_runs.ratio({"rss": 300.0}, {"rss": 600.0}, "rss") == 0.5
+    assert subprocess_runs.ratio({"t": None}, {"t": timing(4, 1, 5)}, "t") is None
+    assert subprocess_runs.ratio({"t": timing(3, 1, 5)}, None, "t") is None
 
 
 # --- end to end on a tiny random checkpoint --------------------------------------------------------
@@ -376,8 +376,8 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 def run_cli(*argv, cwd=None):
-    """python benchmarks/bench.py ARGV, with the installed minadapt."""
-    return subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), *map(str, argv)],
+    """python benchmarks/harness.py ARGV, with the installed minadapt."""
+    return subprocess.run([sys.executable, str(BENCHMARKS / "harness.py"), *map(str, argv)],
                           capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
@@ -390,7 +390,7 @@ def test_small_minadapt_bench_runs(tiny_checkpoint):
     row = next(line for line in lines if line.split() and line.split()[0] == "8")
     assert len(row.split()) == 7  # L, train ms [min-max], sentences/s, infer ms [min-max], sentences/s
     assert float(row.split()[3]) > 0 and float(row.split()[6]) > 0
-    assert "python benchmarks/bench.py" in r.stdout
+    assert "python benchmarks/harness.py" in r.stdout
 
 
 def test_building_the_parser_imports_no_harness():
@@ -398,7 +398,7 @@ def test_building_the_parser_imports_no_harness():
             "p.parse_args(['bench', '--lengths', '8']); "
             "loaded = [m for m in sys.modules if m in ('minadapt.bench', 'bench', 'flops', 'blas', "
             "'profiling', 'compare', 'report')]; assert not loaded, loaded; "
-            "assert 'benchmarks/bench.py' in p._subparsers._group_actions[0].choices['bench'].format_help()")
+            "assert 'benchmarks/harness.py' in p._subparsers._group_actions[0].choices['bench'].format_help()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
 

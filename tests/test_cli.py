@@ -76,7 +76,7 @@ def test_config_not_json(broken_checkpoint, capsys):
 
 
 def _rewrite(d, checkpoint_dir, edit):
-    from minadapt.weights import read_safetensors, save_tensors
+    from minadapt.io.weights import read_safetensors, save_tensors
 
     tensors, meta = read_safetensors(checkpoint_dir / "model.safetensors")
     edit(tensors)

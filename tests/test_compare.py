@@ -18,7 +18,7 @@ from minadapt.cli import main
 from minadapt.config import BertConfig
 from minadapt.errors import ConfigError
 from minadapt.train import TrainConfig, train
-from minadapt.weights import expected_shapes, read_safetensors
+from minadapt.io.weights import expected_shapes, read_safetensors
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ["a gorgeous , witty movie\t1", "dull and lifeless\t0", "i loved it\t1", "a mess\t0",

@@ -13,7 +13,7 @@ import pytest
 import minadapt
 from minadapt.errors import ConfigError, WeightsError
 from minadapt.io import detect_format
-from minadapt.weights import read_safetensors
+from minadapt.io.weights import read_safetensors
 
 from tiny import tiny_batch, tiny_model
 

@@ -1,4 +1,4 @@
-"""minadapt.hub against a local HTTP server on 127.0.0.1: no traffic leaves the machine.
+"""minadapt.io.hub against a local HTTP server on 127.0.0.1: no traffic leaves the machine.
 
 The server serves files from a temporary folder, honours `Range` (206 + Content-Range, 416 past
 the end), and has switches to cut a transfer short, to ignore Range, and to answer 404. It
@@ -17,8 +17,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from minadapt import hub
-from minadapt.hub import DownloadError, NetworkUnreachable, download_file, ensure_checkpoint, fetch_sst2
+from minadapt.io import hub
+from minadapt.io.hub import DownloadError, NetworkUnreachable, download_file, ensure_checkpoint, fetch_sst2
 
 CLOSED = "http://127.0.0.1:1"  # nothing listens on port 1: connection refused at once
 

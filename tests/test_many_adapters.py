@@ -6,7 +6,7 @@ import pytest
 import minadapt.ops
 from minadapt.errors import ConfigError
 from minadapt.optim import AdamW
-from minadapt.parallel import DataParallel
+from minadapt.parallel.cores import DataParallel
 
 from tiny import tiny_batch, tiny_model
 
@@ -100,7 +100,7 @@ def _rename_task(src, dst, old, new):
     """An adapter file with its task renamed (names and metadata): a stand-in for five trained tasks."""
     import json
 
-    from minadapt.weights import read_safetensors, save_tensors
+    from minadapt.io.weights import read_safetensors, save_tensors
 
     tensors, meta = read_safetensors(src)
     tensors = {k.replace(f"adapters.{old}.", f"adapters.{new}.").replace(f"heads.{old}.", f"heads.{new}."): v

@@ -11,7 +11,7 @@ import minadapt.ops
 from minadapt.errors import ConfigError
 from minadapt.gradcheck import numerical_grad, rel_error
 from minadapt.nn import gelu_tanh, lora
-from minadapt.weights import read_safetensors
+from minadapt.io.weights import read_safetensors
 
 from tiny import tiny_batch, tiny_model
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minadapt.distributed import launched, rows
+from minadapt.parallel.mpi import launched, rows
 from minadapt.row_generators import RowGenerators
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ DRIVER = textwrap.dedent("""
     import numpy as np
     import minadapt
     from minadapt.train import Interrupted, TrainConfig, train
-    from minadapt.distributed import launched
+    from minadapt.parallel.mpi import launched
 
     args = json.loads(sys.argv[1])
     rank = launched()[0]

@@ -268,7 +268,7 @@ def test_model_packs_its_trainable_parameters(tmp_path):
     trainable = {k: model.params[k] for k in model.trainable}
     assert packed_offsets(trainable) is not None
     ids, mask, types, labels = tiny_batch()
-    from minadapt.parallel import DataParallel
+    from minadapt.parallel.cores import DataParallel
 
     # the data-parallel layer hands back the gradients as one vector, laid out like the parameters
     _, _, grads = DataParallel(model, n=1).loss_and_grads(ids, mask, types, labels)

@@ -1,4 +1,4 @@
-"""Shards of a batch on the CPU's cores (minadapt/parallel.py): how a batch is cut, how the shards
+"""Shards of a batch on the CPU's cores (minadapt/parallel/cores.py): how a batch is cut, how the shards
 run, and that a model gives the same loss, gradients and outputs whichever way the batch is cut."""
 import os
 import signal
@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from minadapt import parallel
+from minadapt.parallel import cores as parallel
 from minadapt.errors import ConfigError
 
 from tiny import tiny_batch, tiny_model
@@ -278,7 +278,7 @@ def test_workers_end_with_the_process_that_made_them(tmp_path):
         "model = tiny_model()\n"
         "model.add_classification_head('a')\n"
         "ids, mask, types, labels = tiny_batch(B=4)\n"
-        "from minadapt.parallel import DataParallel\n"
+        "from minadapt.parallel.cores import DataParallel\n"
         "dp = DataParallel(model)\n"
         "dp.logits(ids, mask, types)\n"
         "print(*dp.pids, flush=True)\n"

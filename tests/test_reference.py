@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import minadapt
-from minadapt.weights import read_safetensors
+from minadapt.io.weights import read_safetensors
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference.safetensors"
 

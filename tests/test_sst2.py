@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import minadapt
-from minadapt.data.sst2 import bucketed_batches, find_sst2, load_sst2, read_tsv, sequential_batches
+import minadapt.io
+from minadapt.tasks.sst2 import bucketed_batches, find_sst2, load_sst2, read_tsv, sequential_batches
 from minadapt.errors import DataError, MinadaptError
 
 GOOD = "sentence\tlabel\nit 's a charming journey . \t1\nunflinchingly bleak \t0\nnaïve fun \t1\n"
@@ -155,8 +156,8 @@ def test_find_relative_env_var_says_where_it_was_read_from(tmp_path, monkeypatch
 
 @pytest.fixture
 def fake_hub(tmp_path, monkeypatch):
-    """minadapt.hub with its cache in tmp_path and a fetch_sst2 that writes a tiny data set."""
-    hub = pytest.importorskip("minadapt.hub")
+    """minadapt.io.hub with its cache in tmp_path and a fetch_sst2 that writes a tiny data set."""
+    hub = pytest.importorskip("minadapt.io.hub")
 
     class Fake:
         cache = tmp_path / "cache"
@@ -190,7 +191,7 @@ def test_find_without_download_says_where_it_looked(fake_hub):
 
 @pytest.mark.parametrize("error", ["OSError", "DownloadError"])
 def test_find_failed_download_is_a_data_error(fake_hub, monkeypatch, error):
-    from minadapt import hub
+    from minadapt.io import hub
 
     exc = OSError if error == "OSError" else hub.DownloadError
 
@@ -212,8 +213,8 @@ def test_load_sst2_reads_both_splits(tmp_path):
 
 def test_given_folder_needs_no_hub(tmp_path, monkeypatch):
     # reading files the user named must work even where the download code cannot be imported
-    monkeypatch.setitem(sys.modules, "minadapt.hub", None)  # makes `from minadapt import hub` fail
-    monkeypatch.delattr(minadapt, "hub", raising=False)
+    monkeypatch.setitem(sys.modules, "minadapt.io.hub", None)  # makes `from minadapt.io import hub` fail
+    monkeypatch.delattr(minadapt.io, "hub", raising=False)
     folder = make_sst2(tmp_path / "d")
     assert find_sst2(folder) == folder
     with pytest.raises(ImportError):

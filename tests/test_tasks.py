@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minadapt.data.sst2 import load_sst2, read_tsv
+from minadapt.tasks.sst2 import load_sst2, read_tsv
 from minadapt.errors import DataError, MinadaptError
 from minadapt.tasks import (TASKS, Task, bucketed_batches, evaluate, find_task_data, get_task,
                             load_task, predictions, read_examples, sequential_batches,
@@ -329,7 +329,7 @@ class Handler(SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    from minadapt import hub
+    from minadapt.io import hub
 
     monkeypatch.setattr(hub, "RETRY_PAUSE_S", 0.0)
     root = tmp_path / "served"

@@ -156,7 +156,7 @@ def test_your_own_files_give_what_the_built_in_task_gives(tmp_path, checkpoint_d
     losses = [[json.loads(line).get("loss") for line in open(r.metrics_path)] for r in (builtin, own)]
     assert losses[0] == losses[1]
     assert builtin.dev_metrics == own.dev_metrics
-    from minadapt.weights import read_safetensors
+    from minadapt.io.weights import read_safetensors
 
     ta, _ = read_safetensors(builtin.adapter_path)
     tb, _ = read_safetensors(own.adapter_path)

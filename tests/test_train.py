@@ -153,7 +153,7 @@ def test_adapter_for_another_backbone_is_refused(tmp_path, checkpoint_dir):
 
 
 def test_not_an_adapter_file(tmp_path, checkpoint_dir):
-    from minadapt.weights import save_tensors
+    from minadapt.io.weights import save_tensors
 
     save_tensors(tmp_path / "x.safetensors", {"a": np.zeros(3, np.float32)}, {"hello": "world"})
     with pytest.raises(WeightsError, match="not a minadapt adapter"):

@@ -6,7 +6,7 @@ import numpy as np
 
 from minadapt.config import BertConfig
 from minadapt.model import Model
-from minadapt.weights import expected_shapes
+from minadapt.io.weights import expected_shapes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=20, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,

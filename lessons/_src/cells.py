@@ -40,7 +40,7 @@ SETUP = code('''
 WEIGHTS = code('''
     # The pretrained checkpoint: weights/all-MiniLM-L6-v2 under the repository root.
     # ensure_checkpoint downloads it (about 90 MB, once) when it is not there yet.
-    from minadapt.hub import ensure_checkpoint
+    from minadapt.io.hub import ensure_checkpoint
 
     WEIGHTS = ROOT / "weights" / "all-MiniLM-L6-v2"
     if not (WEIGHTS / "model.safetensors").is_file():

@@ -133,7 +133,7 @@ accuracy on the 872 sentences of the dev set. `encode_split` turns sentences int
 `bucketed_batches` cuts them into batches of 32 sentences of similar length (lesson 6 says why).
 '''),
 code(r'''
-from minadapt.data.sst2 import bucketed_batches, find_sst2, load_sst2
+from minadapt.tasks.sst2 import bucketed_batches, find_sst2, load_sst2
 from minadapt.train import encode_split, evaluate
 
 data = load_sst2(find_sst2())

@@ -7,7 +7,7 @@ md(r'''
 
 Lessons 1–3 built every op. This lesson assembles them into the pretrained encoder:
 
-1. how the checkpoint file is laid out and how `minadapt.weights` reads and checks it;
+1. how the checkpoint file is laid out and how `minadapt.io.weights` reads and checks it;
 2. the config, and the flat parameter dict with Q, K and V fused into one matrix;
 3. the embeddings (the last op under `minadapt/nn/`);
 4. one encoder layer, run by hand, and its backward checked end to end;
@@ -37,14 +37,14 @@ for name in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.sel
     print(f"  {name:45s} {header[name]}")
 '''),
 md(r'''
-`minadapt.weights.read_safetensors` returns every tensor as a NumPy array (via the `safetensors`
+`minadapt.io.weights.read_safetensors` returns every tensor as a NumPy array (via the `safetensors`
 package) plus the metadata, and turns a missing or truncated file into an error that says so.
 `expected_shapes(cfg)` lists every parameter the encoder needs, by HuggingFace name and shape,
 computed from the config alone. Compare the two key sets:
 '''),
 code(r'''
 from minadapt import BertConfig
-from minadapt.weights import OPTIONAL_PREFIXES, expected_shapes, load_checkpoint, read_safetensors
+from minadapt.io.weights import OPTIONAL_PREFIXES, expected_shapes, load_checkpoint, read_safetensors
 
 cfg = BertConfig.from_json(WEIGHTS / "config.json")
 tensors, metadata = read_safetensors(WEIGHTS / "model.safetensors")
@@ -67,7 +67,7 @@ code(r'''
 import tempfile
 
 from minadapt.errors import WeightsError
-from minadapt.weights import save_tensors
+from minadapt.io.weights import save_tensors
 
 tiny_cfg = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=12, max_position_embeddings=16, layer_norm_eps=1e-5)

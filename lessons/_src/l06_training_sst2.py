@@ -24,7 +24,7 @@ $$\text{for each batch:}\quad \underbrace{\text{forward} \to \text{loss} \to \te
 \;\to\; \underbrace{\text{clip}}_{\texttt{optim.clip\_grad\_norm}} \;\to\; \underbrace{\text{AdamW}}_{\texttt{AdamW.step}}
 \quad\text{at the rate}\quad \underbrace{\eta_t}_{\texttt{optim.lr\_schedule}}$$
 
-1. the data, as `minadapt.data.sst2` finds and reads it;
+1. the data, as `minadapt.tasks.sst2` finds and reads it;
 2. a few training steps written out by hand, one library call per line;
 3. AdamW's update, and what "decoupled" weight decay means;
 4. the warm-up + linear-decay learning-rate schedule;
@@ -41,7 +41,7 @@ WEIGHTS,
 md(r'''
 ## 1. The data
 
-`minadapt.data.sst2.find_sst2()` looks for the folder holding GLUE's `train.tsv` and `dev.tsv`: in
+`minadapt.tasks.sst2.find_sst2()` looks for the folder holding GLUE's `train.tsv` and `dev.tsv`: in
 its argument if given, else in `$MINADAPT_DATA/sst2` when that environment variable is set (CI sets
 it to the shared data folder), else in minadapt's cache, downloading GLUE's zip there when it is
 missing. A place that was named and lacks the files is an error that lists where it looked, never a
@@ -54,7 +54,7 @@ import tempfile
 
 import minadapt
 from minadapt import gradcheck, optim
-from minadapt.data.sst2 import bucketed_batches, find_sst2, load_sst2
+from minadapt.tasks.sst2 import bucketed_batches, find_sst2, load_sst2
 from minadapt.train import TrainConfig, encode_split
 
 DEFAULTS = TrainConfig()  # the settings `minadapt train sst2` uses when given none
@@ -384,7 +384,7 @@ configs, the backbone's name and SHA-256, and the run's settings and accuracy in
 How big is it, and what are the bytes?
 '''),
 code(r'''
-from minadapt.weights import read_safetensors
+from minadapt.io.weights import read_safetensors
 
 tensors, meta = read_safetensors(result.adapter_path)
 size = result.adapter_path.stat().st_size

@@ -473,7 +473,7 @@ default it is `parallel.threads()`: `$MINADAPT_THREADS`, else the number of core
 both ways must give the same loss and gradients:
 '''),
 code(r'''
-from minadapt import parallel
+from minadapt.parallel import cores as parallel
 
 n = max(2, parallel.cores())  # two shards at least, so that the cell shows a fork even on one core
 print(f"{parallel.cores()} cores here; DataParallel with n={n} shards")
@@ -566,7 +566,7 @@ model (no adapter). We also keep the mean over each sentence's tokens: all-MiniL
 sentence-transformers to be read through *mean pooling*, not through [CLS].
 '''),
 code(r'''
-from minadapt.data.sst2 import load_sst2, sequential_batches
+from minadapt.tasks.sst2 import load_sst2, sequential_batches
 from minadapt.train import TrainConfig, encode_split, train
 
 data = load_sst2()  # finds SST-2 as lesson 6 did ($MINADAPT_DATA, else the cache)

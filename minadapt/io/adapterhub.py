@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, WeightsError
-from ..weights import read_safetensors, save_tensors
+from .weights import read_safetensors, save_tensors
 from .detect import read_json, require_safetensors
 
 VERSION = "adapters.1.3.0"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import bert
 from ..errors import ConfigError, WeightsError
-from ..weights import read_safetensors, save_tensors
+from .weights import read_safetensors, save_tensors
 from .adapterhub import read_head, write_head
 from .detect import read_json, require_safetensors
 

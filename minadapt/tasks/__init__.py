@@ -6,7 +6,7 @@
     texts, pairs, labels = data["dev"]      # pairs is None for single-text tasks
     scores = evaluate(task, predictions(task, logits), labels)   # {"accuracy": 0.71}
 """
-from minadapt.data.sst2 import bucketed_batches, sequential_batches
+from minadapt.tasks.batching import bucketed_batches, sequential_batches
 from minadapt.tasks.load import (evaluate, fetch_task, find_task_data, load_task, predictions)
 from minadapt.tasks.read import Examples, format_of, read_examples
 from minadapt.tasks.task import TASKS, Task, get_task, task_from_files

@@ -4,7 +4,7 @@ Where a built-in task's files are looked for (`find_task_data`), in order, as fo
   1. the `data_dir` argument (the CLI's `--data-dir`): that folder, or its sub-folder named after
      the task (`sst2`) or as in GLUE's zip (`SST-2`);
   2. `$MINADAPT_DATA/<task>` (e.g. `$MINADAPT_DATA/cola`), when the environment variable is set;
-  3. `<cache>/<task>` (see `minadapt.hub.default_cache_dir`), downloaded when missing, for the tasks
+  3. `<cache>/<task>` (see `minadapt.io.hub.default_cache_dir`), downloaded when missing, for the tasks
      that say where from (GLUE's).
 A place named explicitly (1 or 2) that lacks the files is an error, not a reason to look further.
 Tasks made from your own files (`task_from_files`) are read from the paths they hold.
@@ -85,7 +85,7 @@ def find_task_data(task: str | Task, data_dir: str | Path | None = None, downloa
             raise _not_found(task, looked, where)
         return found
 
-    from minadapt import hub  # lazily: reading local files needs no network code
+    from minadapt.io import hub  # lazily: reading local files needs no network code
 
     cache = hub.default_cache_dir() / task.folder
     found = first_complete([cache])
@@ -109,7 +109,7 @@ def find_task_data(task: str | Task, data_dir: str | Path | None = None, downloa
 # --- downloading -----------------------------------------------------------------------------------
 def _cached_download(url: str, progress: bool) -> Path:
     """Download `url` once into the cache (one file per URL) and return the file's path."""
-    from minadapt import hub
+    from minadapt.io import hub
 
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
     path = hub.default_cache_dir() / f"{digest}-{url.rstrip('/').rsplit('/', 1)[-1]}"
@@ -131,7 +131,7 @@ def fetch_task(task: Task, dest_dir: Path, progress: bool = True) -> Path:
     train.tsv, both under the original header. (GLUE's test.tsv comes from a third file and is not
     made here.)
     """
-    from minadapt import hub
+    from minadapt.io import hub
 
     dest_dir = Path(dest_dir)
     if task.fetch == "glue-zip":

@@ -19,7 +19,7 @@ Built-in tasks (`TASKS`, `get_task(name)`):
 The first metric is the one reported and used to pick the best checkpoint. Each task reads
 `train.tsv` (`.csv`) and `dev.tsv` (`.csv`); GLUE's test splits have no public labels.
 
-What was checked against real files: sst2 (equal to `minadapt.data.sst2.read_tsv` on GLUE's
+What was checked against real files: sst2 (equal to `minadapt.tasks.sst2.read_tsv` on GLUE's
 files) and bbc-news (the local copy's README counts). The GLUE layouts of CoLA, MRPC, RTE, QNLI and
 STS-B and their URLs are written from GLUE's documentation and download script (download_glue_data.py)
 without access to the files themselves; a line with more or fewer tabs than the header is reported,

@@ -2,9 +2,9 @@
 that compares with PyTorch + AdapterHub on the same machine. Run it from a source checkout, with
 the installed minadapt:
 
-    python benchmarks/bench.py --lengths 16,64                     minadapt alone
-    python benchmarks/bench.py --compare torch --torch-python PY --lengths 16,64 --rounds 3 --json F
-    python benchmarks/bench.py --profile --blas --data-dir DIR     + profile, BLAS ceiling, epoch
+    python benchmarks/harness.py --lengths 16,64                     minadapt alone
+    python benchmarks/harness.py --compare torch --torch-python PY --lengths 16,64 --rounds 3 --json F
+    python benchmarks/harness.py --profile --blas --data-dir DIR     + profile, BLAS ceiling, epoch
 
 What is timed, per sequence length L (batch B = 32, every row L real tokens, float32), as
 `minadapt train` runs it (minadapt.bench.build and train_step: the batch cut over the cores by
@@ -22,7 +22,7 @@ workers' (VmHWM), shared pages counted in each: an upper bound.
 
 The files beside this one: flops.py (the step's matrix products and FLOPs), blas.py (the BLAS
 ceiling on those products, and the step's floors), profiling.py (cProfile per minadapt function,
-wall clock per op), compare.py (the subprocesses, minadapt and torch interleaved, rounds),
+wall clock per op), subprocess_runs.py (the subprocesses, minadapt and torch interleaved, rounds),
 report.py (the table, the SST-2 epoch estimate), torch_step.py (the PyTorch side).
 """
 from __future__ import annotations
@@ -41,10 +41,10 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import compare  # noqa: E402
+import subprocess_runs  # noqa: E402
 import report  # noqa: E402
 from blas import blas_runtime, run_blas_worker  # noqa: E402
-from compare import BenchError  # noqa: E402
+from subprocess_runs import BenchError  # noqa: E402
 from flops import step_flops  # noqa: E402
 from profiling import run_profile_worker  # noqa: E402
 
@@ -73,7 +73,7 @@ def _at_least(low: int):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="benchmarks/bench.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="benchmarks/harness.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Time minadapt's adapter-training and inference steps at batch 32 and several "
         "lengths, each configuration in its own subprocess; optionally against PyTorch + "
         "AdapterHub (benchmarks/torch_step.py) in the same run, with a profile per op and the BLAS "
@@ -192,7 +192,7 @@ def run_worker(args) -> dict:
 
     from minadapt.backend import synchronize
     from minadapt.bench import infer_step, train_step
-    from minadapt.parallel import shards
+    from minadapt.parallel.cores import shards
 
     model, dp, opt, (ids, mask, labels) = setup(args)
     B, L = ids.shape
@@ -228,7 +228,7 @@ def run_worker(args) -> dict:
         "numpy_version": np.__version__,
         "device": model.device,
         "blas": blas_runtime(),
-        "env": {k: os.environ[k] for k in compare.thread_env(1, 1) if k in os.environ},
+        "env": {k: os.environ[k] for k in subprocess_runs.thread_env(1, 1) if k in os.environ},
         "threads": args.threads,
         "shards": len(shards(B, model.xp)) if dp.n > 1 else 1,
         "batch_size": B,
@@ -270,13 +270,13 @@ def worker(args) -> dict:
 
 # --- the parent: plan, spawn, collect --------------------------------------------------------------
 def run(args) -> int:
-    from minadapt.hub import ensure_checkpoint
+    from minadapt.io.hub import ensure_checkpoint
 
     weights = Path(args.weights).resolve() if args.weights else ensure_checkpoint().resolve()
     if args.compare == "torch":
-        compare.check_torch(args)
-    env = compare.thread_env(args.threads, args.openblas_timeout)
-    rep = {"machine": {**compare.machine_info(), "load_start": compare.load_average()},
+        subprocess_runs.check_torch(args)
+    env = subprocess_runs.thread_env(args.threads, args.openblas_timeout)
+    rep = {"machine": {**subprocess_runs.machine_info(), "load_start": subprocess_runs.load_average()},
            "config": {"batch_size": args.batch_size, "lengths": args.lengths, "warmup": args.warmup,
                       "steps": args.steps, "rounds": args.rounds, "threads": args.threads,
                       "compare": args.compare, "device": args.device or "cpu", "ops": args.ops,
@@ -289,18 +289,18 @@ def run(args) -> int:
 
     def spawn(cmd, what):
         if args.wait_quiet:
-            compare.wait_quiet(args.wait_quiet)
-        print(f"bench: {what} (load average {compare.load_average():.2f}) ...", file=sys.stderr, flush=True)
-        return compare.run_process(cmd, env, what)
+            subprocess_runs.wait_quiet(args.wait_quiet)
+        print(f"bench: {what} (load average {subprocess_runs.load_average():.2f}) ...", file=sys.stderr, flush=True)
+        return subprocess_runs.run_process(cmd, env, what)
 
-    for impl, L in compare.plan_runs(args.lengths, args.compare, args.rounds):
-        loads.setdefault((impl, L), compare.load_average())
+    for impl, L in subprocess_runs.plan_runs(args.lengths, args.compare, args.rounds):
+        loads.setdefault((impl, L), subprocess_runs.load_average())
         if impl == "minadapt":
-            res = compare.last_json(spawn(compare.worker_command(args, L, weights=weights),
+            res = subprocess_runs.last_json(spawn(subprocess_runs.worker_command(args, L, weights=weights),
                                           f"minadapt L={L}"), f"minadapt L={L}")
         else:
             tmp_json.parent.mkdir(parents=True, exist_ok=True)
-            _, usage = spawn(compare.torch_command(args, L, weights, tmp_json), f"torch L={L}")
+            _, usage = spawn(subprocess_runs.torch_command(args, L, weights, tmp_json), f"torch L={L}")
             res = {**json.loads(tmp_json.read_text()), "process": usage}
             tmp_json.unlink()
         results.setdefault((impl, L), []).append(res)
@@ -309,22 +309,22 @@ def run(args) -> int:
               file=sys.stderr, flush=True)
     for L in args.lengths:
         a_rounds, t_rounds = results[("minadapt", L)], results.get(("torch", L))
-        a, t = compare.merge_rounds(a_rounds), t_rounds and compare.merge_rounds(t_rounds)
+        a, t = subprocess_runs.merge_rounds(a_rounds), t_rounds and subprocess_runs.merge_rounds(t_rounds)
         rep["rows"].append({"L": L, "minadapt": a, "torch": t,
                             "load1": {impl: loads.get((impl, L)) for impl in ("minadapt", "torch")
                                       if (impl, L) in loads},
                             "ratio": None if t is None else {
-                                "train": compare.paired_ratio(a_rounds, t_rounds, "train_ms"),
-                                "infer": compare.paired_ratio(a_rounds, t_rounds, "infer_ms"),
-                                "rss": compare.paired_ratio(a_rounds, t_rounds, report.memory_key(rep))}})
-    rep["machine"]["load_end"] = compare.load_average()
+                                "train": subprocess_runs.paired_ratio(a_rounds, t_rounds, "train_ms"),
+                                "infer": subprocess_runs.paired_ratio(a_rounds, t_rounds, "infer_ms"),
+                                "rss": subprocess_runs.paired_ratio(a_rounds, t_rounds, report.memory_key(rep))}})
+    rep["machine"]["load_end"] = subprocess_runs.load_average()
 
     if args.profile:
         L = min(args.lengths, key=lambda x: abs(x - 64))
-        rep["profile"] = compare.last_json(spawn(compare.worker_command(args, L, "profile", weights),
+        rep["profile"] = subprocess_runs.last_json(spawn(subprocess_runs.worker_command(args, L, "profile", weights),
                                                  f"profile L={L}"), "profile")
     if args.blas:
-        rep["blas"] = compare.last_json(spawn(compare.worker_command(
+        rep["blas"] = subprocess_runs.last_json(spawn(subprocess_runs.worker_command(
             args, mode="blas", weights=weights, lengths=args.lengths), "BLAS ceiling"), "blas")
 
     lengths = report.sst2_lengths(weights, args.data_dir)
@@ -346,7 +346,7 @@ def main(argv=None) -> int:
             return 0
         return run(args)
     except MinadaptError as e:
-        print(f"benchmarks/bench.py: error: {e}", file=sys.stderr)
+        print(f"benchmarks/harness.py: error: {e}", file=sys.stderr)
         return 1
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from minadapt.errors import MinadaptError
 
 HERE = Path(__file__).resolve().parent
-BENCH_SCRIPT = HERE / "bench.py"
+BENCH_SCRIPT = HERE / "harness.py"
 TORCH_SCRIPT = HERE / "torch_step.py"
 PROFILE_STEPS, PROFILE_WARMUP = 5, 2
 
@@ -129,7 +129,7 @@ def last_json(out: tuple[str, dict], what: str) -> dict:
 
 
 def worker_command(args, L=None, mode=None, weights=None, lengths=None) -> list[str]:
-    """`python benchmarks/bench.py --worker ...` for one configuration (mode: None, profile, blas)."""
+    """`python benchmarks/harness.py --worker ...` for one configuration (mode: None, profile, blas)."""
     lengths = lengths or [L]
     cmd = [sys.executable, str(BENCH_SCRIPT), "--worker",
            "--lengths", ",".join(map(str, lengths)), "--batch-size", str(args.batch_size),

@@ -40,8 +40,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .packed import pack, unpack
-from .row_generators import RowGenerators
+from ..packed import pack, unpack
+from ..row_generators import RowGenerators
 
 _OPENBLAS = []  # [found or None], looked up once
 _INSIDE = [False]  # True while this process runs a shard (always, in a worker): shards do not nest
@@ -58,7 +58,7 @@ def threads() -> int:
     if not value:
         return cores()
     if not value.strip().isdigit() or int(value) < 1:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"MINADAPT_THREADS={value!r}: expected a whole number of threads, 1 or "
                           f"more (the shards a batch is cut into; unset: the {cores()} cores here)")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import BertConfig
-from .errors import WeightsError
+from ..config import BertConfig
+from ..errors import WeightsError
 
 # Keys a checkpoint may carry that the encoder does not use: the pooler (BertModel's tanh layer on
 # [CLS], not used by adapter heads), the position_ids buffer, and pre-training heads (`cls.`).

@@ -36,8 +36,8 @@ import time
 
 import numpy as np
 
-from .packed import pack, unpack
-from .row_generators import RowGenerators
+from ..packed import pack, unpack
+from ..row_generators import RowGenerators
 
 # (rank, size) as each MPI implementation's launcher tells its processes, read without MPI itself
 _ENV = (("PMI_RANK", "PMI_SIZE"),  # MPICH (hydra), Intel MPI
@@ -60,7 +60,7 @@ def data_parallel(model, adapter: str | None = None):
     batch cut over this machine's cores)."""
     if launched()[1] > 1:
         return MPIDataParallel(model, adapter) if model.xp is np else NCCLDataParallel(model, adapter)
-    from .parallel import DataParallel
+    from .cores import DataParallel
 
     return DataParallel(model, adapter=adapter)
 
@@ -69,7 +69,7 @@ def _mpi():
     try:
         from mpi4py import MPI
     except ImportError:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError("started by mpiexec with several processes, but mpi4py is not installed: "
                           "pip install 'minadapt[mpi]'") from None
@@ -105,7 +105,7 @@ class MPIDataParallel:
         self.shapes = {k: model.params[k].shape for k in self.names}
         self.size = sum(model.params[k].size for k in self.names)
         if model.xp is not np:
-            from .errors import ConfigError
+            from ..errors import ConfigError
 
             raise ConfigError("MPIDataParallel runs on the CPU; on GPUs use NCCLDataParallel")
         _blas_threads_per_rank(self.comm)
@@ -183,7 +183,7 @@ class MPIDataParallel:
 def _blas_threads_per_rank(comm):
     """OpenBLAS at (this process's cores) / (ranks on this machine) threads, at least 1: ranks on
     one machine would otherwise each start a thread per core and fight over them."""
-    from .parallel import cores, openblas
+    from .cores import cores, openblas
 
     blas = openblas()
     if blas is None:

@@ -12,7 +12,7 @@ labels are 0 (negative) or 1 (positive). GLUE's test split has no labels and is 
 Where the files are looked for (`find_sst2`), in order:
   1. the `data_dir` argument (the CLI's `--data-dir`);
   2. `$MINADAPT_DATA/sst2`, when the environment variable is set;
-  3. `<cache>/sst2` (see `minadapt.hub.default_cache_dir`), downloaded from GLUE when missing.
+  3. `<cache>/sst2` (see `minadapt.io.hub.default_cache_dir`), downloaded from GLUE when missing.
 A place that was named explicitly (1 or 2) and lacks the files is an error, not a reason to look
 further: a typo in a path should not quietly start a download somewhere else.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from minadapt.errors import DataError, MinadaptError
+from minadapt.tasks.batching import bucketed_batches, sequential_batches  # noqa: F401 (lessons import them here)
 
 HEADER = "sentence\tlabel"
 FILES = ("train.tsv", "dev.tsv")
@@ -128,7 +129,7 @@ def find_sst2(data_dir: str | Path | None = None, download: bool = True) -> Path
     """The folder holding SST-2's train.tsv and dev.tsv.
 
     Looks, in order, in `data_dir`; else `$MINADAPT_DATA/sst2` when MINADAPT_DATA is set; else
-    `default_cache_dir()/sst2`, which `minadapt.hub.fetch_sst2` fills from GLUE when it is missing and
+    `default_cache_dir()/sst2`, which `minadapt.io.hub.fetch_sst2` fills from GLUE when it is missing and
     `download` is true. `data_dir` may also be the folder *above* the data: `DIR/sst2` and `DIR/SST-2`
     (the name inside GLUE's zip) are tried too.
 
@@ -164,7 +165,7 @@ def find_sst2(data_dir: str | Path | None = None, download: bool = True) -> Path
             raise _not_found(looked, where)
         return found
 
-    from minadapt import hub  # lazily: reading local files needs no network code
+    from minadapt.io import hub  # lazily: reading local files needs no network code
 
     cache = hub.default_cache_dir() / "sst2"
     found = first_complete([cache])
@@ -189,68 +190,3 @@ def load_sst2(
     """{"train": (sentences, labels), "dev": (sentences, labels)}, found as `find_sst2` does."""
     folder = find_sst2(data_dir, download=download)
     return {"train": read_tsv(folder / "train.tsv"), "dev": read_tsv(folder / "dev.tsv")}
-
-
-# --- batching --------------------------------------------------------------------------------------
-def bucketed_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool_batches: int = 200
-) -> list[np.ndarray]:
-    """One epoch of training batches: similar lengths inside a batch, random order between them.
-
-    Each batch is padded to its longest row, and the encoder's cost grows with that padded length
-    (linearly in the dense layers, quadratically in attention). A random batch of SST-2 (sentence
-    lengths 3 to ~60 tokens) is mostly padding; sorting the whole set by length would remove it but
-    makes every batch's content predictable and the epoch a march from short to long sentences.
-    The middle way, as in fairseq and AllenNLP's bucket iterators:
-
-      1. shuffle all indices;
-      2. cut them into pools of `pool_batches * batch_size`;
-      3. sort each pool by length and cut it into batches of `batch_size`;
-      4. shuffle the list of batches.
-
-    Inputs:
-    - lengths: int array of shape (N,), the length of each example (tokens, or any proxy for them)
-    - batch_size: rows per batch; only the last batch of the last pool may be smaller
-    - rng: the generator that draws both shuffles; the same state gives the same batches
-    - pool_batches: batches per pool: 1 is a plain random split, N/batch_size a global sort. The
-      larger the pool, the closer neighbours in length are, so the less padding: on SST-2's
-      training set (batch 32) 4.6% of the tokens a step computes are padding with pools of 50
-      batches, 2.4% with 100, 1.25% with 200 (the default: ~10 pools an epoch, each of 6,400
-      sentences drawn at random) and 0.7% with 400
-
-    Returns a list of int arrays of indices into `lengths`; together they hold each index once.
-    """
-    lengths = np.asarray(lengths)
-    if lengths.ndim != 1:
-        raise ValueError(f"lengths must be 1-D, got shape {lengths.shape}")
-    if batch_size < 1 or pool_batches < 1:
-        raise ValueError(f"batch_size and pool_batches must be >= 1, got {batch_size}, {pool_batches}")
-    perm = rng.permutation(len(lengths))
-    pool_size = pool_batches * batch_size
-    batches = []
-    for start in range(0, len(perm), pool_size):
-        pool = perm[start : start + pool_size]
-        pool = pool[np.argsort(lengths[pool], kind="stable")]  # short to long
-        batches.extend(pool[i : i + batch_size] for i in range(0, len(pool), batch_size))
-    order = rng.permutation(len(batches))
-    return [batches[i] for i in order]
-
-
-def sequential_batches(n: int, batch_size: int, lengths: np.ndarray | None = None) -> list[np.ndarray]:
-    """Batches for evaluation: every index in 0..n-1 once, in a fixed order.
-
-    Without `lengths`, in order: [0..b-1], [b..2b-1], ... With `lengths` (shape (n,)), the indices are
-    sorted by length first, so each batch pads little (the same saving as `bucketed_batches`, with
-    no randomness). Either way each batch is an array of indices, so a caller puts results back in
-    place with `out[idx] = batch_result`.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if lengths is None:
-        order = np.arange(n)
-    else:
-        lengths = np.asarray(lengths)
-        if lengths.shape != (n,):
-            raise ValueError(f"lengths must have shape ({n},), got {lengths.shape}")
-        order = np.argsort(lengths, kind="stable")
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
