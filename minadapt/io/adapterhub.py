@@ -1,4 +1,6 @@
-"""AdapterHub's adapter directory (adapters 1.3.0, `model.save_adapter(dir, name, use_safetensors=True)`):
+"""AdapterHub's adapter directory (adapters 1.3.0, `model.save_adapter(dir, name, use_safetensors=True)`;
+its default save writes `pytorch_adapter.bin` and `pytorch_model_head.bin` instead of the two
+`.safetensors` files, torch pickles that torch_pickle.py reads without torch or running code):
 
     adapter_config.json     {"config": {...BnConfig fields...}, "hidden_size", "model_class",
                              "model_name", "model_type", "name", "version"}
@@ -21,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, WeightsError
-from .weights import read_safetensors, save_tensors
-from .detect import read_json, require_safetensors
+from .weights import save_tensors
+from .detect import read_json, read_tensors
 
 VERSION = "adapters.1.3.0"
 # A BnConfig as adapters 1.3.0 writes it; ARCHITECTURES adds the fields that place the adapter.
@@ -135,11 +137,9 @@ def read_head(directory: Path, name: str, model):
         if hc.get(k) != v:
             raise WeightsError(f"{directory / 'head_config.json'}: {k}={hc.get(k)!r}; minadapt's head is "
                                f"AdapterHub's default classification head ({k}={v!r})")
-    path = require_safetensors(directory, "model_head.safetensors", "pytorch_model_head.bin",
-                               "model.save_adapter(dir, name, use_safetensors=True)")
+    _, stored = read_tensors(directory, "model_head.safetensors", "pytorch_model_head.bin")
     theirs = env.get("name", name)
-    tensors = {f"heads.{name}." + k[len(f"heads.{theirs}."):]: v
-               for k, v in read_safetensors(path)[0].items()}
+    tensors = {f"heads.{name}." + k[len(f"heads.{theirs}."):]: v for k, v in stored.items()}
     label2id = hc.get("label2id") or {}
     labels = [lab for lab, _ in sorted(label2id.items(), key=lambda kv: kv[1])]
     if not labels or labels == [f"LABEL_{i}" for i in range(len(labels))]:
@@ -164,10 +164,8 @@ def load_adapterhub(model, directory) -> str:
     act = env["config"].get("non_linearity", "relu")
     if act not in FROM_ADAPTERHUB:
         raise WeightsError(f"{where}: non_linearity {act!r}; minadapt has {', '.join(FROM_ADAPTERHUB)}")
-    path = require_safetensors(directory, "adapter.safetensors", "pytorch_adapter.bin",
-                               "model.save_adapter(dir, name, use_safetensors=True)")
-    tensors = {k[len("bert."):] if k.startswith("bert.") else k: v
-               for k, v in read_safetensors(path)[0].items()}
+    path, stored = read_tensors(directory, "adapter.safetensors", "pytorch_adapter.bin")
+    tensors = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in stored.items()}
     down = [v for k, v in tensors.items() if k.endswith("adapter_down.0.weight")]
     if not down:
         raise WeightsError(f"{path}: no adapter_down.0.weight tensor")

@@ -39,14 +39,16 @@ def read_json(path: Path) -> dict:
     return d
 
 
-def require_safetensors(directory: Path, name: str, bin_name: str, how: str) -> Path:
-    """directory/name, or a WeightsError that explains what to do when only the torch pickle
-    (`bin_name`) is there: minadapt does not depend on torch, and a pickle can run code on load."""
+def read_tensors(directory: Path, name: str, bin_name: str) -> tuple[Path, dict]:
+    """(path, {key: array}) of directory/name (safetensors), else of directory/bin_name (a torch
+    pickle, read without torch and without running code: see torch_pickle.py); WeightsError when
+    neither is there."""
+    from .torch_pickle import load_torch_bin
+    from .weights import read_safetensors
+
     path = directory / name
     if path.is_file():
-        return path
+        return path, read_safetensors(path)[0]
     if (directory / bin_name).is_file():
-        raise WeightsError(f"{directory}: holds {bin_name} (a torch pickle) but no {name}; minadapt "
-                           f"reads safetensors only (it does not depend on torch). Re-save it with "
-                           f"safetensors: {how}")
-    raise WeightsError(f"{directory}: no {name}")
+        return directory / bin_name, load_torch_bin(directory / bin_name)
+    raise WeightsError(f"{directory}: no {name} (nor {bin_name})")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from .. import bert
 from ..errors import ConfigError, WeightsError
-from .weights import read_safetensors, save_tensors
+from .weights import save_tensors
 from .adapterhub import read_head, write_head
-from .detect import read_json, require_safetensors
+from .detect import read_json, read_tensors
 
 PREFIX = "base_model.model."
 # Fields whose value changes the maths: a loaded config must have these values (or leave them out).
@@ -71,10 +71,8 @@ def load_peft(model, directory, name: str | None = None) -> str:
     if name is None:
         head_env = read_json(directory / "head_config.json") if (directory / "head_config.json").is_file() else {}
         name = head_env.get("name") or re.sub(r"[^A-Za-z0-9_-]", "_", directory.resolve().name)
-    path = require_safetensors(directory, "adapter_model.safetensors", "adapter_model.bin",
-                               "peft_model.save_pretrained(dir, safe_serialization=True)")
     tensors = {}
-    for k, v in read_safetensors(path)[0].items():
+    for k, v in read_tensors(directory, "adapter_model.safetensors", "adapter_model.bin")[1].items():
         k = k[len(PREFIX):] if k.startswith(PREFIX) else k
         tensors[re.sub(r"\.(lora_[AB])\.weight$", rf".\1.{name}.weight", k)] = v
     r = int(c["r"])
