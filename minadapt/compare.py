@@ -237,10 +237,9 @@ def backbone_params(weights) -> int:
     from .config import BertConfig
     from .io.weights import expected_shapes
 
-    if weights is None:
-        from .io.hub import ensure_checkpoint
+    from .io.hub import resolve_model
 
-        weights = ensure_checkpoint()
+    weights = resolve_model(weights)
     config = Path(weights) / "config.json"
     if not config.is_file():
         raise ConfigError(f"{weights}: no config.json in this checkpoint folder")

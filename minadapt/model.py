@@ -594,21 +594,18 @@ def _renamed_layer_norms(a: dict, tensors: dict, n_layers: int) -> dict:
 
 
 def load_model(path=None, dtype="float32", device=None, seed: int = 0, ops: str = "fast") -> Model:
-    """Load a BERT checkpoint folder (config.json + model.safetensors [+ tokenizer.json]).
-    `path=None` means the default checkpoint, downloaded into weights/ when missing.
+    """Load a BERT checkpoint (config.json + model.safetensors [+ tokenizer.json]): `path` is a
+    folder or a Hugging Face id (io.hub.resolve_model), None the default all-MiniLM-L6-v2; fetched
+    into Hugging Face's cache when missing.
     ops: "fast" (default) or "reference" (minadapt.nn, the plain maths; see ops.py)."""
+    from .io.hub import model_name, resolve_model
+    from .io.weights import checkpoint_file
     from .tokenizer import Tokenizer
 
-    if path is None:
-        from .io.hub import ensure_checkpoint
-
-        path = ensure_checkpoint()
-    path = Path(path)
-    if not path.is_dir():
-        raise WeightsError(f"{path}: no such checkpoint folder (run `minadapt download` to fetch "
-                           "the default one into weights/)")
+    path = resolve_model(path)
     cfg = BertConfig.from_json(path / "config.json")
-    params = load_checkpoint(path / "model.safetensors", cfg, resolve_dtype(dtype))
+    weights = checkpoint_file(path)
+    params = load_checkpoint(weights, cfg, resolve_dtype(dtype))
     tok = Tokenizer(path) if (path / "tokenizer.json").is_file() else None
-    backbone = {"name": path.name, "path": str(path / "model.safetensors")}
+    backbone = {"name": model_name(path), "path": str(weights)}
     return Model(cfg, params, device=device, backbone=backbone, tokenizer=tok, seed=seed, ops=ops)

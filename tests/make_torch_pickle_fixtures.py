@@ -12,6 +12,11 @@ Writes into ``tests/fixtures/``:
     float32 view, float16, bfloat16, float64, int64 from an offset into its storage, bool, two
     tensors sharing one storage, and an ``nn.Parameter``; ``torch_pickle/expected.safetensors``
     holds the same tensors as NumPy wrote them (bfloat16 widened to float32).
+``torch_pickle/tiny_bert/``
+    a 2-layer random BertModel (tests/tiny.py's TINY sizes, ``torch.manual_seed(3)``) saved by
+    ``save_pretrained(dir, safe_serialization=False)``: ``config.json`` and ``pytorch_model.bin``, as
+    older hub repositories hold it; ``torch_pickle/tiny_bert.safetensors`` holds its float64
+    ``last_hidden_state`` on tests/tiny.py's ``tiny_batch()``, and that batch.
 ``adapterhub_houlsby_bin/``
     the directory ``adapterhub_houlsby/`` (made by tests/make_method_fixtures.py) loaded into
     AdapterHub and saved again with its default ``save_adapter(dir, name)``: ``pytorch_adapter.bin``
@@ -63,6 +68,21 @@ def main(argv=None) -> int:
                 for k, v in tensors.items()}
     save_file({k: np.ascontiguousarray(v) for k, v in expected.items()}, str(d / "expected.safetensors"),
               metadata={"generator": "tests/make_torch_pickle_fixtures.py", "torch": torch.__version__})
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny import TINY, tiny_batch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(3)
+    bert = BertModel(BertConfig(**TINY, hidden_act="gelu", attn_implementation="eager"),
+                     add_pooling_layer=False).eval()
+    bert.save_pretrained(str(d / "tiny_bert"), safe_serialization=False)
+    ids, mask, types, _ = tiny_batch()
+    with torch.no_grad():
+        h = bert.double()(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                          token_type_ids=torch.from_numpy(types)).last_hidden_state.numpy()
+    save_file({"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
+               "last_hidden_state": np.ascontiguousarray(h)}, str(d / "tiny_bert.safetensors"))
 
     m = BertAdapterModel.from_pretrained(str(args.weights), attn_implementation="eager")
     name = m.load_adapter(str(args.out / "adapterhub_houlsby"), use_safetensors=True)

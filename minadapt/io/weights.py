@@ -83,9 +83,25 @@ def check_finite(tensors: dict, path) -> None:
                            "was saved from a run that diverged, or the file is damaged")
 
 
+def checkpoint_file(folder: str | Path) -> Path:
+    """The weights file of a checkpoint folder: model.safetensors, else pytorch_model.bin (older
+    hub repositories; read without torch by torch_pickle.py)."""
+    folder = Path(folder)
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    return folder / "model.safetensors"  # missing: read_safetensors names it
+
+
 def load_checkpoint(path: str | Path, cfg: BertConfig, dtype=np.float32) -> dict[str, np.ndarray]:
-    """A BERT `model.safetensors` as {HF name: array of `dtype`}, checked against `cfg`."""
-    tensors, _ = read_safetensors(path)
+    """A BERT `model.safetensors` (or `pytorch_model.bin`) as {HF name: array of `dtype`}, checked
+    against `cfg`."""
+    if Path(path).suffix == ".bin":
+        from .torch_pickle import load_torch_bin
+
+        tensors = load_torch_bin(path)
+    else:
+        tensors, _ = read_safetensors(path)
     check_finite(tensors, path)
     params = {}
     for key, value in tensors.items():
