@@ -496,12 +496,16 @@ class Model:
         """Add the task stored at `path` beside whatever this model holds; returns its name. The
         format is detected (minadapt.io.detect_format): a minadapt file (made by save_adapter), an
         AdapterHub directory (Houlsby or Pfeiffer, with its head) or a PEFT LoRA directory (`name`
-        names its task; default: its head's name, or the directory's)."""
+        names its task; default: its head's name, or the directory's). `name` renames the task
+        in any format: two files that hold the same name load side by side that way."""
         from .io import detect_format, load_adapterhub, load_peft
+        from .io.task_names import check_name, rename_task
 
+        if name is not None:
+            check_name(name)
         kind = detect_format(path)
         if kind == "adapterhub":
-            return load_adapterhub(self, path)
+            return load_adapterhub(self, path, name)
         if kind == "peft":
             return load_peft(self, path, name)
         tensors, meta = read_safetensors(path)
@@ -518,9 +522,10 @@ class Model:
                 f"(sha256 {str(ours['sha256'])[:12]}…, hidden {ours['hidden_size']})")
         a, h = json.loads(meta["adapter"]), json.loads(meta["head"])
         lo, full = json.loads(meta.get("lora", "null")), json.loads(meta.get("full_finetuning", "false"))
-        name = (a or lo or h or {}).get("name")
-        if name is None:
+        stored = (a or lo or h or {}).get("name")
+        if stored is None:
             raise WeightsError(f"{path}: holds neither an adapter nor a head")
+        tensors, name = rename_task(tensors, stored, name or stored), name or stored
         if a:
             a = _renamed_layer_norms(a, tensors, self.cfg.num_hidden_layers)
 
@@ -548,7 +553,8 @@ class Model:
         be exactly the task's trainable names, and every shape the model's, before any value is set.
         On any failure the half-added task is removed: the model is left as it was."""
         if name in self._trainable:
-            raise WeightsError(f"{where}: this model already holds a task named {name!r}")
+            raise WeightsError(f"{where}: this model already holds a task named {name!r}; load it under "
+                               f"another name: --adapter NEWNAME={where} (or load_adapter(path, name=...))")
         try:
             build()
             expected = self._trainable[name]

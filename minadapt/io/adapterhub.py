@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import ConfigError, WeightsError
 from .weights import save_tensors
 from .detect import read_json, read_tensors
+from .task_names import rename_task
 
 VERSION = "adapters.1.3.0"
 # A BnConfig as adapters 1.3.0 writes it; ARCHITECTURES adds the fields that place the adapter.
@@ -150,22 +151,24 @@ def read_head(directory: Path, name: str, model):
     return head, tensors
 
 
-def load_adapterhub(model, directory) -> str:
+def load_adapterhub(model, directory, name: str | None = None) -> str:
     """Add the Houlsby or Pfeiffer adapter (and head, when the directory has one) that AdapterHub
-    saved in `directory` to `model`, under the name it was saved with. Returns that name."""
+    saved in `directory` to `model`, as task `name` (default: the name it was saved with). Returns
+    the name."""
     directory = Path(directory)
     env = read_json(directory / "adapter_config.json")
     where = directory / "adapter_config.json"
     architecture = _architecture(env.get("config"), where)
-    name = env.get("name")
+    stored = env.get("name")
     if env.get("hidden_size") not in (None, model.cfg.hidden_size):
         raise WeightsError(f"{where}: made for hidden size {env['hidden_size']}, this model's is "
                            f"{model.cfg.hidden_size}")
     act = env["config"].get("non_linearity", "relu")
     if act not in FROM_ADAPTERHUB:
         raise WeightsError(f"{where}: non_linearity {act!r}; minadapt has {', '.join(FROM_ADAPTERHUB)}")
-    path, stored = read_tensors(directory, "adapter.safetensors", "pytorch_adapter.bin")
-    tensors = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in stored.items()}
+    path, tensors = read_tensors(directory, "adapter.safetensors", "pytorch_adapter.bin")
+    tensors = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in tensors.items()}
+    tensors, name = rename_task(tensors, stored, name or stored), name or stored
     down = [v for k, v in tensors.items() if k.endswith("adapter_down.0.weight")]
     if not down:
         raise WeightsError(f"{path}: no adapter_down.0.weight tensor")
