@@ -170,7 +170,8 @@ def get_task(name: str) -> Task:
 def task_from_files(train_file: str | Path, dev_file: str | Path, text_column: str = "text",
                     text_pair_column: str | None = None, label_column: str = "label",
                     regression: bool = False, name: str = "custom",
-                    metrics: tuple[str, ...] | None = None) -> Task:
+                    metrics: tuple[str, ...] | None = None,
+                    labels: tuple[str, ...] | None = None) -> Task:
     """A Task for your own CSV, TSV or JSONL files (the format from the train file's extension; the
     dev file must have the same one).
 
@@ -180,14 +181,18 @@ def task_from_files(train_file: str | Path, dev_file: str | Path, text_column: s
     (binary, class index 1 positive) for 2 classes, accuracy and macro F1 for more, Pearson and
     Spearman for regression.
 
-    Reads the training file once to collect the labels (`load_task` reads it again).
+    Reads the training file once to collect the labels (`load_task` reads it again), unless `labels`
+    are given (an adapter file stores them: evaluating it needs its dev file only, and `train_file`
+    may then be None or gone).
     """
-    fmt = format_of(train_file)
-    if format_of(dev_file) != fmt:
+    stored = labels is not None or train_file is None  # the dev file stands alone
+    fmt = format_of(dev_file if stored else train_file)
+    if not stored and format_of(dev_file) != fmt:
         raise DataError(f"{dev_file}: the dev file must have the same format as the train file "
                         f"{train_file} ({fmt})")
-    labels: tuple[str, ...] = ()
-    if not regression:
+    if labels is not None or regression:
+        labels = () if regression else tuple(labels)
+    else:
         labels = collect_labels(Path(train_file), fmt, label_column)
         if len(labels) < 2:
             raise DataError(f"{train_file}: column {label_column!r} holds one label only "
