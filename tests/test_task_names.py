@@ -75,3 +75,31 @@ def test_name_equals_path():
     assert split_name("runs/news/adapter.safetensors") == (None, "runs/news/adapter.safetensors")
     assert split_name("a b=c") == (None, "a b=c")
     assert split_name("news=") == (None, "news=")
+
+
+@pytest.mark.parametrize("method,fmt", [("houlsby", "adapterhub"), ("lora", "peft")])
+def test_the_task_record_travels_in_other_formats(tmp_path, method, fmt):
+    import json
+
+    src = _trained(method)
+    record = {"name": "custom", "labels": ["a", "b", "c"], "builtin": False, "text_column": "q",
+              "text_pair_column": "p", "max_length": 40}
+    src.metadata["custom"] = {"task": json.dumps(record), "labels": json.dumps(["a", "b", "c"]),
+                              "backbone": "not carried"}
+    d = src.save_adapter(tmp_path / "d", "custom", format=fmt)
+    model = tiny_model()
+    model.load_adapter(d, name="quest")
+    got = json.loads(model.metadata["quest"]["task"])
+    assert got == {**record, "name": "quest"} and "backbone" not in model.metadata["quest"]
+
+
+def test_a_regression_head_round_trips_through_adapterhub(tmp_path):
+    model = tiny_model()
+    model.add_adapter("r", bottleneck=3)
+    model.add_classification_head("r", num_labels=1, regression=True)
+    ids, mask, types, _ = tiny_batch()
+    d = model.save_adapter(tmp_path / "r", "r", format="adapterhub")
+    back = tiny_model()
+    back.load_adapter(d)
+    assert back.heads["r"].regression
+    assert np.allclose(back.logits(ids, mask, types, adapter="r"), model.logits(ids, mask, types, adapter="r"))

@@ -26,6 +26,7 @@ from ..errors import ConfigError, WeightsError
 from .weights import save_tensors
 from .detect import read_json, read_tensors
 from .task_names import rename_task
+from .task_record import read_task_record, write_task_record
 
 VERSION = "adapters.1.3.0"
 # A BnConfig as adapters 1.3.0 writes it; ARCHITECTURES adds the fields that place the adapter.
@@ -97,6 +98,7 @@ def save_adapterhub(model, directory, adapter: str | None = None) -> Path:
     save_tensors(directory / "adapter.safetensors",
                  {"bert." + k: v for k, v in state.items() if not k.startswith("heads.")}, {})
     write_head(model, name, directory)
+    write_task_record(model, name, directory)
     return directory
 
 
@@ -146,7 +148,8 @@ def read_head(directory: Path, name: str, model):
     if not labels or labels == [f"LABEL_{i}" for i in range(len(labels))]:
         labels = None
     dropout = hc.get("dropout_prob")
-    head = dict(num_labels=int(hc["num_labels"]), labels=labels,
+    # one output is a regression, as in AdapterHub and transformers (num_labels=1: MSE loss)
+    head = dict(num_labels=int(hc["num_labels"]), labels=labels, regression=int(hc["num_labels"]) == 1,
                 dropout=model.cfg.hidden_dropout_prob if dropout is None else float(dropout))
     return head, tensors
 
@@ -179,6 +182,9 @@ def load_adapterhub(model, directory, name: str | None = None) -> str:
         if head is not None:
             model.add_classification_head(name, **head)
 
-    return model.add_task_from(name, directory, {**tensors, **head_tensors}, build)
+    record = read_task_record(directory)
+    model.add_task_from(name, directory, {**tensors, **head_tensors}, build)
+    model.metadata[name] = record
+    return name
 
 

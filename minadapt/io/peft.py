@@ -20,6 +20,7 @@ from ..errors import ConfigError, WeightsError
 from .weights import save_tensors
 from .adapterhub import read_head, write_head
 from .detect import read_json, read_tensors
+from .task_record import read_task_record, write_task_record
 
 PREFIX = "base_model.model."
 # Fields whose value changes the maths: a loaded config must have these values (or leave them out).
@@ -50,6 +51,7 @@ def save_peft(model, directory, adapter: str | None = None) -> Path:
                  {PREFIX + k.replace(tag, "."): v for k, v in state.items() if ".lora_" in k},
                  {"format": "pt"})
     write_head(model, name, directory)
+    write_task_record(model, name, directory)
     return directory
 
 
@@ -84,4 +86,7 @@ def load_peft(model, directory, name: str | None = None) -> str:
         if head is not None:
             model.add_classification_head(name, **head)
 
-    return model.add_task_from(name, directory, {**tensors, **head_tensors}, build)
+    record = read_task_record(directory)
+    model.add_task_from(name, directory, {**tensors, **head_tensors}, build)
+    model.metadata[name] = record
+    return name
