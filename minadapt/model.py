@@ -500,6 +500,7 @@ class Model:
         in any format: two files that hold the same name load side by side that way."""
         from .io import detect_format, load_adapterhub, load_peft
         from .io.task_names import check_name, rename_task
+        from .io.task_record import renamed
 
         if name is not None:
             check_name(name)
@@ -544,7 +545,7 @@ class Model:
                 self.add_full_finetuning(name)
 
         self.add_task_from(name, path, tensors, build)
-        self.metadata[name] = meta
+        self.metadata[name] = renamed(meta, name)
         return name
 
     def add_task_from(self, name: str, where, tensors: dict, build) -> str:

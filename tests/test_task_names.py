@@ -77,7 +77,7 @@ def test_name_equals_path():
     assert split_name("news=") == (None, "news=")
 
 
-@pytest.mark.parametrize("method,fmt", [("houlsby", "adapterhub"), ("lora", "peft")])
+@pytest.mark.parametrize("method,fmt", [("pfeiffer", "adapterhub"), ("lora", "peft")])
 def test_the_task_record_travels_in_other_formats(tmp_path, method, fmt):
     import json
 

@@ -26,7 +26,7 @@ from ..errors import ConfigError, WeightsError
 from .weights import save_tensors
 from .detect import read_json, read_tensors
 from .task_names import rename_task
-from .task_record import read_task_record, write_task_record
+from .task_record import read_task_record, renamed, write_task_record
 
 VERSION = "adapters.1.3.0"
 # A BnConfig as adapters 1.3.0 writes it; ARCHITECTURES adds the fields that place the adapter.
@@ -184,7 +184,7 @@ def load_adapterhub(model, directory, name: str | None = None) -> str:
 
     record = read_task_record(directory)
     model.add_task_from(name, directory, {**tensors, **head_tensors}, build)
-    model.metadata[name] = record
+    model.metadata[name] = renamed(record, name)
     return name
 
 

@@ -20,7 +20,7 @@ from ..errors import ConfigError, WeightsError
 from .weights import save_tensors
 from .adapterhub import read_head, write_head
 from .detect import read_json, read_tensors
-from .task_record import read_task_record, write_task_record
+from .task_record import read_task_record, renamed, write_task_record
 
 PREFIX = "base_model.model."
 # Fields whose value changes the maths: a loaded config must have these values (or leave them out).
@@ -88,5 +88,5 @@ def load_peft(model, directory, name: str | None = None) -> str:
 
     record = read_task_record(directory)
     model.add_task_from(name, directory, {**tensors, **head_tensors}, build)
-    model.metadata[name] = record
+    model.metadata[name] = renamed(record, name)
     return name

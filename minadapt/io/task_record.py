@@ -19,14 +19,23 @@ SIDECAR = "minadapt_task.json"
 KEYS = ("task", "labels", "training", "dev_metrics", "steps", "kept")  # what travels with the adapter
 
 
+def renamed(meta: dict, name: str) -> dict:
+    """File metadata `meta` with its own-data task's record named `name` (a task loaded under a new
+    name is evaluated and predicted under it); a built-in task keeps its name, which says which
+    data set it is."""
+    if "task" not in meta:
+        return dict(meta)
+    task = json.loads(meta["task"])
+    if task.get("builtin", True) or task.get("name") == name:
+        return dict(meta)
+    return {**meta, "task": json.dumps({**task, "name": name})}
+
+
 def write_task_record(model, name: str, directory: Path) -> None:
     """Task `name`'s record (model.metadata[name], from the file it was loaded from or the run that
     trained it), renamed to `name`, as directory/minadapt_task.json; nothing when there is none."""
-    meta = getattr(model, "metadata", {}).get(name) or {}
+    meta = renamed(getattr(model, "metadata", {}).get(name) or {}, name)
     record = {k: meta[k] for k in KEYS if k in meta}
-    if "task" in record:
-        task = json.loads(record["task"])
-        record["task"] = json.dumps({**task, "name": name} if not task.get("builtin", True) else task)
     if record:
         (Path(directory) / SIDECAR).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
