@@ -121,10 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-column", default=d.label_column, help="your data's label column (label "
                    "names are collected from the training file and stored in the adapter file)")
     t.add_argument("--regression", action="store_true", help="your data's label is a real number")
-    t.add_argument("--max-length", type=rule["max_length"], default=d.max_length,
+    t.add_argument("--max-length", "--max_seq_length", dest="max_length", type=rule["max_length"],
+                   default=d.max_length,
                    help="tokens per example, [CLS] and [SEP] included (up to the checkpoint's 512)")
     _common(t)
-    t.add_argument("--out", default=None, help="output folder (default: runs/TASK)")
+    t.add_argument("--name", default=None, metavar="NAME", help="the task's name, in the adapter file "
+                   "and its parameter names (default: the built-in task's name, or the training "
+                   "file's stem; its folder's for train.csv); several tasks on one backbone need "
+                   "different names")
+    t.add_argument("--out", "--output_dir", dest="out", default=None,
+                   help="output folder (default: runs/NAME)")
+    t.add_argument("--keep", choices=TrainConfig.KEEP, default=d.keep,
+                   help="which step the adapter file holds: the one with the best validation score "
+                   "(a held-out slice of the training data, or --validation-file; never the dev set), "
+                   "or the last")
+    t.add_argument("--early-stopping-patience", type=rule["early_stopping_patience"], default=None,
+                   metavar="N", help="stop after N evaluations (--eval-every) without a better "
+                   "validation score")
+    t.add_argument("--validation-file", metavar="FILE", help="the examples that choose the step kept "
+                   "(your data's format; default: 5%% of the training data, at most 1,000, held out)")
     t.add_argument("--method", default=d.method, choices=list(TrainConfig.METHODS),
                    help="what trains beside the head (see 'methods' below)")
     t.add_argument("--bottleneck", type=rule["bottleneck"], default=None,
@@ -144,23 +159,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"lora: the update is scaled by alpha / r (default: {d.lora_alpha:g})")
     t.add_argument("--lora-dropout", type=rule["lora_dropout"], default=None, metavar="P",
                    help=f"lora: dropout on LoRA's input (default: {d.lora_dropout:g})")
-    t.add_argument("--epochs", type=rule["epochs"], default=None,
+    t.add_argument("--epochs", "--num_train_epochs", dest="epochs", type=rule["epochs"], default=None,
                    help=f"passes over the training set (default: {d.DEFAULT_EPOCHS:g}, and at least "
                    f"{d.DEFAULT_MIN_STEPS} steps for a small training set)")
-    t.add_argument("--max-steps", type=rule["max_steps"], default=None, help="stop after this many steps "
+    t.add_argument("--max-steps", "--max_steps", dest="max_steps", type=rule["max_steps"], default=None,
+                   help="stop after this many steps "
                    "(overrides --epochs)")
-    t.add_argument("--batch-size", type=rule["batch_size"], default=d.batch_size,
+    t.add_argument("--batch-size", "--per_device_train_batch_size", dest="batch_size",
+                   type=rule["batch_size"], default=d.batch_size,
                    help="sentences per step (batches group sentences of similar length)")
-    t.add_argument("--lr", type=rule["lr"], default=None, help="peak learning rate (AdamW) (default: "
+    t.add_argument("--lr", "--learning-rate", "--learning_rate", dest="lr", type=rule["lr"], default=None,
+                   help="peak learning rate (AdamW) (default: "
                    f"{TrainConfig.DEFAULT_LR['houlsby']:g}; {TrainConfig.DEFAULT_LR['full']:g} for "
                    "--method full)")
-    t.add_argument("--warmup", type=rule["warmup"], default=d.warmup,
+    t.add_argument("--warmup", "--warmup-ratio", "--warmup_ratio", dest="warmup", type=rule["warmup"],
+                   default=d.warmup,
                    help="fraction of steps for the linear warm-up (0 to 1)")
-    t.add_argument("--weight-decay", type=rule["weight_decay"], default=d.weight_decay,
+    t.add_argument("--weight-decay", "--weight_decay", dest="weight_decay", type=rule["weight_decay"],
+                   default=d.weight_decay,
                    help="AdamW's decoupled decay (not applied to biases and LayerNorms)")
-    t.add_argument("--eval-every", type=rule["eval_every"], default=d.eval_every,
+    t.add_argument("--eval-every", "--eval_steps", dest="eval_every", type=rule["eval_every"],
+                   default=d.eval_every,
                    help="steps between dev evaluations and checkpoints (0: only at the end)")
-    t.add_argument("--log-every", type=rule["log_every"], default=d.log_every,
+    t.add_argument("--log-every", "--logging_steps", dest="log_every", type=rule["log_every"],
+                   default=d.log_every,
                    help="steps between lines of OUT/metrics.jsonl")
     t.add_argument("--train-subset", type=rule["train_subset"], default=None, metavar="N",
                    help="train on the first N sentences only")
@@ -344,8 +366,15 @@ def cmd_train(args):
     if args.preset and ("non_linearity" in given or "train_layer_norms" in given):
         raise ConfigError(f"--preset {args.preset} sets the non-linearity and the LayerNorms itself: "
                           "leave out --non-linearity and --train-layer-norms")
+    if args.name is not None:
+        from .io.task_names import check_name
+
+        check_name(args.name, "--name")
     keep_freed_memory()  # each step's arrays reuse the last step's pages (fast/numerics.py)
-    cfg = TrainConfig(method=args.method, **given,task=args.task or "custom", data_dir=args.data_dir, train_file=args.train_file,
+    cfg = TrainConfig(method=args.method, **given, task=args.task or "custom", data_dir=args.data_dir,
+                      train_file=args.train_file, adapter_name=args.name, keep=args.keep,
+                      early_stopping_patience=args.early_stopping_patience,
+                      validation_file=args.validation_file,
                       dev_file=args.dev_file, text_column=args.text_column,
                       text_pair_column=args.text_pair_column, label_column=args.label_column,
                       regression=args.regression, max_length=args.max_length,
@@ -359,10 +388,27 @@ def cmd_train(args):
         return 130
     if r.plot_path is None:  # not rank 0 of an mpiexec run: rank 0 reports
         return 0
-    size = r.adapter_path.stat().st_size
-    print(f"dev {format_metrics(r.dev_metrics)} after {r.steps} steps in {r.seconds / 60:.1f} min\n"
-          f"adapter  {r.adapter_path} ({size / 1e6:.2f} MB)\n"
-          f"metrics  {r.metrics_path}\nplot     {r.plot_path}")
+    print(run_summary(r))
+
+
+def run_summary(r) -> str:
+    """What a finished run says: its dev metrics, which step the adapter file holds (and that step's
+    validation and dev scores against the last step's), and every file it left, with its size."""
+    from .selection import describe
+    from .train import format_metrics
+
+    lines = [f"dev {format_metrics(r.dev_metrics)} after {r.steps} steps in {r.seconds / 60:.1f} min"]
+    if r.kept is not None and "validation" in r.kept:
+        lines.append(f"kept     {describe(r.kept)}" + (" (the last step)" if r.kept is r.last else ""))
+        if r.kept is not r.last:
+            lines.append(f"last     {describe(r.last)}")
+    what = {"adapter.safetensors": "the adapter and head: eval, predict, serve, export read it",
+            "checkpoint.safetensors": "the last step and optimizer state, for --resume; delete it when done",
+            "metrics.jsonl": "one line per logged step and evaluation", "training.png": "the curves"}
+    lines.append(f"files in {r.adapter_path.parent}:")
+    for f in r.files or [r.adapter_path, r.metrics_path, r.plot_path]:
+        lines.append(f"  {f.name:<24} {f.stat().st_size / 1e6:8.2f} MB  {what.get(f.name, '')}".rstrip())
+    return "\n".join(lines)
 
 
 def _load_adapters(args, paths):

@@ -35,6 +35,7 @@ from .optim import AdamW, clip_grad_norm, lr_schedule
 from .parallel.mpi import data_parallel, join_job, launched
 from .progress import Progress
 from .io.weights import check_finite, read_safetensors, save_tensors
+from .selection import Keeper, describe, holdout
 
 
 @dataclass
@@ -72,12 +73,17 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None  # cpu or gpu
     log_every: int = 50  # steps between metrics.jsonl lines
+    keep: str = "best"  # which step the adapter file holds: the best by validation score, or the last
+    early_stopping_patience: int | None = None  # stop after N evaluations without a better validation score
+    validation_file: str | None = None  # picks the step kept; None: a held-out slice of the
+    #                                      training data (selection.holdout), never the dev set
 
     # what must match for --resume to continue the same run
     RESUME_KEYS = ("method", "preset", "lora_rank", "lora_alpha", "lora_dropout", "bottleneck", "non_linearity", "train_layer_norms", "epochs", "max_steps",
                    "batch_size", "lr", "warmup", "weight_decay", "max_grad_norm", "train_subset",
                    "seed", "adapter_name", "task", "train_file", "dev_file", "text_column",
-                   "text_pair_column", "label_column", "regression", "max_length")
+                   "text_pair_column", "label_column", "regression", "max_length", "keep",
+                   "early_stopping_patience", "validation_file")
 
     # what each number may be; the CLI's options use the same rules as their argparse types
     RULES = {"bottleneck": positive_int, "epochs": finite_float(min=0, strict=True),
@@ -87,7 +93,8 @@ class TrainConfig:
              "eval_every": non_negative_int, "train_subset": positive_int, "seed": non_negative_int,
              "log_every": positive_int, "max_length": Number(int, low=3, high=512),
              "lora_rank": positive_int, "lora_alpha": finite_float(min=0, strict=True),
-             "lora_dropout": Number(float, low=0.0, high=0.99)}
+             "lora_dropout": Number(float, low=0.0, high=0.99),
+             "early_stopping_patience": positive_int}
     # what trains, for each method (`minadapt train --help` shows these lines)
     METHODS = {
         "houlsby": "two bottleneck adapters per layer (after attention and after the FFN) + the head",
@@ -107,7 +114,8 @@ class TrainConfig:
                 "non_linearity": ("houlsby", "pfeiffer"), "train_layer_norms": ("houlsby", "pfeiffer"),
                 "lora_rank": ("lora",), "lora_alpha": ("lora",), "lora_dropout": ("lora",)}
 
-    OPTIONAL = ("max_steps", "train_subset", "epochs")  # None: not set
+    OPTIONAL = ("max_steps", "train_subset", "epochs", "early_stopping_patience")  # None: not set
+    KEEP = ("best", "last")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """The run's length in steps: max_steps if set, else `epochs` passes, else the default
@@ -125,10 +133,15 @@ class TrainConfig:
                               "neither (a built-in task)")
         if self.train_file is not None and self.task == "sst2":
             self.task = "custom"  # the default task gives way to your own files
-        if self.out is None:
-            self.out = f"runs/{self.task}"
         if self.adapter_name is None:
-            self.adapter_name = self.task
+            self.adapter_name = self.task if self.train_file is None else name_from_file(self.train_file)
+        from .io.task_names import check_name
+
+        check_name(self.adapter_name, "TrainConfig.adapter_name")
+        if self.out is None:
+            self.out = f"runs/{self.adapter_name}"
+        if self.keep not in self.KEEP:
+            raise ConfigError(f"TrainConfig.keep: expected 'best' or 'last', got {self.keep!r}")
         if self.method not in self.METHODS:
             raise ConfigError(f"TrainConfig.method: expected one of {', '.join(self.METHODS)}, got "
                               f"{self.method!r}")
@@ -168,8 +181,21 @@ class TrainConfig:
         if self.train_file is not None:
             return task_from_files(self.train_file, self.dev_file, self.text_column,
                                    self.text_pair_column, self.label_column, self.regression,
-                                   name=self.task)
+                                   name=self.adapter_name)
         return get_task(self.task)
+
+
+GENERIC_STEMS = ("train", "training", "data", "dataset", "all")
+
+
+def name_from_file(path) -> str:
+    """A task name for a training file: its stem (news.csv -> news), or its folder's name when the
+    stem says nothing (news/train.csv -> news); characters a name cannot hold become '_'."""
+    import re
+
+    p = Path(path)
+    stem = p.stem if p.stem.lower() not in GENERIC_STEMS else (p.resolve().parent.name or p.stem)
+    return re.sub(r"[^A-Za-z0-9_-]", "_", stem).lstrip("_-")[:64] or "custom"
 
 
 @dataclass
@@ -182,6 +208,9 @@ class TrainResult:
     plot_path: Path | None
     interrupted: bool = False
     dev_metrics: dict = field(default_factory=dict)  # every metric of the task, the first reported
+    kept: dict | None = None  # the eval record of the step the adapter file holds (keep="best")
+    last: dict | None = None  # the eval record of the last step
+    files: list = field(default_factory=list)  # every file the run leaves in OUT
 
 
 class Interrupted(Exception):
@@ -446,6 +475,13 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
         n = cfg.train_subset
         train_set = type(train_set)(train_set.texts[:n], None if train_set.pairs is None else
                                     train_set.pairs[:n], train_set.labels[:n])
+    validation = None
+    if cfg.validation_file is not None:
+        from .tasks import read_examples
+
+        validation = read_examples(task, cfg.validation_file)
+    elif cfg.keep == "best" or cfg.early_stopping_patience:
+        train_set, validation = holdout(train_set, cfg.seed)
     if model is None:
         model = load_model(cfg.weights, dtype="float32", device=cfg.device, seed=cfg.seed)
     need_tokenizer(model)
@@ -457,6 +493,20 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
     train_labels = train_set.labels
     dev_ids, dev_types, _ = encode_examples(model.tokenizer, dev_set)
     dev_labels = dev_set.labels
+    if validation is not None:
+        val_ids, val_types, _ = encode_examples(model.tokenizer, validation)
+
+    def evaluation(step):
+        """The eval record of `step`: dev metrics and, with a validation set, its metrics."""
+        metrics, _ = evaluate_task(model, task, dev_ids, dev_types, dev_labels,
+                                   adapter=cfg.adapter_name, runner=dp)
+        record = _eval_record(step, metrics)
+        if validation is not None:
+            vm, _ = evaluate_task(model, task, val_ids, val_types, validation.labels,
+                                  adapter=cfg.adapter_name, runner=dp)
+            record.update(validation=vm, validation_score=vm[record["dev_metric"]])
+        return record
+
     steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
     total = cfg.total_steps(steps_per_epoch)
     warmup = int(cfg.warmup * total)
@@ -476,6 +526,19 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
         step, history = load_training_checkpoint(ckpt_path, model, opt, cfg)
         if main:
             print(f"resuming from {ckpt_path} at step {step}/{total}")
+    keeper = Keeper(cfg.keep, cfg.early_stopping_patience, history)
+    best_state = None  # the best step's parameters (after --resume: in OUT/adapter.safetensors)
+    adapter_file = out / "adapter.safetensors"
+
+    def save_kept(record):
+        """Write the adapter file with the parameters now in memory, the step of `record`."""
+        head = model.heads[cfg.adapter_name]
+        return model.save_adapter(adapter_file, adapter=cfg.adapter_name, extra_metadata={
+            "training": cfg.to_dict(), "task": task_record(task, cfg), "dev_metrics": record["dev"],
+            "dev_accuracy": record["dev"].get("accuracy", float("nan")), "steps": record["step"],
+            "kept": {k: record[k] for k in ("step", "dev", "validation") if k in record},
+            "labels": list(head.labels) if head.labels else None})
+
     if main:
         with open(metrics_path, "w") as f:  # rewritten from the checkpoint's history: no duplicates
             f.writelines(json.dumps(h) + "\n" for h in history)
@@ -532,15 +595,25 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
                 bar.update(1, loss=loss, sent_s=round(speed, 1))
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
                 t_eval = time.perf_counter()
-                metrics, _ = evaluate_task(model, task, dev_ids, dev_types, dev_labels,
-                                           adapter=cfg.adapter_name, runner=dp)
-                log(_eval_record(step, metrics))
+                record = evaluation(step)
+                log(record)
                 if bar:
-                    bar.write(f"step {step}: dev {format_metrics(metrics)}")
+                    val = (f", validation {format_metrics(record['validation'])}"
+                           if "validation" in record else "")
+                    bar.write(f"step {step}: dev {format_metrics(record['dev'])}{val}")
+                if validation is not None and keeper.update(record) and cfg.keep == "best":
+                    best_state = model.adapter_state(cfg.adapter_name)  # copies
+                    if main:
+                        save_kept(record)
                 if main:
                     save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
                     plot_history(history, out / "training.png", run_title(task, cfg))
                 eval_seconds += time.perf_counter() - t_eval
+                if keeper.stop:
+                    if main:
+                        print(f"\nearly stopping at step {step}: {keeper.since_best} evaluations "
+                              f"without a better validation score (best: {describe(keeper.best)})")
+                    break
             if callback:
                 callback(step, loss)
             if dp.any_rank(stop_requested):  # every rank stops after the same step
@@ -571,22 +644,32 @@ def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
               "--resume (and the same options)")
         return TrainResult(float("nan"), step, seconds, ckpt_path, metrics_path, None, True)
 
-    metrics, _ = evaluate_task(model, task, dev_ids, dev_types, dev_labels,
-                               adapter=cfg.adapter_name, runner=dp)
+    last = history[-1] if history and history[-1].get("kind") == "eval" and \
+        history[-1]["step"] == step else None  # early stopping: evaluated just now
+    if last is None:
+        last = evaluation(step)
+        log(last)
+        if validation is not None:
+            keeper.update(last)
     dp.close()
-    log(_eval_record(step, metrics))
+    if main:  # the state to resume from is the last step's, whichever step the adapter file holds
+        save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
+    kept = last
+    if validation is not None and cfg.keep == "best" and keeper.best is not last:
+        kept = keeper.best  # an earlier step: its parameters back into the model
+        if best_state is None:  # resumed after it was found: it is in the adapter file
+            best_state = read_safetensors(adapter_file)[0]
+        for k, v in best_state.items():
+            model.params[k][...] = to_device(v, model.device)
+    metrics = kept["dev"]
     if not main:
-        return TrainResult(metrics.get("accuracy", float("nan")), step, seconds,
-                           out / "adapter.safetensors", metrics_path, None, dev_metrics=metrics)
-    save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
-    head = model.heads[cfg.adapter_name]
-    adapter_path = model.save_adapter(out / "adapter.safetensors", adapter=cfg.adapter_name, extra_metadata={
-        "training": cfg.to_dict(), "task": task_record(task, cfg), "dev_metrics": metrics,
-        "dev_accuracy": metrics.get("accuracy", float("nan")), "steps": step,
-        "labels": list(head.labels) if head.labels else None})
+        return TrainResult(metrics.get("accuracy", float("nan")), step, seconds, adapter_file,
+                           metrics_path, None, dev_metrics=metrics, kept=kept, last=last)
+    adapter_path = save_kept(kept)
     plot = plot_history(history, out / "training.png", run_title(task, cfg))
+    files = sorted(p for p in out.iterdir() if p.is_file() and p.name != LOCK_NAME)
     return TrainResult(metrics.get("accuracy", float("nan")), step, seconds, adapter_path,
-                       metrics_path, plot, dev_metrics=metrics)
+                       metrics_path, plot, dev_metrics=metrics, kept=kept, last=last, files=files)
 
 
 def add_method(model, cfg, task):

@@ -67,6 +67,10 @@ CASES = [
     Case(T + "--lora-alpha 0", 2, ("--lora-alpha", "> 0")),
     Case(T + "--lora-dropout 1", 2, ("--lora-dropout", "from 0 to 0.99")),
     Case(T + "--preset paper", 2, ("--preset", "houlsby-paper")),
+    Case(T + "--keep first", 2, ("--keep", "first")),
+    Case(T + "--early-stopping-patience 0", 2, ("--early-stopping-patience", ">= 1")),
+    Case(T + "--name a.b", 1, ("--name", "'a.b'", "letters, digits")),
+    Case(T + "--validation-file {nowhere}", 1, ("nowhere",)),
     # --- train: options another method uses (exit 1, before anything is loaded) ---
     Case(T + "--lora-rank 4", 1, ("--lora-rank", "only --method lora", "--method houlsby")),
     Case(T + "--method houlsby --lora-alpha 8", 1, ("--lora-alpha", "only --method lora")),
@@ -303,6 +307,7 @@ BAD_CONFIG = [("lr", -1.0), ("lr", float("nan")), ("lr", 0.0), ("epochs", 0), ("
               ("max_grad_norm", 0.0), ("max_grad_norm", float("nan")), ("lr", "0.1"),
               ("max_length", 2), ("max_length", 513), ("non_linearity", "tanh"), ("device", "tpu"),
               ("method", "adapters"), ("preset", "paper"), ("lora_rank", 0), ("lora_rank", 2.0),
+              ("early_stopping_patience", 0), ("keep", "first"), ("adapter_name", "a.b"),
               ("lora_alpha", 0.0), ("lora_alpha", float("inf")), ("lora_dropout", 1.0),
               ("lora_dropout", -0.1)]
 
@@ -318,7 +323,8 @@ def test_train_config_accepts_sensible_values():
                 seed=0, eval_every=0, train_subset=None)
     TrainConfig(warmup=1.0, max_steps=1, train_subset=1)
     assert sorted(TrainConfig.RULES) == sorted(
-        {f for f, _ in BAD_CONFIG} - {"non_linearity", "device", "method", "preset"}), "a rule without a bad case"
+        {f for f, _ in BAD_CONFIG} - {"non_linearity", "device", "method", "preset", "keep",
+                                      "adapter_name"}), "a rule without a bad case"
 
 
 def test_number_rule_as_argparse_type():

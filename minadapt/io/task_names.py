@@ -22,8 +22,8 @@ VALID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a dotted name would spl
 def check_name(name: str, where: str = "task name") -> str:
     """`name` when it can name a task (letters, digits, `_` and `-`, at most 64), else ConfigError."""
     if not isinstance(name, str) or not VALID.fullmatch(name):
-        raise ConfigError(f"{where} {name!r}: use letters, digits, '_' and '-' (no dots or spaces), "
-                          "starting with a letter or digit, at most 64 characters")
+        raise ConfigError(f"{where}: expected a name of letters, digits, '_' and '-' (no dots or "
+                          f"spaces), starting with a letter or digit, at most 64 characters; got {name!r}")
     return name
 
 
