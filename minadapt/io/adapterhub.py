@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..methods import AdapterConfig
 from ..errors import ConfigError, WeightsError
 from .weights import save_tensors
 from .detect import read_json, read_tensors
@@ -81,8 +82,8 @@ def save_adapterhub(model, directory, adapter: str | None = None) -> Path:
     AdapterHub's `model.load_adapter(directory, use_safetensors=True)` reads, head included.
     Returns the directory."""
     name = model.resolve(adapter)
-    a = model.adapters.get(name)
-    if a is None:
+    a = model.config_of(name)
+    if not isinstance(a, AdapterConfig):
         raise ConfigError(f"task {name!r} is {model.method(name)}, not a bottleneck adapter: AdapterHub's "
                           "format holds bottleneck adapters (use format='peft' for LoRA, 'minadapt' otherwise)")
     if a.train_layer_norms:
