@@ -359,7 +359,9 @@ def evaluate_and_save(run: Run) -> dict:
     record = evaluation(run)
     log(run, record)
     if run.validation is not None and run.keeper.update(record) and run.cfg.keep == "best":
-        run.best_state = run.model.adapter_state(run.cfg.adapter_name)  # copies
+        # copies: on the CPU adapter_state hands out the live arrays, which the next step changes
+        run.best_state = {k: np.array(v, copy=True) for k, v in
+                          run.model.adapter_state(run.cfg.adapter_name).items()}
         if run.main:
             save_kept(run, record)
     if run.main:

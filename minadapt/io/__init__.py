@@ -37,9 +37,13 @@ def save_adapter(model, path, name: str, format: str = "minadapt", extra_metadat
 
 
 def load_adapter(model, path, check_backbone: bool = True, name: str | None = None) -> str:
-    """Add the task stored at `path` (any format, detected) to `model`; returns its name."""
+    """Add the task stored at `path` (any format, detected) to `model` as task `name` (default: the
+    name stored); returns its name."""
     from .detect import detect_format
+    from .task_names import check_name
 
+    if name is not None:
+        check_name(name)
     kind = detect_format(path)
     if kind == "adapterhub":
         from .adapterhub import load_adapterhub
