@@ -253,24 +253,54 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="dev metrics of a saved adapter on its own task",
                        description="Load an adapter file and print its task's dev metrics (the "
                        "task, its labels and metrics come from the file).")
-    e.add_argument("--adapter", required=True, metavar="FILE", help="an adapter .safetensors file")
+    e.add_argument("--adapter", required=True, metavar="PATH", help="an adapter: a minadapt file, "
+                   "or an AdapterHub or PEFT directory")
     e.add_argument("--task", help="the task to evaluate on: must be the adapter's own (a check)")
     e.add_argument("--data-dir", metavar="DIR", help="the task's folder (as for train)")
-    e.add_argument("--dev-file", metavar="FILE", help="dev data for an adapter trained on your own "
-                   "files (default: the dev file it was trained with)")
+    e.add_argument("--dev-file", "--validation_file", dest="dev_file", metavar="FILE",
+                   help="dev data, read with the adapter's own columns and labels (only this "
+                   "file is needed; default: the dev file it was trained with)")
     _common(e)
 
     p = sub.add_parser("predict", help="label texts with one or more saved adapters",
-                       description="Run every given adapter on one loaded backbone and print, for "
-                       "each text, `label<TAB>probability<TAB>text` (regression: `score<TAB>text`); "
-                       "with several adapters each line starts with the task's name. Texts come "
-                       "from the arguments, or one a line from standard input; for a pair task, a "
-                       "TAB separates the two texts.")
-    p.add_argument("--adapter", required=True, action="append", metavar="FILE",
-                   help="an adapter file; repeat for several tasks")
+                       description="Run every given adapter on one loaded backbone, one output per "
+                       "input line. --format text prints, for each text, `label<TAB>probability<TAB>"
+                       "text` (regression: `score<TAB>text`), each line starting with the task's "
+                       "name when there are several; --format jsonl prints one JSON object per "
+                       "line: the text and, for every task that reads it, the label and every "
+                       "class's probability (or the score). Texts come from the arguments, --input, "
+                       "or standard input, one a line; a TAB separates a pair's two texts (in a "
+                       ".jsonl input: {\"text\": ..., \"text_pair\": ...}). A pair task needs pairs "
+                       "and a single-text task refuses them; with several tasks each line goes to "
+                       "those that read its shape. A blank line gets an empty output line (jsonl: "
+                       "an object with \"error\").")
+    p.add_argument("--adapter", required=True, action="append", metavar="[NAME=]PATH",
+                   help="an adapter file or AdapterHub/PEFT directory, loaded as task NAME (default: "
+                   "the name it holds); repeat for several tasks")
     p.add_argument("--task", help="run only this task of those loaded")
-    p.add_argument("texts", nargs="*", help="texts (default: read lines from stdin)")
+    p.add_argument("--format", choices=("text", "jsonl"), default="text", help="output format")
+    p.add_argument("--input", metavar="FILE", help="read the texts from FILE, one a line (.jsonl: "
+                   "JSON objects)")
+    p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    p.add_argument("--batch-size", "--per_device_eval_batch_size", dest="batch_size",
+                   type=TrainConfig.RULES["batch_size"], default=64, help="texts per forward")
+    p.add_argument("texts", nargs="*", help="texts (default: --input, or lines from stdin)")
     _common(p)
+
+    x = sub.add_parser("export", help="write an adapter in AdapterHub's or PEFT's layout",
+                       description="Load an adapter (any format) and write it as AdapterHub's "
+                       "directory (bottleneck adapters: adapters' load_adapter(dir) reads it), "
+                       "PEFT's (LoRA: PeftModel.from_pretrained(model, dir)), or a minadapt file. "
+                       "The head goes beside it in AdapterHub's head files; minadapt's task record "
+                       "(labels, columns, pairs) in minadapt_task.json, which both libraries ignore.",
+                       epilog="example:\n  minadapt export runs/news/adapter.safetensors --format "
+                       "adapterhub --out export/news", formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("adapter", metavar="[NAME=]PATH", help="the adapter to export (as task NAME)")
+    x.add_argument("--format", required=True, choices=("adapterhub", "peft", "minadapt"),
+                   help="the layout to write")
+    x.add_argument("--out", "--output_dir", dest="out", required=True, metavar="PATH",
+                   help="the directory to write (a file for --format minadapt)")
+    _common(x)
 
     from .serve import add_arguments as serve_arguments
 
@@ -429,9 +459,12 @@ def _load_adapters(args, paths):
 
     model = load_model(args.weights, device=args.device)
     need_tokenizer(model)
+    from .io.task_names import split_name
+
     names = []
-    for path in paths:
-        name = model.load_adapter(path)
+    for spec in paths:
+        rename, path = split_name(spec)
+        name = model.load_adapter(path, name=rename)
         if name not in model.heads:
             raise WeightsError(f"{path}: has no classification head, so it cannot label texts "
                                "(was it saved before add_classification_head?)")
@@ -440,21 +473,38 @@ def _load_adapters(args, paths):
     return model, names
 
 
-def adapter_task(model, name, path):
-    """The task an adapter file was trained on, from its metadata (files from before tasks were
-    recorded were all trained on SST-2). Returns a minadapt.tasks.Task."""
+def adapter_task(model, name, path, dev_file=None):
+    """The task an adapter was trained on, from its record (files from before tasks were recorded
+    were all trained on SST-2). For your own files, the record's columns and the head's labels
+    make the task: only a dev file is read, never the training file. An AdapterHub or PEFT
+    directory with no record (saved by those libraries) is read from --dev-file's `text` and
+    `label` columns. Returns a minadapt.tasks.Task."""
+    from .errors import DataError
+    from .predict import label_names
     from .tasks import get_task, task_from_files
 
-    record = model.metadata[name].get("task")
-    if record:
-        record = json.loads(record)
-        if record.get("builtin", True):
-            return get_task(record["name"])
-        files = record.get("files", {})
-        return task_from_files(files.get("train"), files.get("dev"), record["text_column"],
-                               record.get("text_pair_column"), record["label_column"],
-                               record.get("regression", False), name=record["name"])
-    return get_task("sst2")
+    meta = model.metadata.get(name, {})
+    record = meta.get("task")
+    head = model.heads[name]
+    if not record and not meta.get("format"):
+        if dev_file is None:
+            raise DataError(f"{path}: holds no task record (saved by another library): give its dev "
+                            "data with --dev-file (columns text and label)")
+        return task_from_files(None, dev_file, regression=head.regression, name=name,
+                               labels=label_names(model, name))
+    if not record:
+        return get_task("sst2")
+    record = json.loads(record)
+    if record.get("builtin", True):
+        return get_task(record["name"])
+    files = record.get("files", {})
+    dev = dev_file or files.get("dev")
+    if dev_file is None and not Path(dev).is_file():
+        raise DataError(f"{path}: trained on your files, and its dev file {dev} is not there (from "
+                        f"{Path.cwd()}): give one with --dev-file")
+    return task_from_files(None, dev, record["text_column"], record.get("text_pair_column"),
+                           record["label_column"], record.get("regression", False), name=name,
+                           labels=None if head.regression else label_names(model, name))
 
 
 def _check_fits(path, head, task):
@@ -481,16 +531,13 @@ def cmd_eval(args):
     from .train import format_metrics
 
     model, (name,) = _load_adapters(args, [args.adapter])
-    task = adapter_task(model, name, args.adapter)
+    task = adapter_task(model, name, args.adapter, args.dev_file)
     if args.task is not None and args.task.replace("-", "") != task.name.replace("-", ""):
         raise ConfigError(f"{args.adapter} was trained on task {task.name!r}, not {args.task!r}: an "
                           "adapter is evaluated on its own task")
     _check_fits(args.adapter, model.heads[name], task)
     if args.dev_file is not None:
         dev = read_examples(task, args.dev_file)
-    elif task.folder is None and not Path(task.split_files["dev"]).is_file():
-        raise DataError(f"{args.adapter}: trained on your files, and its dev file "
-                        f"{task.split_files['dev']} is gone: give one with --dev-file")
     elif task.folder is None:
         dev = read_examples(task, task.split_files["dev"])
     else:
@@ -506,30 +553,89 @@ def cmd_eval(args):
 
 
 def cmd_predict(args):
-    from .errors import ConfigError
-    from .predict import predict_texts
+    from .errors import ConfigError, DataError
+    from .predict import parse_line, predict_items
+    from .progress import Progress
 
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not texts:
-        print("minadapt predict: nothing to predict (give texts or pipe lines in)", file=sys.stderr)
+    jsonl_in = args.input is not None and args.input.endswith(".jsonl")
+    if args.texts and args.input:
+        raise ConfigError("give texts as arguments or --input FILE, not both")
+    if args.texts:
+        lines, where = args.texts, "argument"
+    elif args.input:
+        try:
+            lines = Path(args.input).read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise DataError(f"{args.input}: not UTF-8 text (byte {e.start})") from None
+        except FileNotFoundError:
+            raise DataError(f"{args.input}: no such file") from None
+        where = args.input
+    else:
+        lines, where = sys.stdin.read().splitlines(), "stdin"
+    if not any(line.strip() for line in lines):
+        print("minadapt predict: nothing to predict (give texts, --input, or pipe lines in)", file=sys.stderr)
         return 2
+    items = [parse_line(line, jsonl_in, f"{where}, line {i + 1}") for i, line in enumerate(lines)]
     model, names = _load_adapters(args, args.adapter)
-    if len(set(names)) != len(names):
-        raise ConfigError(f"two adapter files hold the same task name: {names}")
     if args.task is not None:
         if args.task not in names:
             raise ConfigError(f"--task {args.task}: not among the loaded adapters' tasks "
                               f"({', '.join(names)})")
         names = [args.task]
-    firsts = [t.split("\t", 1)[0] for t in texts]  # a TAB separates a pair's two texts
-    seconds = [t.split("\t", 1)[1] if "\t" in t else "" for t in texts]
-    pairs = seconds if any("\t" in t for t in texts) else None
-    for name in names:
-        rows = predict_texts(model, name, firsts, pairs)
-        for text, (label, value) in zip(texts, rows):
-            prefix = f"{name}\t" if len(names) > 1 else ""
-            body = f"{value:.4f}" if label is None else f"{label}\t{value:.4f}"
-            print(f"{prefix}{body}\t{text}")
+    n = sum(item is not None for item in items) * len(names)
+    bar = Progress(n, desc="predict", unit="text") if n >= 1000 else None
+    try:
+        records = predict_items(model, names, items, args.batch_size, bar)
+    except DataError as e:
+        raise DataError(f"{where}, {e}" if where != "argument" else str(e)) from None
+    finally:
+        if bar:
+            bar.close()
+    for i, item in enumerate(items):
+        if item is None:
+            print(f"minadapt predict: {where}, line {i + 1} is blank: its output is empty", file=sys.stderr)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        if args.format == "jsonl":
+            for i, (item, record) in enumerate(zip(items, records)):
+                if item is None:
+                    row = {"line": i + 1, "error": "blank line"}
+                else:
+                    row = {"line": i + 1, "text": item[0], **({"text_pair": item[1]} if item[1] is not None else {}),
+                           "predictions": record}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            for name in names:
+                for item, record in zip(items, records):
+                    if item is None:
+                        out.write("\n")  # keeps the outputs in line with the inputs
+                        continue
+                    if name not in record:
+                        continue  # a line of the other shape: another task reads it
+                    r = record[name]
+                    body = f"{r['score']:.4f}" if "score" in r else f"{r['label']}\t{r['probability']:.4f}"
+                    prefix = f"{name}\t" if len(names) > 1 else ""
+                    text = item[0] if item[1] is None else f"{item[0]}\t{item[1]}"
+                    out.write(f"{prefix}{body}\t{text}\n")
+    finally:
+        if args.output:
+            out.close()
+
+
+def cmd_export(args):
+    from . import methods
+    from .io.task_names import split_name
+    from .model import load_model
+
+    rename, path = split_name(args.adapter)
+    model = load_model(args.weights, device=args.device)
+    name = model.load_adapter(path, name=rename)
+    written_by_save = {"format", "method", "head", "full_finetuning", "backbone",
+                       *(m.file_key for m in methods.METHODS.values() if m.file_key)}
+    extra = {k: v for k, v in model.metadata.get(name, {}).items() if k not in written_by_save}
+    written = model.save_adapter(args.out, name, format=args.format,
+                                 **({"extra_metadata": extra} if args.format == "minadapt" else {}))
+    print(f"{name}: {path} -> {written} ({args.format})")
 
 
 def cmd_compare(args):
@@ -589,7 +695,7 @@ def cmd_info(args):
 
 
 COMMANDS = {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval, "predict": cmd_predict, "download": cmd_download,
-            "bench": cmd_bench, "serve": cmd_serve, "info": cmd_info}
+            "bench": cmd_bench, "serve": cmd_serve, "info": cmd_info, "export": cmd_export}
 
 if __name__ == "__main__":
     sys.exit(main())

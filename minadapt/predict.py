@@ -106,3 +106,111 @@ def label_names(model, name) -> tuple | None:
     if head.regression:
         return None
     return head.labels or tuple(str(k) for k in range(head.num_labels))
+
+
+# --- what a task reads: one text or a pair --------------------------------------------------------
+def takes_pairs(model, name) -> bool | None:
+    """Whether task `name` reads text pairs (its record, or its built-in task, says so); None when
+    nothing says (an AdapterHub or PEFT directory that another library saved)."""
+    record = model.metadata.get(name, {}).get("task")
+    if record:
+        record = json.loads(record)
+        if record.get("builtin", True):
+            from .tasks import TASKS
+
+            task = TASKS.get(record.get("name"))
+            return None if task is None else task.text_pair_column is not None
+        return record.get("text_pair_column") is not None
+    if model.metadata.get(name, {}).get("format"):  # a minadapt file from before task records: SST-2
+        return False
+    return None
+
+
+def pair_problem(model, name, is_pair: bool) -> str | None:
+    """Why task `name` cannot read this input (a pair, or a single text), or None when it can."""
+    wants = takes_pairs(model, name)
+    if wants is None or wants == is_pair:
+        return None
+    if wants:
+        return (f"task {name!r} reads text pairs, and got a single text (give pairs: a TAB between "
+                "the two texts of a line; 'pairs' in a /predict request)")
+    return (f"task {name!r} reads single texts, and got a pair (give single texts: no TAB in a "
+            "line; 'texts' in a /predict request)")
+
+
+def check_pairs(model, name, is_pair: bool, error=None):
+    """Raise `error(message)` (default: DataError) when task `name` reads pairs and gets single
+    texts, or the other way round; `minadapt serve` passes its 400 answer."""
+    from .errors import DataError
+
+    problem = pair_problem(model, name, is_pair)
+    if problem:
+        raise (error or DataError)(problem)
+
+
+# --- predict: lines in, one output per line -------------------------------------------------------
+def parse_line(line: str, jsonl: bool, where: str):
+    """(text, second text or None) of one input line, or None for a blank line. jsonl: the line is
+    an object {"text": ..., "text_pair": ...}; otherwise a TAB separates a pair's two texts."""
+    from .errors import DataError
+
+    if not line.strip():
+        return None
+    if not jsonl:
+        first, sep, second = line.partition("\t")
+        return (first, second) if sep else (first, None)
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not a JSON object ({e.msg})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+        raise DataError(f"{where}: expected an object with a string 'text' (and optionally 'text_pair')")
+    pair = obj.get("text_pair")
+    if pair is not None and not isinstance(pair, str):
+        raise DataError(f"{where}: 'text_pair' must be a string")
+    return obj["text"], pair
+
+
+def route(model, names, items, where) -> dict:
+    """{task: [line index, ...]}: the lines each task reads. With one task (or --task) every line
+    must fit it; with several, a line goes to the tasks that read its shape (pair or single text),
+    and a line no task reads is a DataError naming it."""
+    from .errors import DataError
+
+    lines = {name: [] for name in names}
+    for i, item in enumerate(items):
+        if item is None:
+            continue
+        fits = [n for n in names if pair_problem(model, n, item[1] is not None) is None]
+        if not fits:
+            raise DataError(f"{where(i)}: {pair_problem(model, names[0], item[1] is not None)}" +
+                            (f" (nor does any of {', '.join(names)} read it)" if len(names) > 1 else ""))
+        for n in fits:
+            lines[n].append(i)
+    return lines
+
+
+def predict_items(model, names, items, batch_size=64, progress=None) -> list[dict]:
+    """One record per item (None for a blank line): {task: {"label", "probability",
+    "probabilities": {label: p}} or {"score"}} for every task that reads it. `progress`: a bar
+    updated by the number of (task, line) predictions made."""
+    records = [None if item is None else {} for item in items]
+    for name, idx in route(model, names, items, lambda i: f"line {i + 1}").items():
+        labels = label_names(model, name)
+        for start in range(0, len(idx), 256):  # chunks, so the bar moves on a large input
+            chunk = idx[start:start + 256]
+            texts = [items[i][0] for i in chunk]
+            paired = any(items[i][1] is not None for i in chunk)  # mixed only for a task of unknown shape
+            pairs = [items[i][1] or "" for i in chunk] if paired else None
+            ids, types = model.tokenizer.ids_and_types(texts, pairs)
+            out = outputs(model, name, ids, types, batch_size)
+            for i, row in zip(chunk, out):
+                if labels is None:
+                    records[i][name] = {"score": float(row[0])}
+                else:
+                    k = int(row.argmax())
+                    records[i][name] = {"label": labels[k], "probability": float(row[k]),
+                                        "probabilities": dict(zip(labels, map(float, row)))}
+            if progress is not None:
+                progress.update(len(chunk))
+    return records

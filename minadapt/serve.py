@@ -48,6 +48,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from .errors import MinadaptError, ServeError, WeightsError
+from .predict import check_pairs
 
 MAX_TEXTS = 256  # texts (or pairs) per request
 MAX_BODY = 1 << 20  # bytes per request body (1 MiB): more is refused with 413 unread
@@ -274,6 +275,7 @@ class PredictServer(ThreadingHTTPServer):
                              f"{', '.join(FIELDS)})")
         name = self._task(body.get("task"))
         texts, pairs = self._texts(body)
+        check_pairs(self.model, name, pairs is not None, error=lambda m: BadRequest(400, m))
         ids, types = self.model.tokenizer.ids_and_types(texts, pairs)
         logits = self.batcher.run(name, ids, types)
         return {"task": name, "predictions": self._predictions(self.tasks[name], logits)}
@@ -531,8 +533,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.epilog = ("example:\n  minadapt serve --adapter runs/sst2/adapter.safetensors --port 8000\n"
                 "  curl -s localhost:8000/predict -d '{\"texts\": [\"a gorgeous, witty film\"]}'")
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--adapter", action="append", required=True, metavar="FILE",
-                   help="an adapter .safetensors file; give --adapter once per task")
+    p.add_argument("--adapter", action="append", required=True, metavar="[NAME=]PATH",
+                   help="an adapter file or AdapterHub/PEFT directory, loaded as task NAME "
+                   "(default: the name it holds); give --adapter once per task")
     p.add_argument("--host", type=host_type, default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: "
                    "every interface)")
@@ -551,13 +554,15 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def load(args, out=None):
     """The model with every --adapter file loaded, and its server bound (not yet serving)."""
+    from .io.task_names import split_name
     from .model import load_model
 
     out = out or sys.stdout
     model = load_model(args.weights, device=args.device)
     paths = {}
-    for path in args.adapter:
-        paths[model.load_adapter(path)] = path
+    for spec in args.adapter:  # PATH, or NAME=PATH to load it as task NAME
+        rename, path = split_name(spec)
+        paths[model.load_adapter(path, name=rename)] = path
     server = make_server(model, args.host, args.port, args.max_batch, log_requests=args.log_requests,
                          paths=paths)
     print(f"minadapt serve: {len(server.tasks)} task{'s' if len(server.tasks) > 1 else ''} on "
