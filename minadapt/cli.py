@@ -75,6 +75,35 @@ class _RawDefaultsHelp(argparse.RawDescriptionHelpFormatter, _DefaultsHelp):
     """_DefaultsHelp, keeping the description's and epilog's own line breaks."""
 
 
+def add_data_options(p):
+    """The options that say what a run trains and evaluates on: `train` and `compare` take the same."""
+    from .tasks import TASKS
+    from .train import TrainConfig
+
+    d, rule = TrainConfig(), TrainConfig.RULES
+    p.add_argument("task", nargs="?", choices=sorted(TASKS), metavar="task",
+                   help="a built-in task: " + ", ".join(TASKS) + " (leave out with --train-file)")
+    p.add_argument("--data-dir", metavar="DIR", help="the task's folder (default: "
+                   "$MINADAPT_DATA/<task>, else the GLUE download)")
+    p.add_argument("--train-file", metavar="FILE", help="your own training data: .csv, .tsv or .jsonl "
+                   "with a header (JSONL: one object a line); needs --dev-file")
+    p.add_argument("--dev-file", metavar="FILE",
+                   help="your own dev data, in the same format (the reported scores)")
+    p.add_argument("--validation-file", metavar="FILE", help="the examples that choose the step kept "
+                   "(your data's format; default: 5%% of the training data, at most 1,000, held out)")
+    p.add_argument("--text-column", default=d.text_column, help="your data's text column")
+    p.add_argument("--text-pair-column", metavar="C", help="your data's second text, for pairs")
+    p.add_argument("--label-column", default=d.label_column, help="your data's label column (label "
+                   "names are collected from the training file and stored in the adapter file)")
+    p.add_argument("--regression", action="store_true", help="your data's label is a real number")
+    p.add_argument("--max-length", "--max_seq_length", dest="max_length", type=rule["max_length"],
+                   default=d.max_length,
+                   help="tokens per example, [CLS] and [SEP] included (up to the checkpoint's 512)")
+    p.add_argument("--train-subset", "--max_train_samples", dest="train_subset",
+                   type=rule["train_subset"], default=None, metavar="N",
+                   help="train on the first N examples only")
+
+
 def _task_summary(task) -> str:
     kind = "regression" if task.regression else f"{len(task.labels)} labels"
     return f"{kind}, {task.metrics[0]}"
@@ -145,21 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                            f"{n} ({_task_summary(t)})" for n, t in TASKS.items()) + ".", 90)
                        + "\n\nyour own data: minadapt train --train-file train.csv --dev-file dev.csv\n"
                        "  [--text-column text] [--text-pair-column C] [--label-column label]")
-    t.add_argument("task", nargs="?", choices=sorted(TASKS), metavar="task",
-                   help="a built-in task: " + ", ".join(TASKS) + " (leave out with --train-file)")
-    t.add_argument("--data-dir", metavar="DIR", help="the task's folder (default: "
-                   "$MINADAPT_DATA/<task>, else the GLUE download)")
-    t.add_argument("--train-file", metavar="FILE", help="your own training data: .csv, .tsv or .jsonl "
-                   "with a header (JSONL: one object a line); needs --dev-file")
-    t.add_argument("--dev-file", metavar="FILE", help="your own dev data, in the same format")
-    t.add_argument("--text-column", default=d.text_column, help="your data's text column")
-    t.add_argument("--text-pair-column", metavar="C", help="your data's second text, for pairs")
-    t.add_argument("--label-column", default=d.label_column, help="your data's label column (label "
-                   "names are collected from the training file and stored in the adapter file)")
-    t.add_argument("--regression", action="store_true", help="your data's label is a real number")
-    t.add_argument("--max-length", "--max_seq_length", dest="max_length", type=rule["max_length"],
-                   default=d.max_length,
-                   help="tokens per example, [CLS] and [SEP] included (up to the checkpoint's 512)")
+    add_data_options(t)
     _common(t)
     t.add_argument("--name", default=None, metavar="NAME", help="the task's name, in the adapter file "
                    "and its parameter names (default: the built-in task's name, or the training "
@@ -174,8 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--early-stopping-patience", type=rule["early_stopping_patience"], default=None,
                    metavar="N", help="stop after N evaluations (--eval-every) without a better "
                    "validation score")
-    t.add_argument("--validation-file", metavar="FILE", help="the examples that choose the step kept "
-                   "(your data's format; default: 5%% of the training data, at most 1,000, held out)")
     t.add_argument("--method", default=d.method, choices=list(METHODS),
                    help="how the backbone is adapted, beside the head (see 'methods' below)")
     add_method_options(t)
@@ -203,8 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-every", "--logging_steps", dest="log_every", type=rule["log_every"],
                    default=d.log_every,
                    help="steps between lines of OUT/metrics.jsonl")
-    t.add_argument("--train-subset", type=rule["train_subset"], default=None, metavar="N",
-                   help="train on the first N sentences only")
     t.add_argument("--seed", type=rule["seed"], default=d.seed,
                    help="adapter init, batch order and dropout masks; a run is reproducible from it")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
@@ -227,12 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "after Ctrl-C the same command again skips the runs that finished.", 90),
                        epilog="example:\n  minadapt compare sst2 --steps 300 --max-length 64\n"
                        "  minadapt compare bbc-news --methods probe,houlsby --bottlenecks 16,64 --steps 50")
-    c.add_argument("task", nargs="?", choices=sorted(TASKS), metavar="task",
-                   help="a built-in task: " + ", ".join(TASKS) + " (leave out with --train-file)")
-    c.add_argument("--train-file", metavar="FILE", help="your own training data (as for train: "
-                   "columns text and label)")
-    c.add_argument("--dev-file", metavar="FILE", help="your own dev data, in the same format")
-    c.add_argument("--data-dir", metavar="DIR", help="the task's folder (as for train)")
+    add_data_options(c)
     c.add_argument("--methods", type=compare.method_list, default=",".join(METHODS),
                    metavar="M,M,...", help="which methods: " + ", ".join(METHODS))
     for flag, takers in compare.sweeps().items():
@@ -240,14 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument(flag, type=compare.positive_ints, dest=compare.sweep_dest(flag),
                        default=",".join(map(str, m.sweep[1])), metavar="V,V,...",
                        help=f"the {m.sweep[0]} values of {' and '.join(takers)} to sweep")
-    c.add_argument("--steps", type=rule["max_steps"], default=300, help="training steps of every run")
-    c.add_argument("--batch-size", type=rule["batch_size"], default=d.batch_size, help="sentences per step")
+    c.add_argument("--max-steps", "--max_steps", "--steps", dest="steps", type=rule["max_steps"],
+                   default=300, help="training steps of every run")
+    c.add_argument("--batch-size", "--per_device_train_batch_size", dest="batch_size",
+                   type=rule["batch_size"], default=d.batch_size, help="sentences per step")
     c.add_argument("--seed", type=rule["seed"], default=d.seed, help="the seed of every run")
-    c.add_argument("--max-length", type=rule["max_length"], default=d.max_length,
-                   help="tokens per example")
-    c.add_argument("--train-subset", type=rule["train_subset"], default=None, metavar="N",
-                   help="train on the first N examples only")
-    c.add_argument("--out", default=None, help="output folder (default: runs/compare-TASK)")
+    c.add_argument("--out", "--output_dir", dest="out", default=None,
+                   help="output folder (default: runs/compare-TASK)")
     _common(c)
 
     e = sub.add_parser("eval", help="dev metrics of a saved adapter on its own task",
@@ -257,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "or an AdapterHub or PEFT directory")
     e.add_argument("--task", help="the task to evaluate on: must be the adapter's own (a check)")
     e.add_argument("--data-dir", metavar="DIR", help="the task's folder (as for train)")
-    e.add_argument("--dev-file", "--validation_file", dest="dev_file", metavar="FILE",
+    e.add_argument("--dev-file", metavar="FILE",
                    help="dev data, read with the adapter's own columns and labels (only this "
                    "file is needed; default: the dev file it was trained with)")
     _common(e)
@@ -344,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--lengths", type=lengths, default="16,32,64,128", metavar="L,L,...",
                    help="sequence lengths to time (every row has L real tokens)")
     b.add_argument("--batch-size", type=at_least(1), default=32, help="sentences per step")
-    b.add_argument("--warmup", type=at_least(0), default=3, help="untimed steps first")
+    b.add_argument("--warmup-steps", "--warmup_steps", dest="warmup", type=at_least(0), default=3,
+                   help="untimed steps first (a count; train's --warmup is a fraction)")
     b.add_argument("--steps", type=at_least(1), default=10, help="timed steps (median, min, max)")
     b.add_argument("--ops", choices=["fast", "reference"], default="fast",
                    help="the encoder's ops: minadapt.fast, or the plain minadapt.nn")

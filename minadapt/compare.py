@@ -105,9 +105,14 @@ def train_argv(run: Run, args, folder: Path) -> list[str]:
                              "--eval-every", "0", "--out", str(folder)]
     for option, value in (("--train-subset", args.train_subset), ("--weights", args.weights),
                           ("--data-dir", args.data_dir), ("--train-file", args.train_file),
-                          ("--dev-file", args.dev_file), ("--device", args.device)):
+                          ("--dev-file", args.dev_file), ("--validation-file", args.validation_file),
+                          ("--text-pair-column", args.text_pair_column), ("--device", args.device)):
         if value is not None:
             argv += [option, str(value)]
+    if args.train_file is not None:  # the columns of your own data (defaults: text, label)
+        argv += ["--text-column", args.text_column, "--label-column", args.label_column]
+    if args.regression:
+        argv += ["--regression"]
     return argv
 
 
@@ -263,6 +268,7 @@ def backbone_params(weights) -> int:
 def main(args, argv: list[str]) -> int:
     """Train every configuration that has no finished result yet; print a row per run as it ends."""
     from .checkpoints import prepare_out
+    from .train import name_from_file
 
     own = args.train_file is not None or args.dev_file is not None
     if args.task is None and not own:
@@ -272,7 +278,7 @@ def main(args, argv: list[str]) -> int:
         raise ConfigError(f"give a task ({args.task}) or --train-file/--dev-file, not both")
     if own and (args.train_file is None or args.dev_file is None):
         raise ConfigError("--train-file and --dev-file: give both")
-    task = args.task or "custom"
+    task = args.task or name_from_file(args.train_file)
     out = prepare_out(args.out or f"runs/compare-{task}")
     values = {flag: getattr(args, sweep_dest(flag)) for flag in sweeps()}
     runs = plan(args.methods, values)

@@ -38,7 +38,7 @@ class Case(NamedTuple):
 
 
 T = "train sst2 --data-dir {data} --weights {ckpt} --out {out} --max-steps 1 "
-C = "compare sst2 --data-dir {data} --weights {ckpt} --out {out} --steps 1 "
+C = "compare sst2 --data-dir {data} --weights {ckpt} --out {out} --max-steps 1 "
 CASES = [
     # --- train: numbers (argparse types, exit 2) ---
     Case(T + "--lr -1", "argparse", ("--lr", "> 0", "'-1'")),
@@ -74,6 +74,14 @@ CASES = [
     Case(T + "--early-stopping-patience 0", "argparse", ("--early-stopping-patience", ">= 1")),
     Case(T + "--name a.b", "minadapt", ("--name", "'a.b'", "letters, digits")),
     Case(T + "--validation-file {nowhere}", "minadapt", ("nowhere",)),
+    Case("export {adapter} --format onnx --out {out}", "argparse", ("--format", "onnx")),
+    Case("export {adapter} --format adapterhub --out {out} --device tpu", "argparse", ("--device", "tpu")),
+    Case("export {adapter} --format peft --out {out}", "minadapt", ("not LoRA",)),
+    Case("predict --adapter {adapter} --format yaml hi", "argparse", ("--format", "yaml")),
+    Case("predict --adapter {adapter} --batch-size 0 hi", "argparse", ("--batch-size", ">= 1")),
+    Case("predict --adapter {adapter} --input {nowhere}", "minadapt", ("nowhere", "no such file")),
+    Case("predict --adapter {adapter} --adapter {adapter} hi", "minadapt",
+         ("already holds a task named 'sst2'", "--adapter NEWNAME=")),
     # --- train: options another method uses (exit 1, before anything is loaded) ---
     Case(T + "--lora-rank 4", "minadapt", ("--lora-rank", "only --method lora", "--method houlsby")),
     Case(T + "--method houlsby --lora-alpha 8", "minadapt", ("--lora-alpha", "only --method lora")),
@@ -141,7 +149,7 @@ CASES = [
     Case(C + "--methods ,", "argparse", ("--methods",)),
     Case(C + "--bottlenecks 8,0", "argparse", ("--bottlenecks", "'8,0'")),
     Case(C + "--lora-ranks x", "argparse", ("--lora-ranks", "'x'")),
-    Case(C + "--steps 0", "argparse", ("--steps", ">= 1")),
+    Case(C + "--max-steps 0", "argparse", ("--max-steps", ">= 1")),
     Case(C + "--batch-size 0", "argparse", ("--batch-size", ">= 1")),
     Case(C + "--seed -1", "argparse", ("--seed",)),
     Case(C + "--max-length 2", "argparse", ("--max-length", "from 3 to 512")),
@@ -166,7 +174,7 @@ CASES = [
     Case("bench --lengths 0,16", "argparse", ("--lengths",)),
     Case("bench --lengths x", "argparse", ("--lengths",)),
     Case("bench --batch-size x", "argparse", ("--batch-size",)),
-    Case("bench --warmup -1", "argparse", ("--warmup",)),
+    Case("bench --warmup-steps -1", "argparse", ("--warmup-steps",)),
     Case("bench --steps 0", "argparse", ("--steps",)),
     Case("bench --ops plain", "argparse", ("--ops",)),
     Case("bench --device tpu", "argparse", ("--device",)),
