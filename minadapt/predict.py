@@ -197,20 +197,21 @@ def predict_items(model, names, items, batch_size=64, progress=None) -> list[dic
     records = [None if item is None else {} for item in items]
     for name, idx in route(model, names, items, lambda i: f"line {i + 1}").items():
         labels = label_names(model, name)
-        for start in range(0, len(idx), 256):  # chunks, so the bar moves on a large input
-            chunk = idx[start:start + 256]
-            texts = [items[i][0] for i in chunk]
-            paired = any(items[i][1] is not None for i in chunk)  # mixed only for a task of unknown shape
-            pairs = [items[i][1] or "" for i in chunk] if paired else None
-            ids, types = model.tokenizer.ids_and_types(texts, pairs)
-            out = outputs(model, name, ids, types, batch_size)
-            for i, row in zip(chunk, out):
-                if labels is None:
-                    records[i][name] = {"score": float(row[0])}
-                else:
-                    k = int(row.argmax())
-                    records[i][name] = {"label": labels[k], "probability": float(row[k]),
-                                        "probabilities": dict(zip(labels, map(float, row)))}
-            if progress is not None:
-                progress.update(len(chunk))
+        singles = [i for i in idx if items[i][1] is None]
+        paired = [i for i in idx if items[i][1] is not None]  # both only for a task of unknown shape
+        for group in (singles, paired):
+            for start in range(0, len(group), 256):  # chunks, so the bar moves on a large input
+                chunk = group[start:start + 256]
+                texts = [items[i][0] for i in chunk]
+                pairs = [items[i][1] for i in chunk] if group is paired else None
+                ids, types = model.tokenizer.ids_and_types(texts, pairs)
+                for i, row in zip(chunk, outputs(model, name, ids, types, batch_size)):
+                    if labels is None:
+                        records[i][name] = {"score": float(row[0])}
+                    else:
+                        k = int(row.argmax())
+                        records[i][name] = {"label": labels[k], "probability": float(row[k]),
+                                            "probabilities": dict(zip(labels, map(float, row)))}
+                if progress is not None:
+                    progress.update(len(chunk))
     return records

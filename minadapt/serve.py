@@ -545,8 +545,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help=f"texts per forward: waiting requests for one task are batched up to it "
                    f"(default: {MAX_BATCH}); a request may send up to {MAX_TEXTS} texts")
     p.add_argument("--log-requests", action="store_true", help="print a line per request on stderr")
-    p.add_argument("--weights", metavar="DIR", help="checkpoint folder (default: "
-                   "weights/all-MiniLM-L6-v2, downloaded when missing)")
+    p.add_argument("--model", "--model_name_or_path", "--weights", dest="weights", metavar="NAME_OR_PATH",
+                   help="a checkpoint folder or a Hugging Face id (default: all-MiniLM-L6-v2)")
     p.add_argument("--device", choices=["cpu", "gpu"], default=None,
                    help="where the maths runs (default: $MINADAPT_DEVICE or cpu)")
     return p
