@@ -38,6 +38,7 @@ class Architecture:
     model_type: str  # config.json's model_type
     prefix: str  # the base model's attribute in task models and AdapterHub files ("roberta.")
     adapter_model_class: str  # AdapterHub's model class for it (its adapter_config.json says so)
+    base_model_class: str  # transformers' base model class (PEFT's adapter_config.json names it)
     layers: str = "encoder.layer."  # where the layers are: "transformer.layer." in DistilBERT
     layer_names: dict = field(default_factory=dict)  # our LAYER_PARTS -> theirs, where they differ
     other_names: dict = field(default_factory=dict)  # our other names -> theirs, where they differ
@@ -84,13 +85,13 @@ _BERT_IGNORED = ("pooler.", "embeddings.position_ids", "cls.")
 _ROBERTA_IGNORED = ("pooler.", "embeddings.position_ids", "lm_head.")
 
 ARCHITECTURES = {a.model_type: a for a in (
-    Architecture("bert", "bert.", "BertAdapterModel", ignored=_BERT_IGNORED),
-    Architecture("roberta", "roberta.", "RobertaAdapterModel", positions_after_pad=True,
+    Architecture("bert", "bert.", "BertAdapterModel", "BertModel", ignored=_BERT_IGNORED),
+    Architecture("roberta", "roberta.", "RobertaAdapterModel", "RobertaModel", positions_after_pad=True,
                  ignored=_ROBERTA_IGNORED),
-    Architecture("xlm-roberta", "roberta.", "XLMRobertaAdapterModel", positions_after_pad=True,
-                 ignored=_ROBERTA_IGNORED),
+    Architecture("xlm-roberta", "roberta.", "XLMRobertaAdapterModel", "XLMRobertaModel",
+                 positions_after_pad=True, ignored=_ROBERTA_IGNORED),
     Architecture(
-        "distilbert", "distilbert.", "DistilBertAdapterModel", layers="transformer.layer.",
+        "distilbert", "distilbert.", "DistilBertAdapterModel", "DistilBertModel", layers="transformer.layer.",
         layer_names={
             "attention.self.query.": "attention.q_lin.", "attention.self.key.": "attention.k_lin.",
             "attention.self.value.": "attention.v_lin.", "attention.output.dense.": "attention.out_lin.",
@@ -108,7 +109,7 @@ ARCHITECTURES = {a.model_type: a for a in (
                  "pre_classifier.", "classifier."),
         lora_targets={"query": "q_lin", "key": "k_lin", "value": "v_lin"},
     ),
-    Architecture("electra", "electra.", "ElectraAdapterModel",
+    Architecture("electra", "electra.", "ElectraAdapterModel", "ElectraModel",
                  other_names={PROJECTION: "embeddings_project."},
                  ignored=("embeddings.position_ids", "discriminator_predictions.", "generator_predictions.",
                           "generator_lm_head.")),
