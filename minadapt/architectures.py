@@ -31,6 +31,9 @@ LAYER_PARTS = ("attention.self.query.", "attention.self.key.", "attention.self.v
                "attention.output.dense.", "attention.output.LayerNorm.", "attention.output.adapters.",
                "intermediate.dense.", "output.dense.", "output.LayerNorm.", "output.adapters.")
 PROJECTION = "embeddings.project."  # ELECTRA's E -> H linear, in minadapt's name
+# Early checkpoints ported from TensorFlow (bert-base-uncased among them) call LayerNorm's gain and
+# bias gamma and beta; transformers renames them at load, and so does `ours`.
+LEGACY_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class Architecture:
         """minadapt's name for this architecture's parameter `name` (a `prefix` on it is dropped)."""
         if name.startswith(self.prefix):
             name = name[len(self.prefix):]
+        for old, new in LEGACY_SUFFIXES.items():
+            if name.endswith(old):
+                name = name[:-len(old)] + new
         if name.startswith(self.layers):
             i, rest = name[len(self.layers):].split(".", 1)
             inverse = {v: k for k, v in self.layer_names.items()}

@@ -310,6 +310,20 @@ def test_weights_of_the_wrong_shape_are_refused(tmp_path, capsys):
     assert "'electra.embeddings_project.weight' has shape (32, 8), expected (32, 16)" in err
 
 
+def test_legacy_layer_norm_names_load(tmp_path):
+    """bert-base-uncased's checkpoint calls LayerNorm's parameters gamma and beta, with `bert.` names."""
+    d = _copy("bert", tmp_path)
+    tensors, meta = read_safetensors(d / "model.safetensors")
+    renamed = {"bert." + k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+               for k, v in tensors.items()}
+    assert sum(k.endswith("gamma") for k in renamed) == 5
+    save_tensors(d / "model.safetensors", renamed, meta)
+    ref = read_safetensors(FAMILY / "bert.reference.safetensors")[0]
+    ids, mask, types = _batch(ref, "pair")
+    h = minadapt.load_model(d, dtype="float64").encode(ids, mask, types)
+    _close(h[mask.astype(bool)], ref["pair.last_hidden_state"][mask.astype(bool)], 1e-10)
+
+
 def test_missing_key_is_named_as_the_file_names_it(tmp_path):
     d = _copy("distilbert", tmp_path)
     tensors, meta = read_safetensors(d / "model.safetensors")
