@@ -140,7 +140,7 @@ class Tokenizer:
         return self.pad(*self.ids_and_types(texts, pairs))
 
     def tokens(self, text: str, pair: str | None = None) -> list[str]:
-        """The WordPiece tokens of one text or pair (for showing what the model sees)."""
+        """The tokens of one text or pair (for showing what the model sees)."""
         return self.tk.encode(text, pair).tokens
 
 

@@ -19,7 +19,8 @@ transformers from a random initialisation (no download):
 and ``tests/fixtures/family/<arch>.reference.safetensors``, float64, eval mode:
 
 ``single.*``, ``pair.*``    ``input_ids``, ``attention_mask``, ``token_type_ids`` (transformers'
-    tokenizer class for the model, from the tokenizer.json; type ids 0 where it returns none) and
+    tokenizer class for the model, from the tokenizer.json; DistilBERT's gives a pair's second text
+    type 1, which its model never reads) and
     ``last_hidden_state`` of the base model, for SENTENCES and for PAIRS.
 ``houlsby.*``, ``pfeiffer.*``    AdapterHub's ``<Model>AdapterModel`` with ``DoubleSeqBnConfig`` /
     ``SeqBnConfig`` (reduction factor 4: bottleneck 8, swish / relu) named "hb" / "pf" and a
@@ -32,6 +33,9 @@ and ``tests/fixtures/family/<arch>.reference.safetensors``, float64, eval mode:
     and AdapterHub's head shape written out in torch (``heads.lora.1``, ``heads.lora.4``) on [CLS];
     ``param.<PEFT name>``, ``grad.<PEFT name>``, ``logits``, ``loss``. PEFT's saved directory is
     ``<arch>.peft_lora/``.
+
+tokenizers' WordPiece and unigram trainers are not bit-reproducible from run to run, so a rerun
+writes other vocabularies and numbers; the tests read everything they compare from the files.
 """
 from __future__ import annotations
 
@@ -190,6 +194,7 @@ def make(arch: str, out: Path) -> dict:
     for key, name, config in (("houlsby", "hb", DoubleSeqBnConfig(reduction_factor=4)),
                               ("pfeiffer", "pf", SeqBnConfig(reduction_factor=4))):
         m = adapter_class.from_pretrained(folder, attn_implementation="eager")
+        m.config.name_or_path = f"tiny-{arch}"  # what adapter_config.json records as model_name
         m.add_adapter(name, config=config)
         m.add_classification_head(name, num_labels=2)
         m.train_adapter(name)
@@ -214,6 +219,7 @@ def make(arch: str, out: Path) -> dict:
     # ---- PEFT's LoRA on the query and value projections, float64 ---------------------------------
     targets = ["q_lin", "v_lin"] if arch == "distilbert" else ["query", "value"]
     base = base_class.from_pretrained(folder, attn_implementation="eager")
+    base.config.name_or_path = f"tiny-{arch}"
     pm = get_peft_model(base, LoraConfig(target_modules=targets, r=4, lora_alpha=8, lora_dropout=0.0))
     lora = [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
     assert lora and all("lora_" in n for n, _ in lora)
@@ -238,6 +244,7 @@ def make(arch: str, out: Path) -> dict:
     ref["lora.loss"] = np.asarray(loss.item(), np.float64).reshape(())
     d = out / f"{arch}.peft_lora"
     shutil.rmtree(d, ignore_errors=True)
+    pm.peft_config["default"].base_model_name_or_path = f"tiny-{arch}"
     pm.save_pretrained(str(d), safe_serialization=True)
     (d / "README.md").unlink(missing_ok=True)  # PEFT's model-card template
     print(f"{arch}: vocab {tk.get_vocab_size()}, houlsby loss {ref['houlsby.loss']:.6f}, "
@@ -251,6 +258,7 @@ def main(argv=None) -> int:
     ap.add_argument("--archs", default=",".join(ARCHS))
     args = ap.parse_args(argv)
 
+    os.environ["HF_HUB_OFFLINE"] = "1"  # everything is made here: never ask the hub
     import torch
     import transformers
     from safetensors.numpy import save_file

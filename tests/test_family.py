@@ -94,6 +94,13 @@ def test_roberta_positions_start_after_the_padding_index():
     assert np.abs(h - ref["single.last_hidden_state"])[mask.astype(bool)].max() > 0.1
 
 
+def test_only_distilbert_drops_nothing_after_the_attention_output():
+    for arch in ARCHS:
+        cfg = BertConfig.from_json(FAMILY / arch / "config.json")
+        assert cfg.attention_output_dropout_prob == (0.0 if arch == "distilbert" else cfg.hidden_dropout_prob)
+        assert cfg.hidden_dropout_prob == 0.1
+
+
 def test_max_length_counts_the_position_offset():
     tok = Tokenizer(FAMILY / "roberta", max_length=130)  # 132 rows, 2 before the first token
     assert len(tok.ids(["word " * 200])[0]) == 130
@@ -334,7 +341,7 @@ def test_missing_key_is_named_as_the_file_names_it(tmp_path):
 
 
 # --- training through the CLI ---------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["roberta", "distilbert", "electra"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_cli_trains_a_few_steps(arch, tmp_path, capsys):
     rows = ["text,label"] + [f"{t},{i % 2}" for i, t in enumerate(["a good film", "dull and long",
                                                                     "i loved it", "a mess"] * 4)]
