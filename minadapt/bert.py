@@ -13,7 +13,9 @@ and so on, in torch layout (out, in). One layer, with the adapters where Houlsby
     out   = LayerNorm2(o + h + A_ffn(o))
 
 (Pfeiffer's adapter reads LayerNorm2(o + h) instead of o, and sits after the FFN only: see
-ADAPTER_READS.)
+ADAPTER_READS.) The rest of the BERT family runs these same equations (architectures.py): DistilBERT
+has no dropout in `a` (cfg.attention_output_dropout_prob is 0), and the embeddings below the first
+layer differ only in data, and in ELECTRA's projection (embeddings_forward).
 
 `layer_backward` is this read from the bottom up. The two residual adds are where gradients
 branch: the gradient of `a + x` reaches both `a` and `x`, and the two contributions to `dx` are

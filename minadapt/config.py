@@ -62,7 +62,7 @@ class BertConfig:
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "BertConfig":
         model_type = d.get("model_type", "bert")
-        if model_type not in ARCHITECTURES:
+        if not isinstance(model_type, str) or model_type not in ARCHITECTURES:
             raise ConfigError(f"{source}: model_type {model_type!r} is not supported; minadapt runs "
                               f"{', '.join(SUPPORTED)}")
         arch = ARCHITECTURES[model_type]

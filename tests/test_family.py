@@ -285,6 +285,11 @@ def test_unknown_model_type_is_refused(tmp_path, capsys):
     assert "model_type 'deberta-v2' is not supported" in err and "roberta" in err and "distilbert" in err
 
 
+def test_model_type_that_is_not_a_name_is_refused():
+    with pytest.raises(ConfigError, match=r"model_type \['bert'\] is not supported"):
+        BertConfig.from_dict({"model_type": ["bert"]}, source="config.json")
+
+
 def test_relative_positions_are_refused(tmp_path, capsys):
     d = _copy("bert", tmp_path)
     _config(d, lambda c: c.update(position_embedding_type="relative_key"))
