@@ -108,6 +108,12 @@ def test_max_length_counts_the_position_offset():
         tok.set_max_length(131)
 
 
+def test_bench_refuses_a_length_past_the_offset_positions(capsys):
+    code = main(["bench", "--weights", str(FAMILY / "roberta"), "--lengths", "131", "--steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "max_position_embeddings (132, 130 tokens after its position offset)" in err, err
+
+
 # --- adapters against AdapterHub and PEFT ---------------------------------------------------------
 def _theirs_to_ours(arch, ref, prefix):
     """{minadapt name: value} for the reference's `prefix.param.*` (or grad) tensors."""
