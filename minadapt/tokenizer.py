@@ -82,9 +82,12 @@ class Tokenizer:
 
     def set_max_length(self, max_length: int) -> None:
         """Truncate every example to `max_length` tokens from now on ([CLS] and [SEP]s included)."""
-        if not isinstance(max_length, int) or max_length < SPECIAL_TOKENS_PAIR:
-            raise ConfigError(f"max_length must be an integer >= {SPECIAL_TOKENS_PAIR} "
-                              f"(room for [CLS], [SEP], [SEP]), got {max_length!r}")
+        # a pair's special tokens: 3 in BERT ([CLS] a [SEP] b [SEP]), 4 in RoBERTa (<s> a </s></s> b </s>);
+        # below that, tokenizers leaves a pair uncut rather than fail
+        specials = max(SPECIAL_TOKENS_PAIR, self.tk.num_special_tokens_to_add(True))
+        if not isinstance(max_length, int) or max_length < specials:
+            raise ConfigError(f"max_length must be an integer >= {specials} (room for a pair's "
+                              f"{specials} special tokens), got {max_length!r}")
         if self.limit is not None and max_length > self.limit:
             raise ConfigError(f"max_length {max_length} is longer than the checkpoint allows: "
                               f"{self.config} has max_position_embeddings {self.positions}"

@@ -101,6 +101,14 @@ def test_only_distilbert_drops_nothing_after_the_attention_output():
         assert cfg.hidden_dropout_prob == 0.1
 
 
+def test_max_length_leaves_room_for_robertas_four_special_tokens():
+    with pytest.raises(ConfigError, match="max_length must be an integer >= 4"):
+        Tokenizer(FAMILY / "roberta", max_length=3)
+    tok = Tokenizer(FAMILY / "roberta", max_length=4)
+    assert len(tok.ids(["a b c"], ["d e f"])[0]) == 4
+    Tokenizer(FAMILY / "bert", max_length=3)
+
+
 def test_max_length_counts_the_position_offset():
     tok = Tokenizer(FAMILY / "roberta", max_length=130)  # 132 rows, 2 before the first token
     assert len(tok.ids(["word " * 200])[0]) == 130
