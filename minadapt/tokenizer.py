@@ -158,7 +158,8 @@ def _checkpoint_facts(config_path: Path) -> dict:
         return {}
     if not isinstance(d, dict):
         return {}
-    arch = ARCHITECTURES.get(d.get("model_type", "bert"), ARCHITECTURES["bert"])
+    model_type = d.get("model_type")  # an unsupported one is the model's to refuse (config.py)
+    arch = ARCHITECTURES.get(model_type if isinstance(model_type, str) else "bert", ARCHITECTURES["bert"])
     facts = {}
     pad = d.get("pad_token_id")
     if isinstance(pad, int):
@@ -166,7 +167,8 @@ def _checkpoint_facts(config_path: Path) -> dict:
     positions = d.get("max_position_embeddings")
     if isinstance(positions, int):
         facts["max_position_embeddings"] = positions
-        facts["max_tokens"] = positions - ((pad or 0) + 1 if arch.positions_after_pad else 0)
+        offset = facts.get("pad_token_id", 0) + 1 if arch.positions_after_pad else 0  # as BertConfig's
+        facts["max_tokens"] = positions - offset
     types = arch.fixed.get("type_vocab_size", d.get("type_vocab_size", 2))
     facts["token_types"] = not isinstance(types, int) or types > 1
     return facts
