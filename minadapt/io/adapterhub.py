@@ -9,8 +9,10 @@
 For BERT, minadapt's parameter names are AdapterHub's without the leading `bert.`; the other
 architectures name them their own way (`roberta.encoder.layer...`, DistilBERT's
 `distilbert.transformer.layer.{i}.{attention_adapters|output_adapters}.adapters.{name}...`), and
-architectures.py renames both ways. The envelope's model_type must be the model's. Two bottleneck configs have a minadapt architecture: DoubleSeqBnConfig (Houlsby: mh_adapter
-and output_adapter, original_ln_before=False) and SeqBnConfig (Pfeiffer: output_adapter only,
+architectures.py renames both ways. The envelope's model_type must be the model's.
+
+Two bottleneck configs have a minadapt architecture: DoubleSeqBnConfig (Houlsby: mh_adapter and
+output_adapter, original_ln_before=False) and SeqBnConfig (Pfeiffer: output_adapter only,
 original_ln_before=True); both with residual_before_ln=True, original_ln_after=True, no adapter
 LayerNorm, scaling 1, no gating, no PHM. Anything else is refused with the field that differs.
 An adapter with trained LayerNorm copies has no AdapterHub config, so it is refused too.
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..methods import AdapterConfig
 from ..errors import ConfigError, WeightsError
 from .weights import read_safetensors, save_tensors
 from .detect import read_json, require_safetensors
@@ -79,8 +82,8 @@ def save_adapterhub(model, directory, adapter: str | None = None) -> Path:
     AdapterHub's `model.load_adapter(directory, use_safetensors=True)` reads, head included.
     Returns the directory."""
     name = model.resolve(adapter)
-    a = model.adapters.get(name)
-    if a is None:
+    a = model.config_of(name)
+    if not isinstance(a, AdapterConfig):
         raise ConfigError(f"task {name!r} is {model.method(name)}, not a bottleneck adapter: AdapterHub's "
                           "format holds bottleneck adapters (use format='peft' for LoRA, 'minadapt' otherwise)")
     if a.train_layer_norms:
@@ -152,9 +155,9 @@ def read_head(directory: Path, name: str, model):
     return head, tensors
 
 
-def load_adapterhub(model, directory) -> str:
+def load_adapterhub(model, directory, rename: str | None = None) -> str:
     """Add the Houlsby or Pfeiffer adapter (and head, when the directory has one) that AdapterHub
-    saved in `directory` to `model`, under the name it was saved with. Returns that name."""
+    saved in `directory` to `model`, under the name it was saved with (or `rename`). Returns it."""
     directory = Path(directory)
     env = read_json(directory / "adapter_config.json")
     where = directory / "adapter_config.json"
@@ -175,7 +178,12 @@ def load_adapterhub(model, directory) -> str:
     down = [v for k, v in tensors.items() if k.endswith("adapter_down.0.weight")]
     if not down:
         raise WeightsError(f"{path}: no adapter_down.0.weight tensor")
-    head, head_tensors = read_head(directory, name, model)
+    if rename and rename != name:
+        from .minadapt_file import _rename
+
+        tensors = {_rename(k, name, rename): v for k, v in tensors.items()}
+    head, head_tensors = read_head(directory, rename or name, model)
+    name = rename or name
 
     def build():
         model.add_adapter(name, int(down[0].shape[0]), FROM_ADAPTERHUB[act], architecture=architecture)

@@ -109,11 +109,13 @@ def load_checkpoint(path: str | Path, cfg: BertConfig, dtype=np.float32) -> dict
         params[name], key_of[name] = value, key
     expected = expected_shapes(cfg)
     missing = [k for k in expected if k not in params]
+    unexpected = sorted(set(params) - set(expected))
     if missing:
+        hint = (f"; it has keys a {cfg.model_type} checkpoint does not, such as {key_of[unexpected[0]]!r}: "
+                "is config.json's model_type the checkpoint's?" if unexpected else "")
         raise WeightsError(f"{path}: missing key {arch.theirs(missing[0])!r} (expected shape "
                            f"{expected[missing[0]]} for model_type {cfg.model_type!r})"
-                           + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-    unexpected = sorted(set(params) - set(expected))
+                           + (f" and {len(missing) - 1} more" if len(missing) > 1 else "") + hint)
     if unexpected:
         raise WeightsError(f"{path}: unexpected key {key_of[unexpected[0]]!r} with shape "
                            f"{tuple(params[unexpected[0]].shape)}: is this a {cfg.model_type} checkpoint "
