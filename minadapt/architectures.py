@@ -11,25 +11,21 @@ All five run the same layer equations (bert.py). What differs between them is da
 
 (p = pad_token_id: RoBERTa numbers the positions of real tokens from the padding index on, so the
 first token reads row p + 1 of the position table.) Two differences are maths, and bert.py has them
-as code: ELECTRA's embeddings are E wide and a linear `embeddings_project` (E -> H) follows them
-when E != H; DistilBERT's attention output has no dropout.
+as code: ELECTRA's embeddings are E wide and a linear `embeddings_project` (E -> H; minadapt's
+`embeddings.project`) follows them when E != H; DistilBERT's attention output has no dropout.
 
 Inside minadapt every parameter has BERT's bare-model name (`encoder.layer.3.output.dense.weight`),
 whichever architecture it came from. `theirs(name)` gives an architecture's name for one of ours
 (the base model's, without the `prefix` that task models and AdapterHub put before it), `ours(name)`
-the other way. So loading a checkpoint, writing AdapterHub's files and PEFT's renames with one table,
-and adapters sit where AdapterHub puts them for every architecture (after the attention output and
-after the feed-forward output, before each residual LayerNorm: DistilBERT's `attention_adapters`
-and `output_adapters` are those two places).
+the other way. Loading a checkpoint and reading or writing AdapterHub's and PEFT's files rename
+through this one table, and adapters sit where AdapterHub puts them in every architecture (after the
+attention output and after the feed-forward output, before each residual LayerNorm: DistilBERT's
+`attention_adapters` and `output_adapters` are those two places).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# A layer's parameters in minadapt's (BERT's) names, as prefixes of what follows `encoder.layer.{i}.`.
-LAYER_PARTS = ("attention.self.query.", "attention.self.key.", "attention.self.value.",
-               "attention.output.dense.", "attention.output.LayerNorm.", "attention.output.adapters.",
-               "intermediate.dense.", "output.dense.", "output.LayerNorm.", "output.adapters.")
 PROJECTION = "embeddings.project."  # ELECTRA's E -> H linear, in minadapt's name
 # Early checkpoints ported from TensorFlow (bert-base-uncased among them) call LayerNorm's gain and
 # bias gamma and beta; transformers renames them at load, and so does `ours`.
@@ -43,7 +39,7 @@ class Architecture:
     adapter_model_class: str  # AdapterHub's model class for it (its adapter_config.json says so)
     base_model_class: str  # transformers' base model class (PEFT's adapter_config.json names it)
     layers: str = "encoder.layer."  # where the layers are: "transformer.layer." in DistilBERT
-    layer_names: dict = field(default_factory=dict)  # our LAYER_PARTS -> theirs, where they differ
+    layer_names: dict = field(default_factory=dict)  # ours -> theirs after `{layers}{i}.`, where they differ
     other_names: dict = field(default_factory=dict)  # our other names -> theirs, where they differ
     config_names: dict = field(default_factory=dict)  # their config.json field -> BertConfig's
     fixed: dict = field(default_factory=dict)  # BertConfig fields this architecture fixes (not read)
