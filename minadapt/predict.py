@@ -111,7 +111,7 @@ def label_names(model, name) -> tuple | None:
 # --- what a task reads: one text or a pair --------------------------------------------------------
 def takes_pairs(model, name) -> bool | None:
     """Whether task `name` reads text pairs (its record, or its built-in task, says so); None when
-    nothing says (an AdapterHub or PEFT directory that another library saved)."""
+    nothing says (a file saved without a task record: by save_adapter, or by another library)."""
     record = model.metadata.get(name, {}).get("task")
     if record:
         record = json.loads(record)
@@ -121,9 +121,7 @@ def takes_pairs(model, name) -> bool | None:
             task = TASKS.get(record.get("name"))
             return None if task is None else task.text_pair_column is not None
         return record.get("text_pair_column") is not None
-    if model.metadata.get(name, {}).get("format"):  # a minadapt file from before task records: SST-2
-        return False
-    return None
+    return None  # no record: saved by the library API (save_adapter) or by another library
 
 
 def pair_problem(model, name, is_pair: bool) -> str | None:
