@@ -254,3 +254,22 @@ def test_new_bad_inputs_are_one_clear_line(trained, checkpoint_dir, capsys, tmp_
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     one_clear_line(["predict", "--adapter", runs["news"], "--model", "nobody/no-such-bert", "x"], capsys,
                    ("'nobody/no-such-bert'", "cannot be reached"))
+
+
+def test_compare_takes_the_data_options_train_takes(trained, checkpoint_dir, capsys, tmp_path):
+    from minadapt import compare
+    from minadapt.cli import build_parser
+
+    root, mine, runs = trained
+    data = ["--train-file", mine["para"] / "train.jsonl", "--dev-file", mine["para"] / "dev.jsonl",
+            "--text-column", "first", "--text-pair-column", "second", "--label-column", "relation",
+            "--max-length", "32", "--train-subset", "40"]
+    args = build_parser().parse_args(["compare", *map(str, data), "--methods", "probe"])
+    argv = compare.train_argv(compare.Run("probe"), args, tmp_path / "x")
+    for option, value in zip(data[::2], data[1::2]):  # every one reaches each run's `train`
+        assert argv[argv.index(option) + 1] == str(value), option
+    out = tmp_path / "cmp"
+    code, stdout, err = run(["compare", *data, "--methods", "probe", "--max-steps", "2", "--batch-size",
+                             "8", "--model", checkpoint_dir, "--out", out], capsys)
+    assert code == 0, err
+    assert json.loads((out / "compare.json").read_text())["runs"][0]["dev_score"] is not None
