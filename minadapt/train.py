@@ -283,8 +283,9 @@ def set_up(cfg: TrainConfig, model=None, data=None, resume: bool = False) -> Run
         from .tasks import read_examples
 
         validation = read_examples(task, cfg.validation_file)
-    elif (cfg.keep == "best" and cfg.eval_every) or cfg.early_stopping_patience:
-        # (with one evaluation only, at the end, there is nothing to choose: nothing is held out)
+    elif (cfg.keep == "best" and 0 < cfg.eval_every < cfg.total_steps(
+            math.ceil(len(train_set.labels) / cfg.batch_size))) or cfg.early_stopping_patience:
+        # (a run that evaluates only at its end has nothing to choose from: nothing is held out)
         train_set, validation = holdout(train_set, cfg.seed)
     if model is None:
         model = load_model(cfg.weights, dtype="float32", device=cfg.device, seed=cfg.seed)
