@@ -65,7 +65,7 @@ class Run(NamedTuple):
     lora: object = None  # the LoraConfig to run, or None
     trainable: frozenset = frozenset()  # names that get gradients
     prompt: object = None  # the prompt-tuning config to run (.name, .n), or None
-    prefix: object = None  # the prefix-tuning config (.name, .n, .projection), or None
+    prefix: object = None  # the prefix-tuning config (.name, .n, .projection, .shift_positions), or None
     ia3: object = None  # the IA3 config (.name, .sites), or None
     prefix_kv: tuple = None  # each layer's (Pk, Pv): encoder_forward fills it from the prefix's table
 
@@ -299,9 +299,13 @@ def attention_backward(dc, cache, i, run: Run, grads):
     return dq, dk, dv
 
 
-def virtual_tokens(run: Run) -> int:
-    """How many positions the prompt or prefix takes before the sentence (0 without either)."""
-    return run.prompt.n if run.prompt is not None else (run.prefix.n if run.prefix is not None else 0)
+def position_offset(run: Run) -> int:
+    """Where the sentence's positions start: after a prompt's n rows; after a prefix's n as PEFT
+    runs it (a key/value cache of length n, after which transformers numbers positions from n), at
+    0 as AdapterHub runs it (shift_positions=False: joined inside attention); 0 without either."""
+    if run.prompt is not None:
+        return run.prompt.n
+    return run.prefix.n if run.prefix is not None and run.prefix.shift_positions else 0
 
 
 def prefix_table_forward(params, run: Run):
@@ -332,11 +336,12 @@ EMBEDDING_TABLES = ("embeddings.word_embeddings.weight", "embeddings.position_em
 def embeddings_forward(params, cfg: BertConfig, input_ids, token_type_ids, run: Run):
     """Word + position + type embeddings, LayerNorm, dropout: (B, T) ids -> (x (B, T, H), cache).
     With a prompt (nn/prompt.py) x is (B, n+T, H): [P; W_word[ids]] + W_pos[0:n+T] + W_type[[0]*n; types].
-    With a prompt or a prefix of n the sentence's positions are n .. n+T-1, as in PEFT."""
+    With a prompt or a prefix of n the sentence's positions are n .. n+T-1, as in PEFT
+    (position_offset)."""
     word, pos, types = (params[k] for k in EMBEDDING_TABLES)
-    n = virtual_tokens(run)
+    n = position_offset(run)
     if n + input_ids.shape[1] > pos.shape[0]:
-        raise ValueError(f"{input_ids.shape[1]} tokens and {n} virtual tokens: the checkpoint has "
+        raise ValueError(f"{input_ids.shape[1]} tokens after {n} virtual tokens: the checkpoint has "
                          f"{pos.shape[0]} positions")
     e, emb = embedding.forward(input_ids, token_type_ids, word, pos[n:], types)  # (B, T, H)
     prompt_cache = None

@@ -30,8 +30,11 @@ cases:
                  output.dense), ia3_l = 1 + 0.3 randn: ``encoder.layer.{i}.ia3.<site>`` where site is
                  key, value, attention.output.dense, output.dense (the last two: input scales)
 ``adapterhub_prefix``  AdapterHub's ``PrefixTuningConfig(prefix_length=3, bottleneck_size=5)``
-                 on ``BertAdapterModel`` with its own classification head; its parameters under
-                 AdapterHub's names, to read how it differs from PEFT's (see below)
+                 as "t" on ``BertAdapterModel`` with ``add_classification_head("t")``: the same MLP
+                 (wte = the embedding, control_trans.0 / .2 = W1, b1 / W2, b2) and the same table
+                 layout as PEFT's, but the prefix is joined inside attention, not handed over as a
+                 key/value cache, so the sentence keeps positions 0..T-1. Names as PEFT's case
+                 (``prefix.embedding``, ...; heads ``heads.t.*``), trainable parameters randn * 0.5.
 plus ``inputs.*``, ``labels``, ``<case>.names`` (the PEFT name of each minadapt name, in metadata).
 """
 from __future__ import annotations
@@ -155,14 +158,51 @@ def main() -> int:
                 "feedforward_modules": sorted(cfg_ia3.feedforward_modules)}
     print("ia3", meta_ia3)
 
+    # ---- AdapterHub's prefix tuning ----------------------------------------------------------------
+    import logging
+
+    from adapters import BertAdapterModel
+    from adapters import PrefixTuningConfig as AHPrefixConfig
+
+    logging.getLogger("adapters").setLevel(logging.ERROR)
+    torch.manual_seed(5)
+    am = BertAdapterModel(hf_cfg).double()
+    missing, unexpected = am.load_state_dict({"bert." + k: torch.from_numpy(np.asarray(v))
+                                              for k, v in tm.params.items()}, strict=False)
+    assert not unexpected
+    am.add_adapter("t", config=AHPrefixConfig(prefix_length=N_VIRTUAL, bottleneck_size=WIDTH))
+    am.add_classification_head("t", num_labels=2)
+    am.train_adapter("t")
+    am = am.double().eval()
+    ah_names = {"wte.weight": "prefix.embedding", "control_trans.0.weight": "prefix.w1",
+                "control_trans.0.bias": "prefix.b1", "control_trans.2.weight": "prefix.w2",
+                "control_trans.2.bias": "prefix.b2"}
+    trainable = [(n, p) for n, p in am.named_parameters() if p.requires_grad]
+    names["adapterhub_prefix"] = {}
+    with torch.no_grad():
+        for n, p in trainable:
+            p.copy_(torch.randn(p.shape, dtype=p.dtype) * STD)
+    res = am(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+    res.loss.backward()
+    for n, p in trainable:
+        o = next((v for k, v in ah_names.items() if n.endswith(k)), None) or n.replace("bert.", "", 1)
+        names["adapterhub_prefix"][o] = n
+        out[f"adapterhub_prefix.param.{o}"] = p.detach().numpy().copy()
+        out[f"adapterhub_prefix.grad.{o}"] = p.grad.numpy().copy()
+    out["adapterhub_prefix.logits"] = res.logits.detach().numpy().copy()
+    out["adapterhub_prefix.loss"] = np.asarray(res.loss.item(), np.float64).reshape(())
+    print("adapterhub_prefix loss", res.loss.item(), names["adapterhub_prefix"])
+
     out = {k: np.require(v, requirements="C") for k, v in out.items()}
     import peft
+    import adapters
 
     path = REPO / "tests" / "fixtures" / "peft_family.safetensors"
     save_file(out, str(path), metadata={
         "generator": "tests/make_peft_family_fixtures.py", "names": json.dumps(names),
         "ia3_config": json.dumps(meta_ia3),
-        "versions": f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}"})
+        "versions": f"torch {torch.__version__}, transformers {transformers.__version__}, "
+                    f"peft {peft.__version__}, adapters {adapters.__version__}"})
     print("wrote", path, sum(v.nbytes for v in out.values()), "bytes")
     return 0
 

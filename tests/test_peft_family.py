@@ -1,5 +1,5 @@
 """Prompt tuning, prefix tuning (with and without the reparameterisation) and IA3 through minadapt's
-encoder against PEFT on the tiny random BERT (tests/fixtures/peft_family.safetensors, made by
+encoder against PEFT (and the prefix against AdapterHub's too) on the tiny random BERT (tests/fixtures/peft_family.safetensors, made by
 tests/make_peft_family_fixtures.py): logits and loss to 1e-10, every trainable gradient to 1e-8, in
 float64, with the reference ops and the fast ones (whose [CLS]-only last layer the prefix and IA3
 pass through too).
@@ -33,9 +33,10 @@ def _config(case):
     if case == "prompt":
         cfg = SimpleNamespace(name=HEAD, n=3)
         return SimpleNamespace(prompt=cfg), {bert.prompt_name(HEAD): "prompt.embedding"}
-    if case in ("prefix", "prefix_mlp"):
-        projection = case == "prefix_mlp"
-        cfg = SimpleNamespace(name=HEAD, n=3, projection=projection)
+    if case in ("prefix", "prefix_mlp", "adapterhub_prefix"):
+        projection = case != "prefix"
+        cfg = SimpleNamespace(name=HEAD, n=3, projection=projection,
+                              shift_positions=case != "adapterhub_prefix")
         ours = bert.prefix_names(HEAD, projection)
         theirs = ["prefix.embedding", "prefix.w1", "prefix.b1", "prefix.w2", "prefix.b2"] if projection \
             else ["prefix.table"]
@@ -51,7 +52,8 @@ def _model_and_run(ref, case, ops):
     model.ops = minadapt.ops.make(ops)
     model.add_classification_head(HEAD, 2)
     method, names = _config(case)
-    tensors = {k[len("head."):]: v for k, v in ref.items() if k.startswith("head.")}
+    head = "adapterhub_prefix.param." if case == "adapterhub_prefix" else "head."
+    tensors = {k[len(head):]: v for k, v in ref.items() if k.startswith(head + "heads.")}
     tensors.update({ours: ref[f"{case}.param.{theirs}"].reshape(-1) if ".ia3_l." in ours
                     else ref[f"{case}.param.{theirs}"] for ours, theirs in names.items()})
     model._put(tensors)
@@ -82,7 +84,7 @@ def _inputs(ref):
 
 
 @pytest.mark.parametrize("ops", ["reference", "fast"])
-@pytest.mark.parametrize("case", ["prompt", "prefix", "prefix_mlp", "ia3"])
+@pytest.mark.parametrize("case", ["prompt", "prefix", "prefix_mlp", "ia3", "adapterhub_prefix"])
 def test_matches_peft(ref, case, ops):
     model, run, names = _model_and_run(ref, case, ops)
     loss, logits, grads = _loss_and_grads(model, run, *_inputs(ref))
