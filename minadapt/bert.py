@@ -70,8 +70,9 @@ class Run(NamedTuple):
     prefix_kv: tuple = None  # each layer's (Pk, Pv): encoder_forward fills it from the prefix's table
 
 
-# PEFT's in-memory names (adapter `name`): the prompt's or prefix's table and the prefix's MLP,
-# and IA3's scale on a site of layer i (nn/ia3.py SITES; kept flat, (D,), not PEFT's (D, 1)/(1, D)).
+# Parameter names, after PEFT's in-memory ones (which call both tables prompt_encoder.{name}):
+# the prompt's table, the prefix's table and MLP, and IA3's scale on a site of layer i
+# (nn/ia3.py SITES; kept flat, (D,), not PEFT's (D, 1) or (1, D)).
 def prompt_name(name: str) -> str:
     return f"prompt_encoder.{name}.embedding.weight"
 
@@ -81,7 +82,8 @@ PREFIX_MLP = ("transform.0.weight", "transform.0.bias", "transform.2.weight", "t
 
 def prefix_names(name: str, projection: bool) -> list[str]:
     """The table (n, 2 L H), or the embedding (n, H) and the MLP's W1, b1, W2, b2."""
-    return [prompt_name(name)] + ([f"prompt_encoder.{name}.{k}" for k in PREFIX_MLP] if projection else [])
+    p = f"prefix_encoder.{name}."
+    return [p + "embedding.weight"] + ([p + k for k in PREFIX_MLP] if projection else [])
 
 
 def ia3_name(i: int, site: str, name: str) -> str:

@@ -103,7 +103,7 @@ def test_prefix_mlp_merges_into_the_table_peft_saves(ref):
                                rtol=0, atol=1e-12)
     # and the merged table, run as a plain prefix, gives the reparameterised model's logits
     model, run, _ = _model_and_run(ref, "prefix", "reference")
-    model._put({bert.prompt_name(HEAD): ref["prefix_mlp.table"]})
+    model._put({bert.prefix_names(HEAD, False)[0]: ref["prefix_mlp.table"]})
     _, logits, _ = _loss_and_grads(model, run, *_inputs(ref))
     np.testing.assert_allclose(logits, ref["prefix_mlp.logits"], rtol=0, atol=1e-10)
 
