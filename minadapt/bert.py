@@ -64,8 +64,8 @@ class Run(NamedTuple):
     adapter: object = None  # the AdapterConfig to run, or None (the bare backbone)
     lora: object = None  # the LoraConfig to run, or None
     trainable: frozenset = frozenset()  # names that get gradients
-    prompt: object = None  # the prompt-tuning config to run (.name, .n), or None
-    prefix: object = None  # the prefix-tuning config (.name, .n, .projection, .shift_positions), or None
+    prompt: object = None  # the prompt-tuning config to run (.name, .virtual_tokens), or None
+    prefix: object = None  # the prefix-tuning config (.name, .virtual_tokens, .projection, ...), or None
     ia3: object = None  # the IA3 config (.name, .sites), or None
     prefix_kv: tuple = None  # each layer's (Pk, Pv): encoder_forward fills it from the prefix's table
 
@@ -306,8 +306,8 @@ def position_offset(run: Run) -> int:
     runs it (a key/value cache of length n, after which transformers numbers positions from n), at
     0 as AdapterHub runs it (shift_positions=False: joined inside attention); 0 without either."""
     if run.prompt is not None:
-        return run.prompt.n
-    return run.prefix.n if run.prefix is not None and run.prefix.shift_positions else 0
+        return run.prompt.virtual_tokens
+    return run.prefix.virtual_tokens if run.prefix is not None and run.prefix.shift_positions else 0
 
 
 def prefix_table_forward(params, run: Run):
@@ -497,7 +497,7 @@ def encoder_forward(params, qkv, cfg: BertConfig, input_ids, attention_mask, tok
         token_type_ids = xp.zeros_like(input_ids)
     x, emb_cache = embeddings_forward(params, cfg, input_ids, token_type_ids, run)
     if run.prompt is not None:  # the prompt is never padding
-        attention_mask = prompt.extend_mask(attention_mask, run.prompt.n)
+        attention_mask = prompt.extend_mask(attention_mask, run.prompt.virtual_tokens)
     bias = reference_attention.mask_bias(attention_mask, dtype)
     prefix_cache = None
     if run.prefix is not None:  # each layer's keys and values from the one table

@@ -13,8 +13,10 @@ the inputs are ``tests/tiny.tiny_batch()`` (3 sentences, some padded, token type
 
 For each case, ``get_peft_model(model, config)`` with ``task_type="SEQ_CLS"``, then every trainable
 parameter overwritten (``torch.manual_seed``, ``named_parameters()`` order) so that no gradient is
-trivially zero; the pooler is made trainable as well (PEFT leaves it frozen; minadapt trains its
-whole head). Stored, in float64, with minadapt's names:
+trivially zero; ``modules_to_save=["pooler"]`` trains the pooler as well (PEFT's SEQ_CLS alone
+trains the classifier; minadapt trains its whole head). Each model is also saved with
+``save_pretrained`` as ``tests/fixtures/peft_<case>/``: PEFT's own directories, which minadapt
+must read (and write the same way). Stored, in float64, with minadapt's names:
 
 ``<case>.param.<name>``, ``<case>.grad.<name>``, ``<case>.logits`` (B, 2), ``<case>.loss`` ()
 
@@ -59,7 +61,7 @@ STD = 0.5
 def main() -> int:
     import torch
     import transformers
-    from peft import IA3Config, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+    from peft import IA3Config, PeftModel, PrefixTuningConfig, PromptTuningConfig, get_peft_model
     from safetensors.numpy import save_file
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -100,7 +102,7 @@ def main() -> int:
     def ours(case, n):
         """PEFT's name -> minadapt's (heads as heads.t.*)."""
         n = n.replace("base_model.model.", "").replace("bert.", "", 1)
-        if "pooler.dense" in n:
+        if "pooler" in n:
             return head_name["pooler.dense." + n.rsplit(".", 1)[1]]
         if "classifier" in n:
             return head_name["classifier." + n.rsplit(".", 1)[1]]
@@ -121,9 +123,6 @@ def main() -> int:
     def run(case, config, seed, fill):
         torch.manual_seed(seed)
         pm = get_peft_model(backbone(), config).double()
-        for n, p in pm.named_parameters():
-            if "pooler" in n:
-                p.requires_grad_(True)
         trainable = [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
         with torch.no_grad():
             for n, p in trainable:
@@ -141,17 +140,24 @@ def main() -> int:
         out[f"{case}.logits"] = res.logits.detach().numpy().copy()
         out[f"{case}.loss"] = np.asarray(res.loss.item(), np.float64).reshape(())
         print(case, "loss", res.loss.item(), "trainable", sorted(names[case]))
+        d = REPO / "tests" / "fixtures" / f"peft_{case}"
+        pm.save_pretrained(str(d))
+        (d / "README.md").unlink()  # PEFT's model-card template: nothing minadapt reads
+        back = PeftModel.from_pretrained(backbone(), str(d)).double().eval()
+        with torch.no_grad():
+            again = back(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.numpy()
+        assert np.abs(again - out[f"{case}.logits"]).max() < 1e-12, case  # the directory is the model
         return pm
 
     randn = lambda p: torch.randn(p.shape, dtype=p.dtype) * STD  # noqa: E731
-    run("prompt", PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=N_VIRTUAL), 1, randn)
-    run("prefix", PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=N_VIRTUAL,
+    run("prompt", PromptTuningConfig(task_type="SEQ_CLS", modules_to_save=["pooler"], num_virtual_tokens=N_VIRTUAL), 1, randn)
+    run("prefix", PrefixTuningConfig(task_type="SEQ_CLS", modules_to_save=["pooler"], num_virtual_tokens=N_VIRTUAL,
                                      prefix_projection=False), 2, randn)
-    pm = run("prefix_mlp", PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=N_VIRTUAL,
+    pm = run("prefix_mlp", PrefixTuningConfig(task_type="SEQ_CLS", modules_to_save=["pooler"], num_virtual_tokens=N_VIRTUAL,
                                               prefix_projection=True, encoder_hidden_size=WIDTH), 3, randn)
     with torch.no_grad():
         out["prefix_mlp.table"] = pm.get_prompt_embedding_to_save("default").numpy().copy()
-    ia3 = run("ia3", IA3Config(task_type="SEQ_CLS"), 4,
+    ia3 = run("ia3", IA3Config(task_type="SEQ_CLS", modules_to_save=["pooler"]), 4,
               lambda p: 1 + 0.3 * torch.randn(p.shape, dtype=p.dtype))
     cfg_ia3 = ia3.peft_config["default"]
     meta_ia3 = {"target_modules": sorted(cfg_ia3.target_modules),

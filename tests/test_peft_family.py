@@ -31,11 +31,11 @@ def ref():
 def _config(case):
     """The run's config and {minadapt name: fixture name} of the method's own parameters."""
     if case == "prompt":
-        cfg = SimpleNamespace(name=HEAD, n=3)
+        cfg = SimpleNamespace(name=HEAD, virtual_tokens=3)
         return SimpleNamespace(prompt=cfg), {bert.prompt_name(HEAD): "prompt.embedding"}
     if case in ("prefix", "prefix_mlp", "adapterhub_prefix"):
         projection = case != "prefix"
-        cfg = SimpleNamespace(name=HEAD, n=3, projection=projection,
+        cfg = SimpleNamespace(name=HEAD, virtual_tokens=3, projection=projection,
                               shift_positions=case != "adapterhub_prefix")
         ours = bert.prefix_names(HEAD, projection)
         theirs = ["prefix.embedding", "prefix.w1", "prefix.b1", "prefix.w2", "prefix.b2"] if projection \
