@@ -317,7 +317,7 @@ code(r'''
 from minadapt.train import train
 
 out = pathlib.Path(tempfile.mkdtemp(prefix="minadapt-lesson6-"))
-cfg = TrainConfig(out=str(out), bottleneck=16, lr=LR, train_subset=SUBSET, max_steps=STEPS,
+cfg = TrainConfig(out=str(out), options={"bottleneck": 16}, lr=LR, train_subset=SUBSET, max_steps=STEPS,
                   eval_every=50, log_every=10, seed=0)
 trained = minadapt.load_model(WEIGHTS, dtype="float32")
 result = train(cfg, model=trained, data=data, progress=False)
