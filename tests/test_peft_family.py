@@ -56,7 +56,7 @@ def _model_and_run(ref, case, ops):
     tensors = {k[len(head):]: v for k, v in ref.items() if k.startswith(head + "heads.")}
     tensors.update({ours: ref[f"{case}.param.{theirs}"].reshape(-1) if ".ia3_l." in ours
                     else ref[f"{case}.param.{theirs}"] for ours, theirs in names.items()})
-    model._put(tensors)
+    model.put(tensors)
     trainable = frozenset(set(names) | set(heads.head_names(HEAD)))
     run = bert.Run(ops=model.ops, trainable=trainable, **vars(method))
     return model, run, names
@@ -103,7 +103,7 @@ def test_prefix_mlp_merges_into_the_table_peft_saves(ref):
                                rtol=0, atol=1e-12)
     # and the merged table, run as a plain prefix, gives the reparameterised model's logits
     model, run, _ = _model_and_run(ref, "prefix", "reference")
-    model._put({bert.prefix_names(HEAD, False)[0]: ref["prefix_mlp.table"]})
+    model.put({bert.prefix_names(HEAD, False)[0]: ref["prefix_mlp.table"]})
     _, logits, _ = _loss_and_grads(model, run, *_inputs(ref))
     np.testing.assert_allclose(logits, ref["prefix_mlp.logits"], rtol=0, atol=1e-10)
 
@@ -113,7 +113,7 @@ def test_ia3_at_one_is_the_backbone_and_is_where_peft_puts_it(ref):
     ids, mask, types, labels = _inputs(ref)
     bare = bert.Run(ops=model.ops)
     h_bare = bert.encoder_forward(model.params, model.qkv, model.cfg, ids, mask, types, bare)[0]
-    model._put({k: np.ones_like(model.params[k]) for k in names})
+    model.put({k: np.ones_like(model.params[k]) for k in names})
     h_one = bert.encoder_forward(model.params, model.qkv, model.cfg, ids, mask, types, run)[0]
     np.testing.assert_array_equal(h_one, h_bare)
     import json
