@@ -78,7 +78,8 @@ PREFIX = Method(
     default_lr=1e-2, config=PrefixConfig, add=add, run_field="prefix", file_key="prefix",
     options=(VIRTUAL_TOKENS,
              Option("projection", bool, "train the prefix through an embedding and a two-layer MLP "
-                    "(PEFT's prefix_projection), merged away when saved in PEFT's format",
+                    "(PEFT's prefix_projection), merged away when saved in PEFT's format; the MLP "
+                    "wants a smaller learning rate than the table (--lr 1e-3)",
                     flag_only=True, flag_name="--prefix-projection"),
              Option("width", positive_int, "the MLP's hidden width (default: 512)", metavar="W",
                     flag_name="--prefix-width")),
