@@ -49,6 +49,7 @@ EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lesso
     "exercises/02_softmax_attention.ipynb": "e02_softmax_attention",
     "exercises/03_adapter_layer.ipynb": "e03_adapter_layer",
     "exercises/04_head_adamw.ipynb": "e04_head_adamw",
+    "exercises/05_prefix_gradient.ipynb": "e05_prefix_gradient",
 }
 
 

@@ -165,10 +165,11 @@ print(f"finite differences: dPk {err_k:.1e}, dPv {err_v:.1e}")
 assert err_k < 1e-7 and err_v < 1e-7
 '''),
 md(r'''
-**Exercise.** Derive $\bar P_v$ yourself from $c = a V'$, then $\bar P_k$ from
-$s = q K'^\top/\sqrt{hs} + m'$: why does the mask $m'$ contribute nothing, and why is there a sum
-over $b$? Then break it: drop the sum over the batch in `prefix.backward` (take sentence 0's rows
-only) and watch `tests/test_gradcheck_family.py` fail.
+**Exercise** ([exercises/05_prefix_gradient.ipynb](exercises/05_prefix_gradient.ipynb)): write the
+prefix's attention and its backward yourself, with `attention.forward` and `attention.backward`; the
+check names the mistake yours looks like (the sum over the batch left out, the prefix masked, ...).
+Then derive $\bar P_v$ from $c = a V'$ and $\bar P_k$ from $s = q K'^\top/\sqrt{hs} + m'$ by hand:
+why does the mask $m'$ contribute nothing?
 
 ## 4. The reparameterisation, and merging it away
 
