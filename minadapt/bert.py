@@ -343,8 +343,10 @@ def embeddings_forward(params, cfg: BertConfig, input_ids, token_type_ids, run: 
     word, pos, types = (params[k] for k in EMBEDDING_TABLES)
     n = position_offset(run)
     if n + input_ids.shape[1] > pos.shape[0]:
-        raise ValueError(f"{input_ids.shape[1]} tokens after {n} virtual tokens: the checkpoint has "
-                         f"{pos.shape[0]} positions")
+        from .errors import ConfigError
+
+        raise ConfigError(f"{input_ids.shape[1]} tokens after {n} virtual tokens: the checkpoint has "
+                          f"{pos.shape[0]} positions (a --max-length of at most {pos.shape[0] - n})")
     e, emb = embedding.forward(input_ids, token_type_ids, word, pos[n:], types)  # (B, T, H)
     prompt_cache = None
     if run.prompt is not None:  # the prompt's rows are at positions 0..n-1, of type 0

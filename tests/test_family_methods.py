@@ -110,7 +110,10 @@ def test_too_long_for_the_positions_is_a_clear_error():
     model.add_classification_head(HEAD, 2)
     model.add(HEAD, method="prompt", virtual_tokens=12)
     ids, mask, types, _ = tiny_batch()  # 6 tokens
-    with pytest.raises(ValueError, match="6 tokens after 12 virtual tokens: the checkpoint has 16 positions"):
+    from minadapt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="6 tokens after 12 virtual tokens: the checkpoint has 16 positions "
+                                          r"\(a --max-length of at most 4\)"):
         model.logits(ids, mask, types, adapter=HEAD)
 
 
