@@ -13,7 +13,10 @@ and so on, in torch layout (out, in). One layer, with the adapters where Houlsby
     out   = LayerNorm2(o + h + A_ffn(o))
 
 (Pfeiffer's adapter reads LayerNorm2(o + h) instead of o, and sits after the FFN only: see
-ADAPTER_READS.) The rest of the family acts inside these same lines, as PEFT places them:
+ADAPTER_READS.) The rest of the BERT family runs these same equations (architectures.py): DistilBERT
+has no dropout in `a` (cfg.attention_output_dropout_prob is 0), and the embeddings below the first
+layer differ only in data, and in ELECTRA's projection (embeddings_forward). Prompt tuning, prefix
+tuning and IA3 act inside these same lines, as PEFT places them:
     prefix tuning    c = attention(q, [Pk; k], [Pv; v], [0; mask])      nn/prefix.py
     IA3              k and v scaled per channel, and the inputs of Wo and Wo2 (c and f)   nn/ia3.py
     prompt tuning    n vectors before the sentence's word embeddings (embeddings_forward)  nn/prompt.py
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .architectures import PROJECTION
 from .backend import get_xp
 from .config import BertConfig
 from .nn import attention as reference_attention
@@ -336,35 +340,45 @@ EMBEDDING_TABLES = ("embeddings.word_embeddings.weight", "embeddings.position_em
 
 
 def embeddings_forward(params, cfg: BertConfig, input_ids, token_type_ids, run: Run):
-    """Word + position + type embeddings, LayerNorm, dropout: (B, T) ids -> (x (B, T, H), cache).
-    With a prompt (nn/prompt.py) x is (B, n+T, H): [P; W_word[ids]] + W_pos[0:n+T] + W_type[[0]*n; types].
-    With a prompt or a prefix of n the sentence's positions are n .. n+T-1, as in PEFT
-    (position_offset)."""
-    word, pos, types = (params[k] for k in EMBEDDING_TABLES)
+    """(B, T) ids -> (x (B, T, H), cache):
+        e = W_word[ids] + W_pos[s + t] + W_type[types]    s = cfg.position_offset (RoBERTa: pad + 1);
+                                                          no W_type term without token types (DistilBERT)
+        x = dropout(LayerNorm(e))                         (B, T, E)
+        x = x Wp^T + bp                                   ELECTRA's projection E -> H, when E != H
+    With a prompt (nn/prompt.py) x is (B, n+T, H): [P; W_word[ids]] + W_pos[s : s+n+T] + W_type[[0]*n; types].
+    With a prompt or a prefix of n the sentence's positions start n later, as in PEFT (position_offset)."""
+    w_word, w_pos, w_type = (params.get(k) for k in EMBEDDING_TABLES)
     n = position_offset(run)
-    if n + input_ids.shape[1] > pos.shape[0]:
+    s = cfg.position_offset + n
+    if s + input_ids.shape[1] > w_pos.shape[0]:
         from .errors import ConfigError
 
         raise ConfigError(f"{input_ids.shape[1]} tokens after {n} virtual tokens: the checkpoint has "
-                          f"{pos.shape[0]} positions (a --max-length of at most {pos.shape[0] - n})")
-    e, emb = embedding.forward(input_ids, token_type_ids, word, pos[n:], types)  # (B, T, H)
+                          f"{w_pos.shape[0]} positions (a --max-length of at most {w_pos.shape[0] - s})")
+    e, emb = embedding.forward(input_ids, token_type_ids, w_word, w_pos, w_type, s)  # (B, T, E)
     prompt_cache = None
-    if run.prompt is not None:  # the prompt's rows are at positions 0..n-1, of type 0
-        e, prompt_cache = prompt.forward(e, params[prompt_name(run.prompt.name)] + pos[:n] + types[0])
+    if run.prompt is not None:  # the prompt's rows are at positions s-n .. s-1, of type 0
+        p = params[prompt_name(run.prompt.name)] + w_pos[s - n:s]
+        e, prompt_cache = prompt.forward(e, p if w_type is None else p + w_type[0])
     x, ln = _ln_forward(e, params, "embeddings.LayerNorm.", cfg, run)
     x, drop = run.ops.dropout.forward(x, cfg.hidden_dropout_prob, run.rng, run.train)
-    return x, (emb, prompt_cache, ln, drop)
+    project = None
+    if PROJECTION + "weight" in params:
+        x, project = _linear_forward(x, params, PROJECTION, run)  # (B, T, H)
+    return x, (emb, prompt_cache, ln, drop, project)
 
 
 def embeddings_backward(dx, cache, run: Run, grads):
     """For full fine-tuning and prompt tuning (adapters never reach the embeddings): fills `grads`."""
-    emb, prompt_cache, ln, drop = cache
+    emb, prompt_cache, ln, drop, project = cache
+    if project is not None:  # x = x Wp^T + bp
+        dx = _linear_backward(dx, project, PROJECTION, run, grads)
     (dx,) = run.ops.dropout.backward(dx, drop)
     de = _ln_backward(dx, ln, "embeddings.LayerNorm.", run, grads)
     if prompt_cache is not None:  # e = [P; w] + positions + types: P gets the first n rows, summed
         de, grads[prompt_name(run.prompt.name)] = prompt.backward(de, prompt_cache)
     if EMBEDDING_TABLES[0] in run.trainable:
-        grads.update(zip(EMBEDDING_TABLES, embedding.backward(de, emb)))
+        grads.update((k, g) for k, g in zip(EMBEDDING_TABLES, embedding.backward(de, emb)) if g is not None)
 
 
 # --- one layer ------------------------------------------------------------------------------------
@@ -415,7 +429,7 @@ def after_attention_forward(params, i, c, x, cfg: BertConfig, run: Run):
     # a = dropout(c Wo^T + bo);  h = LayerNorm1(a + x), with the adapter there (sublayer_end_forward)
     c, ia3_c = ia3_forward(c, params, i, "attention.output.dense", run)  # c * l (IA3)
     a, attn_out = _linear_forward(c, params, p + "attention.output.dense.", run)
-    a, drop1 = run.ops.dropout.forward(a, p_drop, run.rng, run.train)
+    a, drop1 = run.ops.dropout.forward(a, cfg.attention_output_dropout_prob, run.rng, run.train)
     h, site1 = sublayer_end_forward(a, x, params, i, "attention.output", cfg, run)
     # f = gelu(h Wi^T + bi);  o = dropout(f Wo2^T + bo2);  out = LayerNorm2(o + h), with its adapter
     f, ffn_in = _linear_forward(h, params, p + "intermediate.dense.", run)  # (B, T', F)

@@ -9,7 +9,6 @@ tests/test_bad_input.py holds the table of bad inputs: a new option or command a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import json
 import os
@@ -113,17 +112,23 @@ def method_options(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .io.hub import CHECKPOINTS
+    parser = argparse.ArgumentParser(
+        prog="minadapt", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Train bottleneck adapters on a frozen BERT written from scratch in NumPy.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_train_parser, _compare_parser, _eval_parser, _predict_parser, _serve_parser,
+                _download_parser, _bench_parser, _info_parser):
+        add(sub)
+    return parser
+
+
+def _train_parser(sub):
+    """`minadapt train`: a task (built-in or your files), a method and its options, the run."""
     from .methods import METHODS
     from .tasks import TASKS
     from .train import TrainConfig
 
     d, rule = TrainConfig(), TrainConfig.RULES  # an option takes its field's rule as its type
-    parser = argparse.ArgumentParser(
-        prog="minadapt", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Train bottleneck adapters on a frozen BERT written from scratch in NumPy.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
     t = sub.add_parser("train", help="train an adapter (or LoRA, a probe, the whole model) on a task",
                        formatter_class=_RawDefaultsHelp,
                        description=textwrap.fill(
@@ -183,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adapter init, batch order and dropout masks; a run is reproducible from it")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
 
+
+def _compare_parser(sub):
+    """`minadapt compare`: every method on one task, side by side."""
+    from .methods import METHODS
+    from .tasks import TASKS
+    from .train import TrainConfig
+
+    d, rule = TrainConfig(), TrainConfig.RULES  # an option takes its field's rule as its type
     from . import compare
 
     c = sub.add_parser("compare", help="train every method on one task; tabulate and plot the results",
@@ -224,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="output folder (default: runs/compare-TASK)")
     _common(c)
 
+
+def _eval_parser(sub):
+    """`minadapt eval`: a saved adapter's dev metrics."""
     e = sub.add_parser("eval", help="dev metrics of a saved adapter on its own task",
                        description="Load an adapter file and print its task's dev metrics (the "
                        "task, its labels and metrics come from the file).")
@@ -234,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "files (default: the dev file it was trained with)")
     _common(e)
 
+
+def _predict_parser(sub):
+    """`minadapt predict`: labels for texts from saved adapters."""
     p = sub.add_parser("predict", help="label texts with one or more saved adapters",
                        description="Run every given adapter on one loaded backbone and print, for "
                        "each text, `label<TAB>probability<TAB>text` (regression: `score<TAB>text`); "
@@ -246,10 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="texts (default: read lines from stdin)")
     _common(p)
 
+
+def _serve_parser(sub):
+    """`minadapt serve`: the HTTP server (its options live in serve.py)."""
     from .serve import add_arguments as serve_arguments
 
     serve_arguments(sub.add_parser("serve", help="answer /predict requests over HTTP for one or "
                                    "more adapters on one backbone"))
+
+
+def _download_parser(sub):
+    """`minadapt download`: a checkpoint, fetched and checked."""
+    from .io.hub import CHECKPOINTS
 
     dl = sub.add_parser("download", help="fetch a checkpoint into weights/",
                         description="Fetch the checkpoint's model.safetensors, config.json, "
@@ -259,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name", nargs="?", default="all-MiniLM-L6-v2", choices=sorted(CHECKPOINTS))
     dl.add_argument("--weights-dir", metavar="DIR", help="default: $MINADAPT_WEIGHTS or ./weights")
 
+
+def _bench_parser(sub):
+    """`minadapt bench`: training and inference step times."""
     b = sub.add_parser("bench", help="time training and inference steps",
                        formatter_class=_DefaultsHelp,
                        description="Time an adapter-training step and an inference step at batch "
@@ -289,12 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the encoder's ops: minadapt.fast, or the plain minadapt.nn")
     _common(b)
 
+
+def _info_parser(sub):
+    """`minadapt info`: a checkpoint's config or an adapter file's metadata."""
     i = sub.add_parser("info", help="show a checkpoint or adapter file",
                        description="Print the config and parameter counts of a checkpoint folder, "
                        "or the metadata of an adapter file.")
     i.add_argument("path", nargs="?", help="checkpoint folder or adapter file (default: the "
                    "default checkpoint)")
-    return parser
 
 
 # OSErrors that are the machine's state, not a bug: the message alone says what to fix

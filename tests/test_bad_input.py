@@ -70,6 +70,9 @@ CASES = [
     Case(T + "--lora-alpha 0", "argparse", ("--lora-alpha", "> 0")),
     Case(T + "--lora-dropout 1", "argparse", ("--lora-dropout", "from 0 to 0.99")),
     Case(T + "--preset paper", "argparse", ("--preset", "houlsby-paper")),
+    Case(T + "--method prompt --virtual-tokens 0", "argparse", ("--virtual-tokens", ">= 1")),
+    Case(T + "--method prompt --prompt-init text", "argparse", ("--prompt-init", "text")),
+    Case(T + "--method prefix --prefix-width 0", "argparse", ("--prefix-width", ">= 1")),
     # --- train: options another method uses (exit 1, before anything is loaded) ---
     Case(T + "--lora-rank 4", "minadapt", ("--lora-rank", "only --method lora", "--method houlsby")),
     Case(T + "--method houlsby --lora-alpha 8", "minadapt", ("--lora-alpha", "only --method lora")),
@@ -78,6 +81,8 @@ CASES = [
     Case(T + "--method probe --non-linearity relu", "minadapt", ("--non-linearity", "--method probe")),
     Case(T + "--method full --train-layer-norms", "minadapt", ("--train-layer-norms", "--method full")),
     Case(T + "--method pfeiffer --preset houlsby-paper", "minadapt", ("--preset", "only --method houlsby")),
+    Case(T + "--method lora --virtual-tokens 8", "minadapt", ("--virtual-tokens", "prompt or prefix", "--method lora")),
+    Case(T + "--method prompt --prefix-projection", "minadapt", ("--prefix-projection", "only --method prefix")),
     Case(T + "--preset houlsby-paper --non-linearity relu", "minadapt", ("preset 'houlsby-paper'",
                                                                 "non_linearity")),
     Case("serve --adapter {three_labels} --port 70000", "argparse", ("--port", "from 0 to 65535")),

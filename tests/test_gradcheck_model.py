@@ -6,8 +6,6 @@ cache mixed up between layers, the [CLS]-only last layer, the fused Q|K|V split.
 import numpy as np
 import pytest
 
-import minadapt
-import minadapt.ops
 
 from minadapt import bert
 from minadapt.nn.attention import mask_bias

@@ -3,7 +3,6 @@ another, and the backbone is held once however many adapters are loaded."""
 import numpy as np
 import pytest
 
-import minadapt.ops
 from minadapt.errors import ConfigError
 from minadapt.optim import AdamW
 from minadapt.parallel.cores import DataParallel

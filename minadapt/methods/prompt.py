@@ -42,7 +42,8 @@ class PromptConfig:
 
 
 def add(model, name: str, config: PromptConfig, seed: int = 0):
-    n, H = config.virtual_tokens, model.cfg.hidden_size
+    n = config.virtual_tokens
+    H = model.params["embeddings.word_embeddings.weight"].shape[1]  # the embeddings' width (ELECTRA: E)
     if n >= model.cfg.max_position_embeddings:
         raise ConfigError(f"virtual_tokens={n}: the checkpoint has {model.cfg.max_position_embeddings} "
                           "positions, and the sentence needs some")
