@@ -3,7 +3,8 @@
 task_type="SEQ_CLS" and modules_to_save=["pooler"]; tests/fixtures/peft_* are PEFT's own):
 
     adapter_config.json          {"peft_type": "PROMPT_TUNING" | "PREFIX_TUNING" | "IA3",
-                                  "task_type": "SEQ_CLS", "modules_to_save": ["pooler", "classifier", "score"], ...}
+                                  "task_type": "SEQ_CLS",
+                                  "modules_to_save": ["pooler", "classifier", "score"], ...}
     adapter_model.safetensors    prompt and prefix: "prompt_embeddings" (n, H) or (n, 2 L H), and the
                                  head as base_model.bert.pooler.dense.* and base_model.classifier.*;
                                  IA3: base_model.model.bert.encoder.layer.{i}.attention.self.key.ia3_l
@@ -97,7 +98,8 @@ def save_family(model, directory, name: str) -> Path:
             for site in config.sites:
                 l = to_numpy(model.params[bert.ia3_name(i, site, name)])
                 shape = (-1, 1) if ia3.SITES[site] == "out" else (1, -1)
-                tensors[f"base_model.model.bert.encoder.layer.{i}.{_ia3_where(site)}.ia3_l"] = l.reshape(shape)
+                key = f"base_model.model.bert.encoder.layer.{i}.{_ia3_where(site)}.ia3_l"
+                tensors[key] = l.reshape(shape)
     if name in model.heads:
         for theirs, ours in HEAD_KEYS.items():
             tensors[_prefix_of(method) + theirs] = to_numpy(model.params[f"heads.{name}.{ours}"])
@@ -145,7 +147,8 @@ def load_family(model, directory, c: dict, name: str | None = None) -> str:
             head_tensors[f"heads.{name}.{ours}"] = theirs.pop(prefix + k)
     if method in ("prompt", "prefix"):
         if set(theirs) != {"prompt_embeddings"}:
-            raise WeightsError(f"{path}: expected prompt_embeddings (and the head), found {sorted(theirs)[:4]}")
+            raise WeightsError(f"{path}: expected prompt_embeddings (and the head), found "
+                               f"{sorted(theirs)[:4]}")
         p = theirs["prompt_embeddings"]
         n = int(c.get("num_virtual_tokens") or p.shape[0])
         if method == "prompt":
@@ -185,5 +188,5 @@ def load_family(model, directory, c: dict, name: str | None = None) -> str:
             model.add_classification_head(name, **head)
         model.add_method(name, m, config)
 
-    return model.add_task_from(name, directory, {**tensors, **{k: np.asarray(v) for k, v in head_tensors.items()}},
-                               build)
+    head_tensors = {k: np.asarray(v) for k, v in head_tensors.items()}
+    return model.add_task_from(name, directory, {**tensors, **head_tensors}, build)

@@ -7,14 +7,14 @@ As PEFT's PrefixTuningConfig on BERT: one table P (n, 2 L H) holds every layer's
 sentence's positions start at n (transformers numbers them after a key/value cache of length n),
 and with `projection` P is made by PEFT's reparameterisation, an embedding E (n, H) and a two-layer
 MLP, P = tanh(E W1^T + b1) W2^T + b2, which trains E, W1, b1, W2, b2 instead of P. After training
-the MLP is merged away (`merge_projection`, and PEFT's directory always holds P): inference runs P
-alone. Parameters, under prefix_encoder.{name}.: embedding.weight (P, or E with the projection),
-transform.0.weight|bias, transform.2.weight|bias. Every attention is n keys wider; the sequence
-keeps its T rows. The prefix cannot be merged into the weights.
+the MLP can be merged away (`table` evaluates it once; PEFT's directory holds P alone, and reads
+back as a plain prefix). Parameters, under prefix_encoder.{name}.: embedding.weight (P, or E with
+the projection), transform.0.weight|bias, transform.2.weight|bias. Every attention is n keys wider;
+the sequence keeps its T rows. The prefix cannot be merged into the weights.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,11 +66,6 @@ def table(model, name: str) -> np.ndarray:
     names = bert.prefix_names(name, config.projection)
     values = [to_numpy(model.params[k]) for k in names]
     return prefix.merge(*values) if config.projection else values[0].copy()
-
-
-def merged_config(config: PrefixConfig) -> PrefixConfig:
-    """The config of the same prefix with its MLP merged away (the table alone)."""
-    return replace(config, projection=False)
 
 
 PREFIX = Method(
