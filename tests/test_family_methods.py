@@ -229,3 +229,36 @@ def test_peft_refuses_adapterhub_prefix_and_bad_ia3(ref, tmp_path):
     save_file(t, str(d / "adapter_model.safetensors"))
     with pytest.raises(WeightsError, match="scales attention.output.dense's input"):
         tiny_model().load_adapter(d)
+
+
+# --- centred differences through Model, dropout on and off ----------------------------------------
+@pytest.mark.parametrize("ops", ["reference", "fast"])
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("method,options", [("prompt", dict(virtual_tokens=3)),
+                                            ("prefix", dict(virtual_tokens=3)),
+                                            ("prefix", dict(virtual_tokens=2, projection=True, width=4)),
+                                            ("ia3", {})])
+def test_gradients_through_model(method, options, train, ops):
+    """Every trainable parameter's gradient against centred differences of Model.loss_and_grads
+    (PEFT's fixtures are in evaluation mode; this holds with dropout too, its masks fixed by the
+    generator's seed)."""
+    from minadapt.gradcheck import numerical_grad, rel_error
+
+    model = tiny_model()
+    model.set_ops(ops)
+    model.add_classification_head(HEAD, 3)
+    model.add(HEAD, method=method, **options)
+    rng = np.random.default_rng(7)
+    for k in sorted(model.trainable_names(HEAD)):  # off the init, so no gradient is trivially zero
+        model.params[k] += 0.3 * rng.standard_normal(model.params[k].shape)
+    batch = (*tiny_batch()[:3], np.array([0, 2, 1]))
+
+    def loss(_=None):
+        return model.loss_and_grads(*batch, adapter=HEAD, train=train, rng=np.random.default_rng(3))
+
+    _, _, grads = loss()
+    assert set(grads) == model.trainable_names(HEAD)
+    for k in sorted(grads):
+        num = numerical_grad(lambda _: loss()[0], model.params[k], np.array(1.0), h=1e-5)
+        assert rel_error(grads[k], num) < 1e-6, k
+        assert np.abs(grads[k]).max() > 0, k
