@@ -37,6 +37,9 @@ cases:
                  layout as PEFT's, but the prefix is joined inside attention, not handed over as a
                  key/value cache, so the sentence keeps positions 0..T-1. Names as PEFT's case
                  (``prefix.embedding``, ...; heads ``heads.t.*``), trainable parameters randn * 0.5.
+                 AdapterHub's own directory for it is not read by minadapt: adapters 1.3.0's
+                 ``save_adapter(dir, name, use_safetensors=True)`` refuses prefix tuning (its MLP's
+                 tensors are shared between layers), and minadapt reads no pickles.
 plus ``inputs.*``, ``labels``, ``<case>.names`` (the PEFT name of each minadapt name, in metadata).
 """
 from __future__ import annotations
