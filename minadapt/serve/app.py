@@ -154,8 +154,9 @@ class App:
         too_big = BadRequest(413, f"body of {length if length is not None else 'more than ' + str(self.max_body)} "
                              f"bytes: at most {self.max_body} (send fewer texts per request)",
                              {"connection": "close"})
-        if length is not None and length > 16 * self.max_body:
-            raise too_big  # not read: the connection closes
+        expect = request.headers.get("expect", "").lower() == "100-continue"
+        if length is not None and length > self.max_body and (expect or length > 16 * self.max_body):
+            raise too_big  # not read (a client that asked 100-continue has not sent it): closed
         drain = length is not None and length > self.max_body  # read and drop it, so a client
         #                                                       still sending reads the 413
 

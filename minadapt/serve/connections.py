@@ -73,8 +73,11 @@ class GuardedH11(H11Protocol):
         self._arm()
 
     def data_received(self, data: bytes):
-        if self.conn.their_state is h11.IDLE and self._head_deadline is None:
-            self._arm()  # a new request's first bytes: its head has header_timeout from now
+        if self.conn.their_state is h11.IDLE:
+            if self._head_deadline is None:
+                self._arm()  # a new request's first bytes: its head has header_timeout from now
+            if self._head_too_long(data):
+                return
         try:
             super().data_received(data)
         except Exception:  # a bug in the stack on odd input: say so, never hang
@@ -100,6 +103,21 @@ class GuardedH11(H11Protocol):
         else:
             what = f"malformed HTTP request: {err}" if err else "malformed HTTP request"
         self._refuse(status, what)
+
+    def _head_too_long(self, data: bytes) -> bool:
+        """Refuse a head over max_head bytes (h11 checks only heads still incomplete, so a long one
+        that arrives whole would pass): 414 when the request line alone is too long, else 431."""
+        buffered = self.conn.trailing_data[0] + data
+        end = buffered.find(b"\r\n\r\n")
+        size = end if end >= 0 else len(buffered)
+        if size <= self.limits.max_head:
+            return False
+        line = buffered.find(b"\n")
+        if line < 0 or line > self.limits.max_head:
+            self._refuse(414, f"request line longer than {self.limits.max_head} bytes")
+        else:
+            self._refuse(431, f"request line and headers longer than {self.limits.max_head} bytes")
+        return True
 
     def _arm(self):
         self._disarm()
