@@ -292,8 +292,9 @@ def main(argv=None) -> int:
         print(f"minadapt {args.command}: error: {e}", file=sys.stderr)
         from .parallel.mpi import abort
 
-        abort(1)  # under mpiexec: end every rank (the others would wait for this one forever)
-        return 1
+        code = getattr(e, "exit_code", 1)  # StorageError (a full disk, ...): 2
+        abort(code)  # under mpiexec: end every rank (the others would wait for this one forever)
+        return code
     except MemoryError:
         print(f"minadapt {args.command}: error: out of memory (try a smaller --batch-size or "
               "--bottleneck)", file=sys.stderr)
@@ -306,7 +307,7 @@ def main(argv=None) -> int:
             raise
         print(f"minadapt {args.command}: error: {e.filename or ''}{': ' if e.filename else ''}"
               f"{e.strerror}", file=sys.stderr)
-        return 1
+        return 2 if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else 1  # as StorageError
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -81,6 +81,14 @@ CASES = [
     Case("serve --adapter {three_labels} --host bad_host!", 2, ("--host",)),
     Case("serve --adapter {three_labels} --max-batch 0", 2, ("--max-batch",)),
     Case("serve --adapter {three_labels} --device tpu", 2, ("--device", "tpu")),
+    Case("serve --adapter {three_labels} --workers 0", 2, ("--workers", "from 1 to 256")),
+    Case("serve --adapter {three_labels} --max-connections 0", 2, ("--max-connections",)),
+    Case("serve --adapter {three_labels} --backlog x", 2, ("--backlog",)),
+    Case("serve --adapter {three_labels} --header-timeout 0", 2, ("--header-timeout", "more than 0")),
+    Case("serve --adapter {three_labels} --body-timeout nan", 2, ("--body-timeout",)),
+    Case("serve --adapter {three_labels} --keep-alive -1", 2, ("--keep-alive",)),
+    Case("serve --adapter {three_labels} --shutdown-timeout 1e9", 2, ("--shutdown-timeout", "3600")),
+    Case("serve --adapter {three_labels} --log-requests --port x", 2, ("--port",)),
     Case("serve --adapter {three_labels}.missing --weights {ckpt}", 1,
          ("{three_labels}.missing", "no such adapter file or directory")),
     Case("train mnli", 2, ("task", "mnli")),
@@ -495,7 +503,8 @@ def test_machine_errors_are_one_line(error, says, capsys, monkeypatch):
 
     monkeypatch.setattr("minadapt.train.train", fail)
     code, _, err = run_cli(["train", "sst2"], capsys)
-    assert code == 1 and err.startswith(f"minadapt train: error: {says}")
+    assert code == (2 if isinstance(error, OSError) else 1)  # a full disk: 2, as StorageError
+    assert err.startswith(f"minadapt train: error: {says}")
     assert len(err.strip().splitlines()) == 1
 
 
