@@ -33,6 +33,7 @@ from .errors import ConfigError, WeightsError
 from .io.hub import sha256_of
 from .nn import adapter, loss as cross_entropy, mse
 from .packed import pack
+from .io.check import check_adapter_file
 from .io.weights import check_finite, load_checkpoint, read_safetensors, save_tensors
 
 ADAPTER_FORMAT = "minadapt-adapter/1"
@@ -504,6 +505,7 @@ class Model:
             return load_adapterhub(self, path)
         if kind == "peft":
             return load_peft(self, path, name)
+        check_adapter_file(path, self.cfg)  # header and metadata, before anything is read or built
         tensors, meta = read_safetensors(path)
         check_finite(tensors, path)
         if meta.get("format") != ADAPTER_FORMAT:
