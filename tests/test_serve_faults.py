@@ -5,6 +5,7 @@ an HTML page), slow clients cannot hold a connection or the shutdown, the connec
 HTTP is spoken over raw sockets here (urllib would refuse to send most of these requests).
 """
 import json
+import os
 import signal
 import socket
 import threading
@@ -301,3 +302,72 @@ def test_a_small_request_waits_behind_at_most_one_batch():
     assert all(len(x) <= 64 for x in batches)
     assert done[4] <= 2, (done, [len(x) for x in batches])  # the one under way, then its own
     assert sum(map(len, batches)) == 4 * 256 + 1
+
+
+def test_200_simultaneous_health_checks_all_answer(server):
+    """socketserver's listen queue of 5 reset or timed these out; a backlog of 2048 queues them."""
+    results = []
+
+    def one():
+        try:
+            results.append(exchange(server, get(), timeout=30)[0])
+        except OSError as e:
+            results.append(type(e).__name__)
+
+    threads = [threading.Thread(target=one) for _ in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [200] * 200, {r: results.count(r) for r in set(map(str, results))}
+
+
+def test_a_bug_is_a_logged_500_in_json_and_serving_goes_on(server, monkeypatch, capsys):
+    def broken(model, rows):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(server.batcher, "_run", broken)
+    got, _, body = exchange(server, post(b'{"task": "sst2", "texts": ["ok"]}'))
+    assert got == 500 and json.loads(body) == {"error": "internal error: ZeroDivisionError"}
+    assert "ZeroDivisionError: a bug" in capsys.readouterr().err  # the traceback, for the operator
+    monkeypatch.undo()
+    assert exchange(server, post(b'{"task": "sst2", "texts": ["ok"]}'))[0] == 200
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def test_workers_answer_on_one_port_are_restarted_and_stop_on_sigterm(model, checkpoint_dir):
+    proc = run_serve(checkpoint_dir, [model.test_paths["sst2"]], "--workers", "2")
+    try:
+        url, lines = wait_listening(proc)
+        assert "with 2 workers" in lines[-1]
+        host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+        addr = (host, int(port))
+        body = b'{"texts": ["a gorgeous , witty film"]}'
+
+        def ask():
+            with socket.create_connection(addr, timeout=60) as c:
+                c.sendall(post(body))
+                return c.makefile("rb").read()
+
+        assert all(ask().startswith(b"HTTP/1.1 200") for _ in range(4))
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)  # a worker dies: it is forked again
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (len(children(proc.pid)) < 2 or workers[0] in children(proc.pid)):
+            time.sleep(0.1)
+        assert len(children(proc.pid)) == 2 and workers[0] not in children(proc.pid)
+        assert all(ask().startswith(b"HTTP/1.1 200") for _ in range(4))
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "starting it again" in err and "2 workers stopped" in err and "Traceback" not in err

@@ -27,6 +27,7 @@ RESTART_PAUSE_S = 1.0  # a worker that dies is forked again after this, at the e
 
 def _child(make_server, i: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, until serve() sets its own
     try:
         server = make_server()
         return serve(server, out=sys.stderr, name=f"minadapt serve [worker {i}]",
