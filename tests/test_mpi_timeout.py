@@ -15,9 +15,10 @@ from minadapt.parallel.mpi import collective_timeout
 from tests.test_mpi import DRIVER, LABELS, REPO, SENTENCES, mpiexec  # noqa: F401 (fixture)
 
 # rank 1 stops itself (SIGSTOP) after step `stop_at`: it neither dies nor fails, it stops answering
-STOPPING = DRIVER.replace('''        if step == args.get("stop_at"):''', '''        if step == args.get("sigstop_at") and rank == 1:
-            os.kill(os.getpid(), signal.SIGSTOP)
-        if step == args.get("stop_at"):''')
+STOPPING = DRIVER.replace('''    if step == args.get("stop_at"):''', '''    if step == args.get("sigstop_at") and rank == 1:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    if step == args.get("stop_at"):''')
+assert STOPPING != DRIVER
 
 
 def start(mpiexec, tmp_path, checkpoint_dir, timeout_s):
