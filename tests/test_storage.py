@@ -141,3 +141,34 @@ def test_a_full_disk_during_training_is_one_line_and_exit_2(checkpoint_dir, tmp_
     assert err[-1].startswith("minadapt train: error: ") and str(out) in err[-1]
     assert "No space left on device" in err[-1] and "Traceback" not in "\n".join(err)
     assert leftovers(out) == [] and not (out / "train.lock").exists()
+
+
+def test_a_filesystem_gone_read_only_reports_the_save_not_the_lock(checkpoint_dir, tmp_path, monkeypatch, capsys):
+    """The save fails (EROFS), and then so does removing OUT/train.lock: the message is the save's."""
+    import pathlib
+
+    from minadapt.cli import main
+
+    data = tmp_path / "data" / "sst2"
+    data.mkdir(parents=True)
+    rows = ["a gorgeous , witty movie\t1", "dull and lifeless\t0"] * 4
+    for split in ("train", "dev"):
+        (data / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    real_unlink = pathlib.Path.unlink
+
+    def read_only(fd):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    def unlink(self, missing_ok=False):
+        if self.name == "train.lock":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(os, "fsync", read_only)
+    monkeypatch.setattr(pathlib.Path, "unlink", unlink)
+    code = main(["train", "sst2", "--data-dir", str(tmp_path / "data"), "--weights", str(checkpoint_dir),
+                 "--out", str(out), "--max-steps", "1", "--batch-size", "4"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert "safetensors: not saved: Read-only file system" in err[-1] and "train.lock" not in err[-1]
