@@ -219,7 +219,7 @@ def main() -> int:
     clients = [int(c) for c in args.clients.split(",")]
 
     import minadapt
-    from minadapt.cli import predict_rows
+    from minadapt.predict import predict_texts
 
     data = Path(os.environ.get("MINADAPT_DATA", REPO / "data")) / "sst2" / "dev.tsv"
     pool = [line.split("\t")[0].strip() for line in data.read_text().splitlines()[1:]]
@@ -239,7 +239,7 @@ def main() -> int:
         tasks = ["sst2", "topic"]
         want = {}
         for task in tasks:  # what `minadapt predict` prints: label, probability to 4 decimals
-            for text, (label, prob) in zip(pool, predict_rows(model, task, pool)):
+            for text, (label, prob) in zip(pool, predict_texts(model, task, pool)):
                 want[task, text] = (label, round(prob, 4))
 
         for label, cwd in (("baseline", Path(args.baseline)), ("this", REPO)):

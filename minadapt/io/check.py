@@ -202,7 +202,7 @@ def check_adapter_file(path, cfg, expected_format: str | None = None) -> dict:
     """Check minadapt adapter file `path` against model config `cfg` (header, metadata, implied
     shapes; see the module's docstring), reading no tensor; returns the parsed metadata."""
     if expected_format is None:
-        from ..model import ADAPTER_FORMAT as expected_format
+        from .minadapt_file import FORMAT as expected_format
     tensors, meta = read_header(path)
     parsed = check_metadata(path, meta, cfg.hidden_size, expected_format)
     H = parsed["backbone"]["hidden_size"]

@@ -32,16 +32,13 @@ MAX_BATCH = 64  # texts per batch
 
 
 def answer(model, task: str, texts: list, pairs: list | None = None) -> np.ndarray:
-    """Task `task`'s answer for each text (or pair): class probabilities (n, C), softmax(logits) as
-    `minadapt predict` computes them, or a regression head's score (n, 1). One forward, padded to
-    the longest text."""
-    from ..backend import to_numpy
-    from ..train import softmax
+    """Task `task`'s answer for each text (or pair): class probabilities (n, C), or a regression
+    head's score (n, 1), by minadapt.predict (the one prediction path `minadapt predict` takes);
+    one forward, padded to the longest text."""
+    from ..predict import outputs
 
     ids, types = model.tokenizer.ids_and_types(texts, pairs)
-    b = model.tokenizer.pad(ids, types)
-    logits = model.logits(b.input_ids, b.attention_mask, b.token_type_ids, adapter=task)
-    return to_numpy(logits if model.heads[task].regression else softmax(logits))
+    return outputs(model, task, ids, types, batch_size=len(ids))
 
 
 @dataclass(eq=False)
