@@ -46,6 +46,5 @@ class ServeError(MinadaptError):
 class StorageError(MinadaptError):
     """A file could not be saved: the disk is full, a quota is reached, the filesystem is
     read-only, or writing there is not allowed. The message names the file and the cause; the
-    previous version of the file is kept. The CLI exits 2: nothing about the input was wrong, so a
-    caller can retry elsewhere."""
-    exit_code = 2
+    previous version of the file is kept. `safetensors`' own SafetensorError is not an OSError, so
+    io.weights turns it into this too."""
