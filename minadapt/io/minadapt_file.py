@@ -22,6 +22,7 @@ from .. import bert, methods
 from ..errors import WeightsError
 from .task_names import rename_task
 from .task_record import renamed
+from .check import check_adapter_file
 from .weights import check_finite, read_safetensors, save_tensors
 
 FORMAT = "minadapt-adapter/1"
@@ -73,6 +74,7 @@ def stored_method(meta: dict, path) -> tuple:
 
 def load_minadapt(model, path, check_backbone: bool = True, name: str | None = None) -> str:
     """Add the task stored in minadapt file `path` to `model` (as `name`, default the stored name)."""
+    check_adapter_file(path, model.cfg, FORMAT)  # header and metadata, before anything is read or built
     tensors, meta = read_safetensors(path)
     check_finite(tensors, path)
     if meta.get("format") != FORMAT:
