@@ -195,23 +195,24 @@ def lora_names(i: int, target: str, name: str) -> tuple[str, str]:
 
 def qkv_lora_forward(out, x, params, i, run, first=0):
     """Add the running LoRA's low-rank terms s dropout(x) A^T B^T to the slices of a fused projection
-    output `out` (..., n H) that it targets; the slices are Q, K, V from `first` on (0: Q|K|V).
-    `out` is the projection's own new array, so the terms are added into it in place (no other
-    code holds it). Returns (out (..., n H), cache: [(slice index, target, lora cache)], or None
-    without LoRA)."""
+    output `out` (..., n H) that it targets; the slices are Q, K, V from `first` on (0: Q|K|V):
+        [q | k | v] -> [q + delta_q | k | v + delta_v]        (a LoRA on query and value)
+    (run.ops.lora.add_to_slices: the reference returns a new array, the fast ops add in place).
+    Returns (that (..., n H), cache: [(slice index, target, lora cache)], or None without LoRA)."""
     lo = run.lora
     if lo is None:
         return out, None
     H = x.shape[-1]
-    caches = []
+    deltas, caches = {}, []
     for j, target in enumerate(QKV[first:first + out.shape[-1] // H]):
         if target in lo.targets:
             a, b = lora_names(i, target, lo.name)
-            delta, c = run.ops.lora.delta_forward(x, params[a], params[b], lo.alpha / lo.r,
-                                                  lo.dropout, run.rng, run.train)
-            out[..., j * H:(j + 1) * H] += delta
+            deltas[j], c = run.ops.lora.delta_forward(x, params[a], params[b], lo.alpha / lo.r,
+                                                      lo.dropout, run.rng, run.train)
             caches.append((j, target, c))
-    return out, caches or None
+    if not caches:
+        return out, None
+    return run.ops.lora.add_to_slices(out, deltas), caches
 
 
 def qkv_lora_backward(dout, caches, i, run, grads):
