@@ -156,7 +156,7 @@ def row_sums(x, scale=1.0):
 # array a dozen times; at 12 MB per pass that is memory traffic, not arithmetic. Cutting the rows
 # into blocks of 2^18 elements (1 MB of float32, the best size measured) keeps the chain's
 # temporaries in the CPU's cache. (The cores are used one level up: each runs its own shard of
-# the batch, see parallel.py.) On CuPy there is no such gain to have: the function runs once on
+# the batch, see parallel/cores.py.) On CuPy there is no such gain to have: the function runs once on
 # the whole arrays.
 _BLOCK_ELEMENTS = 1 << 18
 

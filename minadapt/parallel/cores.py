@@ -21,7 +21,7 @@ its memory (the frozen backbone is never written, so its pages stay shared with 
 changes between steps travels through shared memory (`shared_empty`): the task's trainable
 parameters, which the parent writes and each worker copies in before its shard, and one gradient
 slot per shard, which the caller sums. That is the packed trainable vector, the only thing a
-data-parallel adapter step has to exchange: distributed.py, the same layer over MPI processes on
+data-parallel adapter step has to exchange: parallel/mpi.py, the same layer over MPI processes on
 one machine or several, all-reduces it.
 
 Shards are used on NumPy only (a GPU is one device), on Linux with OpenBLAS (its thread count can be
@@ -315,12 +315,12 @@ class DataParallel:
     The results equal the model's own (up to the rounding of summing the shards' gradients). On
     the CPU, dropout draws each sentence's masks from its own generator (row_generators.py), so a
     training run's masks do not depend on the number of shards, nor on the processes of
-    distributed.py: the same seed gives the same run on 1, 2 or 4 of either. Made for one task of a model as it stands: the task's
+    parallel/mpi.py: the same seed gives the same run on 1, 2 or 4 of either. Made for one task of a model as it stands: the task's
     parameters may change (they are sent to the workers before every call), but a model given
     another adapter, head or trainable set needs a new DataParallel. With one shard (one core, a
     GPU, a batch of one) everything runs here, in this process."""
 
-    rank, world_size = 0, 1  # one process (distributed.MPIDataParallel: one of several)
+    rank, world_size = 0, 1  # one process (mpi.MPIDataParallel: one of several)
 
     def __init__(self, model, adapter: str | None = None, n: int | None = None):
         self.model = model
