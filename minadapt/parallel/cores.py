@@ -8,19 +8,19 @@ parallelism of multi-GPU training (DistributedDataParallel: one process per devi
 micro-batch, gradients summed), with cores for devices.
 
 Why cut the batch rather than let BLAS use the cores: OpenBLAS threads only the matrix products.
-Everything between them (GELU, softmax, LayerNorm, residual adds; about a third of a step) would run on
-one core while the other waits. With shards every line of the step runs on every core.
+Everything between them (GELU, softmax, LayerNorm, residual adds: a good share of a step, see
+benchmarks/README.md's profile) would run on one core while the other waits. With shards every
+line of the step runs on every core.
 
 Why processes, not threads. NumPy releases Python's GIL inside each ufunc and matmul, so threads
 do run shards side by side; but every NumPy call must take the GIL back to start and to return,
-and a step makes thousands of calls. With two busy threads each hand-over costs microseconds
-(GELU's chain of ufuncs ran at less than half its one-thread speed on each of two threads;
-benchmarks/README.md, which also times processes against threads). Processes share no GIL. Shard 0 runs in the calling process;
-shards 1..n-1 in worker processes forked from it, so each worker starts with the model already in
-its memory (the frozen backbone is never written, so its pages stay shared with the parent). What
-changes between steps travels through shared memory (`shared_empty`): the task's trainable
-parameters, which the parent writes and each worker copies in before its shard, and one gradient
-slot per shard, which the caller sums. That is the packed trainable vector, the only thing a
+and a step makes thousands of calls, so with two busy threads the hand-overs add up
+(benchmarks/README.md, "Shard workers are processes, not threads", times both). Processes share
+no GIL. Shard 0 runs in the calling process; shards 1..n-1 in worker processes forked from it,
+so each worker starts with the model already in its memory (the frozen backbone is never written,
+so its pages stay shared with the parent). What changes between steps travels through shared
+memory (`shared_empty`): the task's trainable parameters, which the parent writes and each worker
+copies in before its shard, and one gradient slot per shard, which the caller sums. That is the packed trainable vector, the only thing a
 data-parallel adapter step has to exchange: parallel/mpi.py, the same layer over MPI processes on
 one machine or several, all-reduces it.
 
