@@ -16,7 +16,7 @@ names (`trainable_names(a)`), so training a never changes another task's paramet
 
 The backbone's Q, K and V weights are views into one fused (3H, H) matrix per layer, so the three
 projections run as one matmul. The Model is one process: cutting a batch over cores or machines is
-parallel.py's business, a layer above it.
+the business of parallel/ (cores.py, mpi.py), a layer above it.
 """
 from __future__ import annotations
 
@@ -163,8 +163,9 @@ class Model:
 
         architecture: "houlsby" (AdapterHub's DoubleSeqBnConfig: two per layer, each reading its
         sub-layer's output) or "pfeiffer" (SeqBnConfig: one per layer after the feed-forward block,
-        reading LayerNorm(o + h); bert.ADAPTER_READS). bottleneck: m, default 64 for Houlsby and
-        H/16 for Pfeiffer (AdapterHub's reduction factors 6 and 16 on a 384-wide model).
+        reading LayerNorm(o + h); bert.ADAPTER_READS). bottleneck: m, default 64 for Houlsby
+        (minadapt's own choice, as adapter-bert's adapter_size: DoubleSeqBnConfig's reduction factor
+        16 would give 24 on a 384-wide model) and H/16 for Pfeiffer (SeqBnConfig's factor 16).
         preset="houlsby-paper": google-research/adapter-bert's choices (PRESETS says which and how
         they differ from AdapterHub's); it sets non_linearity, train_layer_norms, init, init_std and
         architecture. init: "near_identity" (W_down ~ N(0, init_std^2), W_up = 0: exactly the
