@@ -2,12 +2,13 @@
 shows below this one), in cache-sized row blocks.
 
 Phi(x) comes from numerics.normal_cdf: exact in float64, a float32-accurate rational approximation
-of erf in float32 (NumPy has no erf of its own). The tanh form would be cheaper, but it is another
-function (nn/gelu_tanh.py) and BERT's checkpoint was trained with erf. The cache is the reference's.
+of erf in float32 (NumPy has no erf of its own). The tanh form is another function (nn/gelu_tanh.py),
+not a stand-in: BERT's checkpoint was trained with erf. The cache is the reference's.
 """
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 from ..backend import get_xp
