@@ -178,7 +178,7 @@ def test_the_reference_ops_run_no_fast_code():
 
     def fast_calls(name):
         model = tiny_model()
-        model.ops, model._inference_ops = minadapt.ops.make(name), minadapt.ops.make(name, True)
+        model.set_ops(name)
         model.add_adapter("a", bottleneck=2)
         model.add_classification_head("a", num_labels=2)
         model.add_lora("l", r=2, alpha=4.0, dropout=0.1, targets=("query", "key", "value"))
