@@ -167,8 +167,8 @@ def test_both_ops_give_the_same_model(ops):
 
 def test_the_reference_ops_run_no_fast_code():
     """ops="reference" takes no speed route: training steps (dropout on) and predictions of an
-    adapter task and a LoRA task call no function of minadapt/fast, and the fast ops do (so the
-    trace sees what it looks for)."""
+    adapter task, a LoRA task and prompt, prefix and IA3 tasks call no function of minadapt/fast,
+    and the fast ops do (so the trace sees what it looks for)."""
     import sys
     from pathlib import Path
 
@@ -183,6 +183,10 @@ def test_the_reference_ops_run_no_fast_code():
         model.add_classification_head("a", num_labels=2)
         model.add_lora("l", r=2, alpha=4.0, dropout=0.1, targets=("query", "key", "value"))
         model.add_classification_head("l", num_labels=2)
+        for task, method in (("pt", "prompt"), ("px", "prefix"), ("ia", "ia3")):
+            options = {"virtual_tokens": 2} if method != "ia3" else {}
+            model.add(task, method, **options)
+            model.add_classification_head(task, num_labels=2)
         ids, mask, types, labels = tiny_batch()
         seen = set()
 
@@ -192,7 +196,7 @@ def test_the_reference_ops_run_no_fast_code():
 
         sys.setprofile(trace)
         try:
-            for task in ("a", "l"):
+            for task in ("a", "l", "pt", "px", "ia"):
                 model.loss_and_grads(ids, mask, types, labels, adapter=task, train=True)
                 model.logits(ids, mask, types, adapter=task)
         finally:
