@@ -405,3 +405,40 @@ def run_groups(model, input_ids, attention_mask, token_type_ids, groups, labels=
     _, enc_grads = bert.encoder_backward(dh, enc_cache, run, lowest)
     grads.update(enc_grads)
     return loss, logits, grads
+
+
+# --- parameter averaging ---------------------------------------------------------------------------
+def average_adapter(model, name: str, adapters, weights=None, seed: int = 0):
+    """A new adapter `name` whose every parameter is the weighted sum of those of `adapters`
+    (AdapterHub's average_adapter, "linear": weights normalised to sum to 1). The adapters must
+    have one shape and one architecture; heads are not averaged (add one, as AdapterHub does).
+    Returns the new adapter's config."""
+    from dataclasses import replace
+
+    configs = []
+    for a in adapters:
+        if a not in model.adapters:
+            raise ConfigError(f"average_adapter: no adapter {a!r} in this model "
+                              f"(it holds {', '.join(sorted(model.adapters)) or 'none'})")
+        configs.append(model.adapters[a])
+    if not configs:
+        raise ConfigError("average_adapter: no adapters to average")
+    shape = lambda c: (c.bottleneck, c.non_linearity, c.architecture, c.train_layer_norms)  # noqa: E731
+    for c in configs[1:]:
+        if shape(c) != shape(configs[0]):
+            raise ConfigError(f"average_adapter: {configs[0].name!r} and {c.name!r} differ "
+                              f"(bottleneck, non-linearity, architecture, LayerNorms: "
+                              f"{shape(configs[0])} against {shape(c)})")
+    weights = [1.0] * len(configs) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(configs) or sum(weights) == 0:
+        raise ConfigError(f"average_adapter: {len(weights)} weights for {len(configs)} adapters")
+    weights = [w / sum(weights) for w in weights]
+    c0 = configs[0]
+    model.add_adapter(name, bottleneck=c0.bottleneck, non_linearity=c0.non_linearity, seed=seed,
+                      train_layer_norms=c0.train_layer_norms, architecture=c0.architecture)
+    averaged = {}
+    for k in model.trainable_names(name):
+        src = [k.replace(f".adapters.{name}.", f".adapters.{c.name}.") for c in configs]
+        averaged[k] = sum(w * model.params[s] for w, s in zip(weights, src))
+    model._put(averaged)
+    return model.adapters[name]

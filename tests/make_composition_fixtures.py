@@ -30,7 +30,8 @@ For each setup S in fuse, stack, parallel, average, batchsplit: ``S.logits`` (on
               with a, rows 1-2 with b; loss = CE of a's rows (mean) + CE of b's rows (mean), so
               each task's gradients are those of its rows alone; trains a, b and both heads.
 ``average_adapter.<name>``  ``model.average_adapter("avg", ["a", "c"], weights=[2, 1])``'s
-    parameters (weights normalised to 2/3, 1/3).
+    parameters (weights normalised to 2/3, 1/3), float32: AdapterHub creates the new adapter in
+    the default dtype and loads the float64 average into it.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from safetensors.numpy import load_file
 
 from minadapt import compose
 from minadapt.config import BertConfig
-from minadapt.model import AdapterConfig, HeadConfig, Model
+from minadapt.model import Model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "composition.safetensors"
 CONFIG = dict(vocab_size=20, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -25,11 +25,11 @@ def fixture_model(ref, ops="reference"):
     """The fixture's backbone with adapters a, b, c, heads a, b, c, f and Fuse(a, b)'s layers."""
     params = {k[len("backbone."):]: v for k, v in ref.items() if k.startswith("backbone.")}
     model = Model(BertConfig(**CONFIG), params, backbone={"name": "fixture"}, ops=ops)
-    model._put({k.split(".", 1)[1]: v for k, v in ref.items() if k.startswith(("adapter.", "fusion."))})
     for name in "abc":
-        model.adapters[name] = AdapterConfig(name, bottleneck=4, non_linearity="swish")
+        model.add_adapter(name, bottleneck=4, non_linearity="swish")
     for name in "abcf":
-        model.heads[name] = HeadConfig(name, num_labels=2)
+        model.add_classification_head(name, num_labels=2)
+    model._put({k.split(".", 1)[1]: v for k, v in ref.items() if k.startswith(("adapter.", "fusion."))})
     return model
 
 
@@ -110,3 +110,22 @@ def test_parallel_equals_adapterhub(ref):
     loss, (la, lb), grads = compose.run_groups(model, *rep[:3], [(a, "a", range(B)), (b, "b", range(B, 2 * B))],
                                                rep[3], trainable=trains(model, "ab", "ab"))
     check(ref, "parallel", loss, {".a": la, ".b": lb}, grads)
+
+
+def test_average_adapter_equals_adapterhub(ref):
+    model = fixture_model(ref)
+    compose.average_adapter(model, "avg", ["a", "c"], weights=[2, 1])
+    want = {k[len("average_adapter."):]: v for k, v in ref.items() if k.startswith("average_adapter.")}
+    assert set(want) == model.trainable_names("avg")
+    for k, v in want.items():  # AdapterHub adds the new adapter in float32: equal to its rounding
+        assert v.dtype == np.float32 and np.array_equal(model.params[k].astype(np.float32), v), k
+
+
+def test_average_adapter_refuses_different_shapes(ref):
+    model = fixture_model(ref)
+    model.add_adapter("wide", bottleneck=8)
+    with pytest.raises(Exception, match="'a' and 'wide' differ"):
+        compose.average_adapter(model, "avg", ["a", "wide"])
+    with pytest.raises(Exception, match="no adapter 'zz'"):
+        compose.average_adapter(model, "avg", ["a", "zz"])
+    assert "avg" not in model.adapters
