@@ -101,9 +101,13 @@ class Rows(Block):
     """One block per group of rows: groups = [(block or adapter or None, row indices), ...];
     None: those rows run the bare backbone at every site (a probe's task)."""
 
-    def __init__(self, groups):
+    def __init__(self, groups, trainable=None):
         self.groups = tuple((b, _as_slice(idx)) for b, idx in groups)
         self.children = tuple(b for b, _ in self.groups if b is not None)
+        # per group, the names its task trains (None: the run's): a task that runs an adapter
+        # frozen (a language adapter under Stack) gives it no gradient even where another task
+        # in the batch trains it
+        self.trainable = tuple(trainable) if trainable is not None else (None,) * len(self.groups)
 
     def __repr__(self):
         return f"Rows({', '.join(_name(b) for b, _ in self.groups)})"
@@ -170,10 +174,10 @@ def _bottleneck_forward(leaf, u, params, i, where, run):
     return run.ops.adapter.forward(u, *w, run.ops.non_linearities[leaf.non_linearity], skip=False)
 
 
-def _bottleneck_backward(dy, cache, leaf, i, where, run, grads):
+def _bottleneck_backward(dy, cache, leaf, i, where, run, grads, frozen=False):
     prefix = bert.adapter_prefix(i, where, leaf.name)
     du, *dparams = run.ops.adapter.backward(dy, cache)
-    if prefix + bert.ADAPTER_KEYS[0] in run.trainable:  # a frozen adapter (Fuse's) owes no dW
+    if not frozen and prefix + bert.ADAPTER_KEYS[0] in run.trainable:  # a frozen one owes no dW
         for k, g in zip(bert.ADAPTER_KEYS, dparams):
             _add(grads, prefix + k, g)
     return du
@@ -249,7 +253,8 @@ def apply_backward(dy, cache: ApplyCache, i, where, run, grads):
                     _add(grads, p + k, g)
         du = dq  # u is the query and every adapter's input
         for n, (a, c) in enumerate(zip(block.children, caches)):
-            du = du + _bottleneck_backward(dups[..., n, :], c, a, i, where, run, grads)
+            # Fuse's adapters stay frozen (AdapterHub's train_adapter_fusion)
+            du = du + _bottleneck_backward(dups[..., n, :], c, a, i, where, run, grads, frozen=True)
         dh_u, dres = _read_backward(du, ln, i, where, run, grads)
         return dh + dh_u, dres
     if cache.kind == "average":
@@ -273,7 +278,7 @@ def fusion_prefix(i: int, where: str, fuse: Fuse) -> str:
 
 # --- a site: out = LayerNorm(block(o) + res), per group of rows ----------------------------------
 class SiteCache(NamedTuple):
-    groups: tuple  # (rows, ApplyCache or None) per group
+    groups: tuple  # (rows, ApplyCache or None, the group's Run or None for the site's) per group
     lns: tuple  # (rows or None for all, LayerNorm prefix, LayerNorm cache)
 
 
@@ -289,21 +294,23 @@ def site_forward(block, o, res, params, i, where, cfg, run):
     (one call over the whole batch when every group uses the layer's own)."""
     xp = get_xp(o)
     groups = block.groups if isinstance(block, Rows) else ((block, slice(None)),)
+    group_trainable = block.trainable if isinstance(block, Rows) else (None,)
     if len(groups) == 1 and groups[0][1] == slice(None):
         h = o
     else:
         h = xp.array(o, copy=True)  # rows of probe groups keep o
     caches = []
-    for b, rows in groups:
+    for (b, rows), names in zip(groups, group_trainable):
         if b is None or not _sits_here(b, where):
-            caches.append((rows, None))
+            caches.append((rows, None, None))
             continue
-        hb, c = apply_forward(b, o[rows], res[rows], params, i, where, cfg, run)
+        group_run = run if names is None else run._replace(trainable=names)
+        hb, c = apply_forward(b, o[rows], res[rows], params, i, where, cfg, group_run)
         if rows == slice(None):
             h = hb
         else:
             h[rows] = hb
-        caches.append((rows, c))
+        caches.append((rows, c, None if names is None else group_run))
     s = h + res
     prefixes = {}
     for b, rows in groups:
@@ -341,17 +348,17 @@ def site_backward(dout, cache: SiteCache, i, where, run, grads):
             ds[rows] = bert._ln_backward(dout[rows], ln, prefix, run, grads)
     # h = block(o), group by group; probe groups' rows pass ds through
     if len(cache.groups) == 1 and cache.groups[0][0] == slice(None):
-        c = cache.groups[0][1]
+        _, c, group_run = cache.groups[0]
         if c is None:
             return ds, ds
-        do, dres = apply_backward(ds, c, i, where, run, grads)
+        do, dres = apply_backward(ds, c, i, where, group_run or run, grads)
         return do, ds if dres is None else ds + dres
     do = xp.array(ds, copy=True)
     dres = ds
-    for rows, c in cache.groups:
+    for rows, c, group_run in cache.groups:
         if c is None:
             continue
-        do_rows, dres_rows = apply_backward(ds[rows], c, i, where, run, grads)
+        do_rows, dres_rows = apply_backward(ds[rows], c, i, where, group_run or run, grads)
         do[rows] = do_rows
         if dres_rows is not None:
             if dres is ds:
@@ -367,15 +374,21 @@ def run_groups(model, input_ids, attention_mask, token_type_ids, groups, labels=
     and the head that reads their [CLS]. The backbone's matmuls run once over the batch.
     labels=None: returns [logits (n_g, C_g) per group]. Otherwise also the loss, the sum over the
     groups of each one's mean loss (so each group's gradients are those of its rows run alone),
-    and the gradients of `trainable` down to layer `lowest`: (loss, [logits], grads)."""
+    and the gradients of `trainable` down to layer `lowest`: (loss, [logits], grads).
+    trainable: one set of names for every group, or a list of one set per group (each task's own,
+    so an adapter one task trains and another runs frozen gets only the first one's gradient)."""
     from . import heads
     from .nn import loss as cross_entropy, mse
 
     groups = [(b, head, _as_slice(rows)) for b, head, rows in groups]
+    per_group = isinstance(trainable, (list, tuple))
     if len(groups) == 1 and groups[0][2] == slice(None):
         block = groups[0][0]
     else:
-        block = Rows([(b, rows) for b, _, rows in groups])
+        block = Rows([(b, rows) for b, _, rows in groups],
+                     [frozenset(t) for t in trainable] if per_group else None)
+    if per_group:
+        trainable = set().union(*trainable)
     grad = labels is not None
     run = bert.Run(ops=model.ops if grad else model._inference_ops, train=train,
                    rng=rng if train else None, adapter=block, trainable=frozenset(trainable))
