@@ -374,7 +374,7 @@ def run_groups(model, input_ids, attention_mask, token_type_ids, groups, labels=
     and the head that reads their [CLS]. The backbone's matmuls run once over the batch.
     labels=None: returns [logits (n_g, C_g) per group]. Otherwise also the loss, the sum over the
     groups of each one's mean loss (so each group's gradients are those of its rows run alone),
-    and the gradients of `trainable` down to layer `lowest`: (loss, [logits], grads).
+    and the gradients of `trainable` down to layer `lowest` (None: heads only): (loss, [logits], grads).
     trainable: one set of names for every group, or a list of one set per group (each task's own,
     so an adapter one task trains and another runs frozen gets only the first one's gradient)."""
     from . import heads
@@ -407,12 +407,15 @@ def run_groups(model, input_ids, attention_mask, token_type_ids, groups, labels=
     loss, dcls, grads = 0.0, xp.zeros_like(cls), {}
     for (_, head, rows), (lg, head_cache) in zip(groups, outs):
         loss_op = mse if model.heads[head].regression else cross_entropy
-        l, loss_cache = loss_op.forward(lg, labels[rows])
+        y = labels[rows] if loss_op is mse else labels[rows].astype(int)
+        l, loss_cache = loss_op.forward(lg, y)
         loss = loss + l
         (dlg,) = loss_op.backward(1.0, loss_cache)
         dc, head_grads = heads.backward(dlg, head_cache, head, run.ops.dropout)
         dcls[rows] += dc
         grads.update(head_grads)
+    if lowest is None:  # only heads train (probes): nothing below them owes a gradient
+        return loss, logits, grads
     dh = xp.zeros(h.shape, cls.dtype)  # only [CLS] reaches the heads
     dh[:, 0] = dcls
     _, enc_grads = bert.encoder_backward(dh, enc_cache, run, lowest)
@@ -455,3 +458,61 @@ def average_adapter(model, name: str, adapters, weights=None, seed: int = 0):
         averaged[k] = sum(w * model.params[s] for w, s in zip(weights, src))
     model._put(averaged)
     return model.adapters[name]
+
+
+# --- a task per row: what Model.logits and Model.loss_and_grads run for adapter=[...] ------------
+def task_block(model, name, row=None):
+    """What task `name` runs at the adapter sites: its adapter, its composition (a fusion task),
+    or None (a probe: a head on the bare backbone)."""
+    where = f"row {row}: " if row is not None else ""
+    if name in getattr(model, "compositions", {}):
+        return model.compositions[name]
+    if name in model.adapters:
+        return model.adapters[name]
+    if name in model.loras or name in model.full_finetuning:
+        raise ConfigError(f"{where}task {name!r} adapts the backbone by {model.method(name)}; a batch "
+                          "of several tasks runs bottleneck adapters, their compositions and probes")
+    if name in model.heads:
+        return None
+    held = ", ".join(model.names()) or "none"
+    raise ConfigError(f"{where}no task named {name!r} (this model holds: {held})")
+
+
+def task_groups(model, tasks, batch_size):
+    """tasks: one task name per row -> [(task, block, rows)], tasks in order of first appearance."""
+    tasks = list(tasks)
+    if len(tasks) != batch_size:
+        raise ConfigError(f"adapter=[...] names {len(tasks)} tasks for a batch of {batch_size} rows "
+                          "(expected one per row)")
+    rows = {}
+    for r, t in enumerate(tasks):
+        if not isinstance(t, str):
+            raise ConfigError(f"row {r}: task {t!r} is not a name")
+        if t not in rows:
+            task_block(model, t, r)  # unknown tasks fail here, naming their first row
+        rows.setdefault(t, []).append(r)
+    return [(t, task_block(model, t), r) for t, r in rows.items()]
+
+
+def logits_per_task(model, input_ids, attention_mask, token_type_ids, tasks):
+    """Evaluation of a batch with one task per row: {task: logits (rows of that task, C_task)},
+    each task's rows in batch order."""
+    ids, mask, types = model._inputs(input_ids, attention_mask, token_type_ids)
+    groups = task_groups(model, tasks, len(ids))
+    logits = run_groups(model, ids, mask, types, [(b, t, r) for t, b, r in groups])
+    return {t: lg for (t, _, _), lg in zip(groups, logits)}
+
+
+def loss_and_grads_per_task(model, input_ids, attention_mask, token_type_ids, labels, tasks,
+                            train=True, rng=None):
+    """One step of several tasks: the loss is the sum of each task's mean loss over its rows, so
+    each task's gradients are those of its rows run alone. Returns (loss, {task: logits}, grads)."""
+    ids, mask, types, labels = model._inputs(input_ids, attention_mask, token_type_ids, labels)
+    groups = task_groups(model, tasks, len(ids))
+    lows = [model.lowest_trainable_layer(t) for t, _, _ in groups]
+    lows = [x for x in lows if x is not None]
+    loss, logits, grads = run_groups(model, ids, mask, types, [(b, t, r) for t, b, r in groups],
+                                     labels, train=train, rng=(rng if rng is not None else model.rng),
+                                     trainable=[model.trainable_names(t) for t, _, _ in groups],
+                                     lowest=min(lows) if lows else None)
+    return loss, {t: lg for (t, _, _), lg in zip(groups, logits)}, grads

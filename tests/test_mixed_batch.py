@@ -191,3 +191,65 @@ def test_flipped_sign_in_compose_backward_fails(model):
         compose.apply_backward = saved
     k = "encoder.layer.0.output.adapters.pf.adapter_down.0.weight"
     assert rel_error(wrong[k], right[k]) > 1e-2
+
+
+# --- through the Model: adapter=[a task per row] ---------------------------------------------------
+MODEL_TASKS = ["hb", "probe", "pf", "hb", "ln", "pf", "probe", "ln"]
+
+
+def test_model_logits_per_row_equal_rows_alone(model):
+    ids, mask, types, _ = batch(len(MODEL_TASKS))
+    out = model.logits(ids, mask, types, adapter=MODEL_TASKS)
+    assert list(out) == list(dict.fromkeys(MODEL_TASKS))
+    for t, lg in out.items():
+        rows = [r for r, x in enumerate(MODEL_TASKS) if x == t]
+        assert lg.shape == (len(rows), model.heads[t].num_labels)
+        for j, r in enumerate(rows):
+            alone = model.logits(ids[r:r + 1], mask[r:r + 1], types[r:r + 1], adapter=t)
+            assert np.max(np.abs(lg[j] - alone[0])) < 1e-12, (t, r)
+
+
+def test_model_loss_and_grads_per_task(model):
+    ids, mask, types, labels = batch(len(MODEL_TASKS))
+    loss, logits, grads = model.loss_and_grads(ids, mask, types, labels, adapter=MODEL_TASKS, train=False)
+    assert set(grads) == set().union(*(model.trainable_names(t) for t in MODEL_TASKS))
+    total = 0.0
+    for t in dict.fromkeys(MODEL_TASKS):
+        rows = [r for r, x in enumerate(MODEL_TASKS) if x == t]
+        l, lg, g = model.loss_and_grads(ids[rows], mask[rows], types[rows], labels[rows], adapter=t,
+                                        train=False)
+        total += float(l)
+        assert np.max(np.abs(lg - logits[t])) < 1e-12
+        for k, v in g.items():
+            assert np.max(np.abs(v - grads[k])) < 1e-12, (t, k)
+    assert abs(total - float(loss)) < 1e-12
+
+
+def test_float32_rows_equal_to_rounding():
+    """float32: a row in a batch equals the row alone to rounding, not bit for bit (BLAS may
+    block a (B T, H) product differently for another B)."""
+    m = make_model()
+    m32 = type(m)(m.cfg, {k: v.astype(np.float32) for k, v in m.params.items()}, backbone=m.backbone)
+    m32.adapters, m32.heads, m32._trainable = m.adapters, m.heads, m._trainable
+    ids, mask, types, _ = batch(len(MODEL_TASKS))
+    out = m32.logits(ids, mask, types, adapter=MODEL_TASKS)
+    for t, lg in out.items():
+        assert lg.dtype == np.float32
+        rows = [r for r, x in enumerate(MODEL_TASKS) if x == t]
+        for j, r in enumerate(rows):
+            alone = m32.logits(ids[r:r + 1], mask[r:r + 1], types[r:r + 1], adapter=t)
+            assert np.allclose(lg[j], alone[0], rtol=1e-5, atol=1e-5), (t, r)
+
+
+def test_bad_mixed_batches_say_what_is_wrong(model):
+    from minadapt.errors import ConfigError
+    ids, mask, types, labels = batch(3)
+    with pytest.raises(ConfigError, match=r"^row 1: no task named 'nope' \(this model holds: .*hb"):
+        model.logits(ids, mask, types, adapter=["hb", "nope", "hb"])
+    with pytest.raises(ConfigError, match="names 2 tasks for a batch of 3 rows"):
+        model.logits(ids, mask, types, adapter=["hb", "pf"])
+    m = make_model()
+    m.add_lora("lo", r=2)
+    m.add_classification_head("lo")
+    with pytest.raises(ConfigError, match="row 2: task 'lo' adapts the backbone by lora"):
+        m.loss_and_grads(ids, mask, types, labels, adapter=["hb", "pf", "lo"])
