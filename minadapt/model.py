@@ -105,6 +105,8 @@ class Model:
         self.heads: dict[str, HeadConfig] = {}
         self.loras: dict[str, LoraConfig] = {}
         self.full_finetuning: set[str] = set()  # tasks that train the backbone itself
+        self.compositions: dict = {}  # name -> the composition of adapters it runs (compose.py)
+        self.fusions: dict = {}  # name -> FusionConfig (fuse.py): its compositions[name] is a Fuse
         self._trainable: dict[str, set] = {}  # name -> the parameter names that task trains
         self.metadata: dict[str, dict] = {}  # name -> the metadata of the file it was loaded from
         self.rng = self._new_rng(seed)
@@ -344,6 +346,8 @@ class Model:
             return "lora"
         if name in self.adapters:
             return self.adapters[name].architecture
+        if name in self.fusions:
+            return "fusion"
         return "probe"
 
     def resolve(self, adapter: str | None) -> str | None:
@@ -384,7 +388,8 @@ class Model:
     def _run(self, name, train, rng=None, grad=True):
         return bert.Run(ops=self.ops if grad else self._inference_ops, train=train,
                         rng=rng if rng is not None else self.rng,
-                        adapter=self.adapters.get(name) if name is not None else None,
+                        adapter=(self.compositions.get(name) or self.adapters.get(name)
+                                 if name is not None else None),
                         lora=self.loras.get(name) if name is not None else None,
                         trainable=frozenset(self._trainable.get(name, ())) if grad else frozenset())
 
@@ -484,6 +489,10 @@ class Model:
         if format != "minadapt":
             raise ConfigError(f"format {format!r}: expected minadapt, adapterhub or peft")
         name = self.resolve(adapter)
+        if name in self.fusions:
+            from .fuse import save_fusion
+
+            return save_fusion(self, path, name, extra_metadata)
         a, h, lo = self.adapters.get(name), self.heads.get(name), self.loras.get(name)
         meta = {
             "format": ADAPTER_FORMAT,
@@ -512,6 +521,10 @@ class Model:
             return load_peft(self, path, name)
         tensors, meta = read_safetensors(path)
         check_finite(tensors, path)
+        from .fuse import is_fusion_file, load_fusion
+
+        if is_fusion_file(meta):
+            return load_fusion(self, path, tensors, meta)
         if meta.get("format") != ADAPTER_FORMAT:
             raise WeightsError(f"{path}: not a minadapt adapter file (its metadata has no "
                                f"format={ADAPTER_FORMAT!r}; found {meta.get('format')!r})")
@@ -578,6 +591,8 @@ class Model:
                 continue  # a backbone parameter (full fine-tuning): never removed
             self.params.pop(k, None)
         self.adapters.pop(name, None)
+        self.compositions.pop(name, None)
+        self.fusions.pop(name, None)
         self.loras.pop(name, None)
         self.full_finetuning.discard(name)
         self.heads.pop(name, None)

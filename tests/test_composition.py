@@ -23,13 +23,14 @@ def ref():
 
 def fixture_model(ref, ops="reference"):
     """The fixture's backbone with adapters a, b, c, heads a, b, c, f and Fuse(a, b)'s layers."""
-    params = {k[len("backbone."):]: v for k, v in ref.items() if k.startswith("backbone.")}
+    # copies: Model._put writes into existing arrays, and `ref` is shared by the module's tests
+    params = {k[len("backbone."):]: v.copy() for k, v in ref.items() if k.startswith("backbone.")}
     model = Model(BertConfig(**CONFIG), params, backbone={"name": "fixture"}, ops=ops)
     for name in "abc":
         model.add_adapter(name, bottleneck=4, non_linearity="swish")
     for name in "abcf":
         model.add_classification_head(name, num_labels=2)
-    model._put({k.split(".", 1)[1]: v for k, v in ref.items() if k.startswith(("adapter.", "fusion."))})
+    model._put({k.split(".", 1)[1]: v.copy() for k, v in ref.items() if k.startswith(("adapter.", "fusion."))})
     return model
 
 

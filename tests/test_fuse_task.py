@@ -1,0 +1,82 @@
+"""A fusion task through the Model (minadapt/fuse.py): equal to AdapterHub's Fuse through
+model.loss_and_grads, trains only its fusion layers and head, saves to a file that names its
+adapters by name and sha256, and refuses to load without them (one line)."""
+import numpy as np
+import pytest
+
+from minadapt import fuse
+from minadapt.errors import ConfigError, WeightsError
+
+from test_composition import fixture_model, inputs, ref  # noqa: F401  (ref: the fixture)
+
+
+def fused_model(ref):  # noqa: F811
+    model = fixture_model(ref)
+    model.remove("f")  # the fixture's head "f" becomes the fusion task's
+    fuse.add_fusion(model, "f", ["a", "b"], num_labels=2)
+    model._put({k.split(".", 1)[1]: v.copy() for k, v in ref.items()
+                if k.startswith(("fusion.", "adapter.heads.f."))})
+    return model
+
+
+def test_fusion_task_equals_adapterhub(ref):  # noqa: F811
+    model = fused_model(ref)
+    ids, mask, types, labels = inputs(ref)
+    loss, logits, grads = model.loss_and_grads(ids, mask, types, labels, adapter="f", train=False)
+    assert abs(float(loss) - float(ref["fuse.loss"])) < 1e-10
+    assert np.max(np.abs(logits - ref["fuse.logits"])) < 1e-10
+    want = {k[len("fuse.grad."):]: v for k, v in ref.items() if k.startswith("fuse.grad.")}
+    assert set(grads) == set(want) == model.trainable_names("f")
+    for k, g in want.items():
+        assert np.max(np.abs(grads[k] - g)) < 1e-8 * max(1.0, np.max(np.abs(g))), k
+    assert model.method("f") == "fusion"
+    assert np.max(np.abs(model.logits(ids, mask, types, adapter="f") - ref["fuse.logits"])) < 1e-10
+
+
+def test_fusion_in_a_mixed_batch(ref):  # noqa: F811
+    model = fused_model(ref)
+    ids, mask, types, labels = inputs(ref)
+    out = model.logits(ids, mask, types, adapter=["f", "a", "f"])
+    assert np.max(np.abs(out["f"] - ref["fuse.logits"][[0, 2]])) < 1e-12
+    assert np.max(np.abs(out["a"] - model.logits(ids[1:2], mask[1:2], types[1:2], adapter="a"))) < 1e-12
+
+
+def test_fusion_file_round_trip_and_missing_adapters(ref, tmp_path):  # noqa: F811
+    model = fused_model(ref)
+    ids, mask, types, _ = inputs(ref)
+    for name in ("a", "b", "f"):
+        model.save_adapter(tmp_path / f"{name}.safetensors", adapter=name)
+    want = model.logits(ids, mask, types, adapter="f")
+
+    other = fixture_model(ref)
+    for name in ("a", "b", "c", "f"):
+        other.remove(name)
+    other.load_adapter(tmp_path / "a.safetensors")
+    with pytest.raises(WeightsError, match=r"fuses adapters a, b; b \(sha256 [0-9a-f]{12}…\) is missing: "
+                                           r"load them first"):
+        other.load_adapter(tmp_path / "f.safetensors")
+    assert "f" not in other.names()
+    other.load_adapter(tmp_path / "b.safetensors")
+    assert other.load_adapter(tmp_path / "f.safetensors") == "f"
+    assert np.array_equal(other.logits(ids, mask, types, adapter="f"), want)
+
+    changed = fixture_model(ref)
+    for name in ("a", "b", "c", "f"):
+        changed.remove(name)
+    changed.load_adapter(tmp_path / "a.safetensors")
+    changed.load_adapter(tmp_path / "b.safetensors")
+    changed.params["encoder.layer.0.output.adapters.a.adapter_up.bias"][0] += 1.0
+    with pytest.raises(WeightsError, match=r"a differs from the one it was trained with"):
+        changed.load_adapter(tmp_path / "f.safetensors")
+
+
+def test_bad_fusions_say_what_is_wrong(ref):  # noqa: F811
+    model = fixture_model(ref)
+    with pytest.raises(ConfigError, match=r"no adapter named 'zz' in this model \(its adapters: a, b, c\)"):
+        fuse.add_fusion(model, "g", ["a", "zz"])
+    model.add_adapter("p", bottleneck=2, architecture="pfeiffer")
+    with pytest.raises(ConfigError, match="adapters of different architectures"):
+        fuse.add_fusion(model, "g", ["a", "p"])
+    with pytest.raises(ConfigError, match="2 or more different adapters"):
+        fuse.add_fusion(model, "g", ["a", "a"])
+    assert "g" not in model.names()
