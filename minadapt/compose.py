@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from . import bert
 from .backend import get_xp
 from .errors import ConfigError
@@ -300,17 +302,18 @@ def site_forward(block, o, res, params, i, where, cfg, run):
     else:
         h = xp.array(o, copy=True)  # rows of probe groups keep o
     caches = []
-    for (b, rows), names in zip(groups, group_trainable):
-        if b is None or not _sits_here(b, where):
-            caches.append((rows, None, None))
-            continue
-        group_run = run if names is None else run._replace(trainable=names)
-        hb, c = apply_forward(b, o[rows], res[rows], params, i, where, cfg, group_run)
-        if rows == slice(None):
-            h = hb
-        else:
-            h[rows] = hb
-        caches.append((rows, c, None if names is None else group_run))
+    with _group_products(o, len(groups)):
+        for (b, rows), names in zip(groups, group_trainable):
+            if b is None or not _sits_here(b, where):
+                caches.append((rows, None, None))
+                continue
+            group_run = run if names is None else run._replace(trainable=names)
+            hb, c = apply_forward(b, o[rows], res[rows], params, i, where, cfg, group_run)
+            if rows == slice(None):
+                h = hb
+            else:
+                h[rows] = hb
+            caches.append((rows, c, None if names is None else group_run))
     s = h + res
     prefixes = {}
     for b, rows in groups:
@@ -355,16 +358,31 @@ def site_backward(dout, cache: SiteCache, i, where, run, grads):
         return do, ds if dres is None else ds + dres
     do = xp.array(ds, copy=True)
     dres = ds
-    for rows, c, group_run in cache.groups:
-        if c is None:
-            continue
-        do_rows, dres_rows = apply_backward(ds[rows], c, i, where, group_run or run, grads)
-        do[rows] = do_rows
-        if dres_rows is not None:
-            if dres is ds:
-                dres = xp.array(ds, copy=True)
-            dres[rows] += dres_rows
+    with _group_products(ds, len(cache.groups)):
+        for rows, c, group_run in cache.groups:
+            if c is None:
+                continue
+            do_rows, dres_rows = apply_backward(ds[rows], c, i, where, group_run or run, grads)
+            do[rows] = do_rows
+            if dres_rows is not None:
+                if dres is ds:
+                    dres = xp.array(ds, copy=True)
+                dres[rows] += dres_rows
     return do, dres
+
+
+def _group_products(x, n_groups):
+    """Several groups make several small products per site instead of one: OpenBLAS's threads
+    cost more to wake for each than they save on a few rows, more so on a busy machine, so the
+    groups run on one BLAS thread (the encoder's large products keep them all). A no-op for one
+    group, on CuPy, and for another BLAS."""
+    from contextlib import nullcontext
+
+    if n_groups < 2 or get_xp(x) is not np:
+        return nullcontext()
+    from .parallel.cores import one_blas_thread, openblas
+
+    return one_blas_thread() if openblas() is not None else nullcontext()
 
 
 # --- a batch: the encoder once, each group's head on its rows ------------------------------------
