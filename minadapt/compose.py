@@ -408,7 +408,7 @@ def run_groups(model, input_ids, attention_mask, token_type_ids, groups, labels=
     if per_group:
         trainable = set().union(*trainable)
     grad = labels is not None
-    run = bert.Run(ops=model.ops if grad else model._inference_ops, train=train,
+    run = bert.Run(ops=model.ops if grad else model.inference_ops, train=train,
                    rng=rng if train else None, adapter=block, trainable=frozenset(trainable))
     h, enc_cache = bert.encoder_forward(model.params, model.qkv, model.cfg, input_ids, attention_mask,
                                         token_type_ids, run, cls_only=True)
@@ -474,7 +474,7 @@ def average_adapter(model, name: str, adapters, weights=None, seed: int = 0):
     for k in model.trainable_names(name):
         src = [k.replace(f".adapters.{name}.", f".adapters.{c.name}.") for c in configs]
         averaged[k] = sum(w * model.params[s] for w, s in zip(weights, src))
-    model._put(averaged)
+    model.put(averaged)
     return model.adapters[name]
 
 
@@ -483,17 +483,20 @@ def task_block(model, name, row=None):
     """What task `name` runs at the adapter sites: its adapter, its composition (a fusion task),
     or None (a probe: a head on the bare backbone)."""
     where = f"row {row}: " if row is not None else ""
-    if name in getattr(model, "compositions", {}):
-        return model.compositions[name]
-    if name in model.adapters:
-        return model.adapters[name]
-    if name in model.loras or name in model.full_finetuning:
-        raise ConfigError(f"{where}task {name!r} adapts the backbone by {model.method(name)}; a batch "
-                          "of several tasks runs bottleneck adapters, their compositions and probes")
-    if name in model.heads:
+    how = model.methods.get(name)
+    if how is None:
+        if name in model.heads:
+            return None
+        held = ", ".join(model.names()) or "none"
+        raise ConfigError(f"{where}no task named {name!r} (this model holds: {held})")
+    if hasattr(how.config, "site_forward"):  # a composition: fusion
+        return how.config.block
+    if how.method.run_field == "adapter" and not how.method.trains_backbone:
+        return how.config
+    if how.method.run_field is None and not how.method.trains_backbone:
         return None
-    held = ", ".join(model.names()) or "none"
-    raise ConfigError(f"{where}no task named {name!r} (this model holds: {held})")
+    raise ConfigError(f"{where}task {name!r} adapts the backbone by {how.method.name}; a batch of "
+                      "several tasks runs bottleneck adapters, their compositions and probes")
 
 
 def task_groups(model, tasks, batch_size):
@@ -515,7 +518,7 @@ def task_groups(model, tasks, batch_size):
 def logits_per_task(model, input_ids, attention_mask, token_type_ids, tasks):
     """Evaluation of a batch with one task per row: {task: logits (rows of that task, C_task)},
     each task's rows in batch order."""
-    ids, mask, types = model._inputs(input_ids, attention_mask, token_type_ids)
+    ids, mask, types = model.inputs(input_ids, attention_mask, token_type_ids)
     groups = task_groups(model, tasks, len(ids))
     logits = run_groups(model, ids, mask, types, [(b, t, r) for t, b, r in groups])
     return {t: lg for (t, _, _), lg in zip(groups, logits)}
@@ -525,7 +528,7 @@ def loss_and_grads_per_task(model, input_ids, attention_mask, token_type_ids, la
                             train=True, rng=None):
     """One step of several tasks: the loss is the sum of each task's mean loss over its rows, so
     each task's gradients are those of its rows run alone. Returns (loss, {task: logits}, grads)."""
-    ids, mask, types, labels = model._inputs(input_ids, attention_mask, token_type_ids, labels)
+    ids, mask, types, labels = model.inputs(input_ids, attention_mask, token_type_ids, labels)
     groups = task_groups(model, tasks, len(ids))
     lows = [model.lowest_trainable_layer(t) for t, _, _ in groups]
     lows = [x for x in lows if x is not None]

@@ -30,7 +30,7 @@ def fixture_model(ref, ops="reference"):
         model.add_adapter(name, bottleneck=4, non_linearity="swish")
     for name in "abcf":
         model.add_classification_head(name, num_labels=2)
-    model._put({k.split(".", 1)[1]: v.copy() for k, v in ref.items() if k.startswith(("adapter.", "fusion."))})
+    model.put({k.split(".", 1)[1]: v.copy() for k, v in ref.items() if k.startswith(("adapter.", "fusion."))})
     return model
 
 

@@ -1,11 +1,11 @@
-"""A fusion task through the Model (minadapt/fuse.py): equal to AdapterHub's Fuse through
+"""A fusion task through the Model (minadapt/methods/fusion.py): equal to AdapterHub's Fuse through
 model.loss_and_grads, trains only its fusion layers and head, saves to a file that names its
 adapters by name and sha256, and refuses to load without them (one line)."""
 import numpy as np
 import pytest
 
-from minadapt import fuse
-from minadapt.errors import ConfigError, WeightsError
+from minadapt.errors import ConfigError
+from minadapt.methods.fusion import FUSION, FusionConfig
 
 from test_composition import fixture_model, inputs, ref  # noqa: F401  (ref: the fixture)
 
@@ -13,8 +13,9 @@ from test_composition import fixture_model, inputs, ref  # noqa: F401  (ref: the
 def fused_model(ref):  # noqa: F811
     model = fixture_model(ref)
     model.remove("f")  # the fixture's head "f" becomes the fusion task's
-    fuse.add_fusion(model, "f", ["a", "b"], num_labels=2)
-    model._put({k.split(".", 1)[1]: v.copy() for k, v in ref.items()
+    model.add_classification_head("f", num_labels=2)
+    model.add_method("f", FUSION, FusionConfig("f", adapters=("a", "b")))
+    model.put({k.split(".", 1)[1]: v.copy() for k, v in ref.items()
                 if k.startswith(("fusion.", "adapter.heads.f."))})
     return model
 
@@ -52,8 +53,8 @@ def test_fusion_file_round_trip_and_missing_adapters(ref, tmp_path):  # noqa: F8
     for name in ("a", "b", "c", "f"):
         other.remove(name)
     other.load_adapter(tmp_path / "a.safetensors")
-    with pytest.raises(WeightsError, match=r"fuses adapters a, b; b \(sha256 [0-9a-f]{12}…\) is missing: "
-                                           r"load them first"):
+    with pytest.raises(ConfigError, match=r"fuses adapters a, b; b \(sha256 [0-9a-f]{12}…\) is missing: "
+                                          r"load them first"):
         other.load_adapter(tmp_path / "f.safetensors")
     assert "f" not in other.names()
     other.load_adapter(tmp_path / "b.safetensors")
@@ -66,17 +67,19 @@ def test_fusion_file_round_trip_and_missing_adapters(ref, tmp_path):  # noqa: F8
     changed.load_adapter(tmp_path / "a.safetensors")
     changed.load_adapter(tmp_path / "b.safetensors")
     changed.params["encoder.layer.0.output.adapters.a.adapter_up.bias"][0] += 1.0
-    with pytest.raises(WeightsError, match=r"a differs from the one it was trained with"):
+    with pytest.raises(ConfigError, match=r"a differs from the one it was trained with"):
         changed.load_adapter(tmp_path / "f.safetensors")
 
 
 def test_bad_fusions_say_what_is_wrong(ref):  # noqa: F811
     model = fixture_model(ref)
-    with pytest.raises(ConfigError, match=r"no adapter named 'zz' in this model \(its adapters: a, b, c\)"):
-        fuse.add_fusion(model, "g", ["a", "zz"])
+    with pytest.raises(ConfigError, match=r"fuses adapters a, zz; zz is missing: load them first"):
+        model.add_method("g", FUSION, FusionConfig("g", adapters=("a", "zz")))
     model.add_adapter("p", bottleneck=2, architecture="pfeiffer")
     with pytest.raises(ConfigError, match="adapters of different architectures"):
-        fuse.add_fusion(model, "g", ["a", "p"])
+        model.add_method("g", FUSION, FusionConfig("g", adapters=("a", "p")))
     with pytest.raises(ConfigError, match="2 or more different adapters"):
-        fuse.add_fusion(model, "g", ["a", "a"])
+        model.add_method("g", FUSION, FusionConfig("g", adapters=("a", "a")))
+    with pytest.raises(ConfigError, match="name the adapters to fuse"):
+        FusionConfig("g")
     assert "g" not in model.names()

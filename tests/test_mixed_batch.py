@@ -230,7 +230,7 @@ def test_float32_rows_equal_to_rounding():
     block a (B T, H) product differently for another B)."""
     m = make_model()
     m32 = type(m)(m.cfg, {k: v.astype(np.float32) for k, v in m.params.items()}, backbone=m.backbone)
-    m32.adapters, m32.heads, m32._trainable = m.adapters, m.heads, m._trainable
+    m32.methods, m32.heads, m32._trainable = m.methods, m.heads, m._trainable
     ids, mask, types, _ = batch(len(MODEL_TASKS))
     out = m32.logits(ids, mask, types, adapter=MODEL_TASKS)
     for t, lg in out.items():

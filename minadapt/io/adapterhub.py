@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..methods import AdapterConfig
 from ..errors import ConfigError, WeightsError
 from .weights import read_safetensors, save_tensors
 from .detect import read_json, require_safetensors
@@ -77,8 +78,8 @@ def save_adapterhub(model, directory, adapter: str | None = None) -> Path:
     AdapterHub's `model.load_adapter(directory, use_safetensors=True)` reads, head included.
     Returns the directory."""
     name = model.resolve(adapter)
-    a = model.adapters.get(name)
-    if a is None:
+    a = model.config_of(name)
+    if not isinstance(a, AdapterConfig):
         raise ConfigError(f"task {name!r} is {model.method(name)}, not a bottleneck adapter: AdapterHub's "
                           "format holds bottleneck adapters (use format='peft' for LoRA, 'minadapt' otherwise)")
     if a.train_layer_norms:
@@ -150,9 +151,9 @@ def read_head(directory: Path, name: str, model):
     return head, tensors
 
 
-def load_adapterhub(model, directory) -> str:
+def load_adapterhub(model, directory, rename: str | None = None) -> str:
     """Add the Houlsby or Pfeiffer adapter (and head, when the directory has one) that AdapterHub
-    saved in `directory` to `model`, under the name it was saved with. Returns that name."""
+    saved in `directory` to `model`, under the name it was saved with (or `rename`). Returns it."""
     directory = Path(directory)
     env = read_json(directory / "adapter_config.json")
     where = directory / "adapter_config.json"
@@ -171,7 +172,12 @@ def load_adapterhub(model, directory) -> str:
     down = [v for k, v in tensors.items() if k.endswith("adapter_down.0.weight")]
     if not down:
         raise WeightsError(f"{path}: no adapter_down.0.weight tensor")
-    head, head_tensors = read_head(directory, name, model)
+    if rename and rename != name:
+        from .minadapt_file import _rename
+
+        tensors = {_rename(k, name, rename): v for k, v in tensors.items()}
+    head, head_tensors = read_head(directory, rename or name, model)
+    name = rename or name
 
     def build():
         model.add_adapter(name, int(down[0].shape[0]), FROM_ADAPTERHUB[act], architecture=architecture)

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from .. import bert
+from ..methods import LoraConfig
 from ..errors import ConfigError, WeightsError
 from .weights import read_safetensors, save_tensors
 from .adapterhub import read_head, write_head
@@ -31,8 +32,8 @@ def save_peft(model, directory, adapter: str | None = None) -> Path:
     """Write task `adapter`'s LoRA as PEFT's directory (and its head, when it has one, in
     AdapterHub's head files). Returns the directory."""
     name = model.resolve(adapter)
-    lo = model.loras.get(name)
-    if lo is None:
+    lo = model.config_of(name)
+    if not isinstance(lo, LoraConfig):
         raise ConfigError(f"task {name!r} is {model.method(name)}, not LoRA: PEFT's format holds LoRA "
                           "(use format='adapterhub' or 'minadapt')")
     directory = Path(directory)
