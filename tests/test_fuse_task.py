@@ -1,6 +1,8 @@
 """A fusion task through the Model (minadapt/methods/fusion.py): equal to AdapterHub's Fuse through
 model.loss_and_grads, trains only its fusion layers and head, saves to a file that names its
 adapters by name and sha256, and refuses to load without them (one line)."""
+import json
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,45 @@ def test_bad_fusions_say_what_is_wrong(ref):  # noqa: F811
     with pytest.raises(ConfigError, match="name the adapters to fuse"):
         FusionConfig("g")
     assert "g" not in model.names()
+
+
+ROWS = ["a gorgeous , witty movie\t1", "dull and lifeless\t0", "i loved it\t1", "a mess\t0"] * 2
+
+
+def test_train_fuse_from_the_command_line(tmp_path, checkpoint_dir, capsys):
+    """minadapt train sst2 --fuse A B: fuses two trained adapter files, trains the fusion and a new
+    head only (the adapters' numbers unchanged), and the file predicts beside them."""
+    from minadapt.cli import main
+    from minadapt.io.weights import read_safetensors
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "dev"):
+        (data / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(ROWS) + "\n")
+    common = ["--data-dir", str(data), "--weights", str(checkpoint_dir), "--max-steps", "2",
+              "--batch-size", "4", "--eval-every", "0"]
+    for seed in ("1", "2"):
+        assert main(["train", "sst2", "--bottleneck", "2", "--seed", seed, "--out",
+                     str(tmp_path / f"a{seed}"), "--lr", "0.05"] + common) == 0
+    # the second adapter is task "sst2" too: fusing needs distinct names, so it is renamed here
+    a1, a2 = tmp_path / "a1" / "adapter.safetensors", tmp_path / "a2" / "adapter.safetensors"
+    import minadapt
+    m = minadapt.load_model(checkpoint_dir)
+    m.load_adapter(a2, name="other")
+    m.save_adapter(tmp_path / "other.safetensors", adapter="other")
+    out = tmp_path / "fused"
+    assert main(["train", "sst2", "--fuse", str(a1), str(tmp_path / "other.safetensors"), "--out", str(out)]
+                + common) == 0
+    tensors, meta = read_safetensors(out / "adapter.safetensors")
+    assert meta["method"] == "fusion"
+    fusion = json.loads(meta["fusion"])
+    assert fusion["name"] == "sst2-fusion" and fusion["adapters"] == ["sst2", "other"]
+    assert all(len(h) == 64 for h in fusion["sha256"])
+    assert set(tensors) == {k for k in tensors if "adapter_fusion_layer.sst2,other." in k
+                            or k.startswith("heads.sst2-fusion.")}
+    # the adapters did not move: loading them beside the fusion file passes its sha256 check
+    capsys.readouterr()
+    assert main(["predict", "--weights", str(checkpoint_dir), "--adapter", str(a1), "--adapter",
+                 str(tmp_path / "other.safetensors"), "--adapter", str(out / "adapter.safetensors"),
+                 "--task", "sst2-fusion", "a gorgeous film"]) == 0
+    assert capsys.readouterr().out.strip()
