@@ -537,3 +537,22 @@ def loss_and_grads_per_task(model, input_ids, attention_mask, token_type_ids, la
                                      trainable=[model.trainable_names(t) for t, _, _ in groups],
                                      lowest=min(lows) if lows else None)
     return loss, {t: lg for (t, _, _), lg in zip(groups, logits)}, grads
+
+
+# --- looking inside ------------------------------------------------------------------------------
+def fusion_attention(model, name, input_ids, attention_mask, token_type_ids=None) -> dict:
+    """AdapterFusion's weights over the adapters at every site of fusion task `name`, in evaluation
+    mode: {(layer, site): p (B, T, N)}, N in the order the task fuses them (AdapterHub's
+    output_adapter_fusion_attentions)."""
+    ids, mask, types = model.inputs(input_ids, attention_mask, token_type_ids)
+    run = model._run(model.resolve(name), False, grad=False)
+    _, cache = bert.encoder_forward(model.params, model.qkv, model.cfg, ids, mask, types, run)
+    out = {}
+    for i, layer in enumerate(cache.layers):
+        for where, site in (("attention.output", layer.rest.site1), ("output", layer.rest.site2)):
+            if site.reads != "composed":
+                continue
+            for _, c, _ in site.adapter.groups:
+                if c is not None and c.kind == "fuse":
+                    out[(i, where)] = c.parts[2].p
+    return out

@@ -127,3 +127,13 @@ def test_train_fuse_from_the_command_line(tmp_path, checkpoint_dir, capsys):
                  str(tmp_path / "other.safetensors"), "--adapter", str(out / "adapter.safetensors"),
                  "--task", "sst2-fusion", "a gorgeous film"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_fusion_attention_is_a_distribution_per_token(ref):  # noqa: F811
+    from minadapt import compose
+    model = fused_model(ref)
+    ids, mask, types, _ = inputs(ref)
+    p = compose.fusion_attention(model, "f", ids, mask, types)
+    assert sorted(p) == [(i, w) for i in range(2) for w in ("attention.output", "output")]
+    for v in p.values():
+        assert v.shape == (*ids.shape, 2) and np.allclose(v.sum(-1), 1.0)
