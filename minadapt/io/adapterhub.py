@@ -6,9 +6,13 @@
     head_config.json        {"config": {"head_type": "classification", "layers": 2, ...}, ... "name"}
     model_head.safetensors  heads.{name}.1.weight, heads.{name}.1.bias, heads.{name}.4.weight, heads.{name}.4.bias
 
-minadapt's parameter names are AdapterHub's without the leading `bert.`, so the tensors move across
-unchanged. Two bottleneck configs have a minadapt architecture: DoubleSeqBnConfig (Houlsby: mh_adapter
-and output_adapter, original_ln_before=False) and SeqBnConfig (Pfeiffer: output_adapter only,
+For BERT, minadapt's parameter names are AdapterHub's without the leading `bert.`; the other
+architectures name them their own way (`roberta.encoder.layer...`, DistilBERT's
+`distilbert.transformer.layer.{i}.{attention_adapters|output_adapters}.adapters.{name}...`), and
+architectures.py renames both ways. The envelope's model_type must be the model's.
+
+Two bottleneck configs have a minadapt architecture: DoubleSeqBnConfig (Houlsby: mh_adapter and
+output_adapter, original_ln_before=False) and SeqBnConfig (Pfeiffer: output_adapter only,
 original_ln_before=True); both with residual_before_ln=True, original_ln_after=True, no adapter
 LayerNorm, scaling 1, no gating, no PHM. Anything else is refused with the field that differs.
 An adapter with trained LayerNorm copies has no AdapterHub config, so it is refused too.
@@ -68,9 +72,9 @@ def _head_config(model, name) -> dict:
 
 
 def _envelope(model, name, config) -> dict:
-    return {"config": config, "hidden_size": model.cfg.hidden_size, "model_class": "BertAdapterModel",
-            "model_name": model.backbone.get("name"), "model_type": "bert", "name": name,
-            "version": VERSION}
+    return {"config": config, "hidden_size": model.cfg.hidden_size,
+            "model_class": model.cfg.arch.adapter_model_class, "model_name": model.backbone.get("name"),
+            "model_type": model.cfg.model_type, "name": name, "version": VERSION}
 
 
 def save_adapterhub(model, directory, adapter: str | None = None) -> Path:
@@ -91,9 +95,9 @@ def save_adapterhub(model, directory, adapter: str | None = None) -> Path:
               "non_linearity": NON_LINEARITIES[a.non_linearity],
               "reduction_factor": _reduction_factor(model.cfg.hidden_size, a.bottleneck)}
     (directory / "adapter_config.json").write_text(json.dumps(_envelope(model, name, config), indent=2))
-    state = model.adapter_state(name)
+    state, arch = model.adapter_state(name), model.cfg.arch
     save_tensors(directory / "adapter.safetensors",
-                 {"bert." + k: v for k, v in state.items() if not k.startswith("heads.")}, {})
+                 {arch.prefix + arch.theirs(k): v for k, v in state.items() if not k.startswith("heads.")}, {})
     write_head(model, name, directory)
     return directory
 
@@ -159,6 +163,9 @@ def load_adapterhub(model, directory, rename: str | None = None) -> str:
     where = directory / "adapter_config.json"
     architecture = _architecture(env.get("config"), where)
     name = env.get("name")
+    if env.get("model_type") not in (None, model.cfg.model_type):
+        raise WeightsError(f"{where}: made for a {env['model_type']} model ({env.get('model_class')}), "
+                           f"this model is {model.cfg.model_type}")
     if env.get("hidden_size") not in (None, model.cfg.hidden_size):
         raise WeightsError(f"{where}: made for hidden size {env['hidden_size']}, this model's is "
                            f"{model.cfg.hidden_size}")
@@ -167,8 +174,7 @@ def load_adapterhub(model, directory, rename: str | None = None) -> str:
         raise WeightsError(f"{where}: non_linearity {act!r}; minadapt has {', '.join(FROM_ADAPTERHUB)}")
     path = require_safetensors(directory, "adapter.safetensors", "pytorch_adapter.bin",
                                "model.save_adapter(dir, name, use_safetensors=True)")
-    tensors = {k[len("bert."):] if k.startswith("bert.") else k: v
-               for k, v in read_safetensors(path)[0].items()}
+    tensors = {model.cfg.arch.ours(k): v for k, v in read_safetensors(path)[0].items()}
     down = [v for k, v in tensors.items() if k.endswith("adapter_down.0.weight")]
     if not down:
         raise WeightsError(f"{path}: no adapter_down.0.weight tensor")
