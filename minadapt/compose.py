@@ -18,7 +18,9 @@ and the site is  out = LayerNorm(block(o) + res).
 Rows(groups): one block per group of rows, the mixed batch: the backbone's layers run once over
 all rows, and at each site every group's block runs on its own rows only (a slice when the rows are
 contiguous, so no copy). A row of the batch gives what it gives run alone. Parallel (one text
-through several blocks) is Rows over the batch repeated once per block (Model side).
+through several tasks, `parallel_logits`) is Rows over the batch repeated once per task: AdapterHub
+repeats it at the first adapter layer, here the embeddings run per copy too (a table look-up, the
+only work below the lowest adapter when adapters sit in every layer); the numbers are the same.
 
 Backward is each block's forward read backwards; where a Pfeiffer adapter reads LayerNorm(h + res),
 the gradient also reaches res, so every backward returns (dh, dres or None).
@@ -537,6 +539,20 @@ def loss_and_grads_per_task(model, input_ids, attention_mask, token_type_ids, la
                                      trainable=[model.trainable_names(t) for t, _, _ in groups],
                                      lowest=min(lows) if lows else None)
     return loss, {t: lg for (t, _, _), lg in zip(groups, logits)}, grads
+
+
+def parallel_logits(model, input_ids, attention_mask, token_type_ids, tasks):
+    """AdapterHub's Parallel: every text through each of `tasks`, in one forward over the batch
+    repeated once per task. Returns {task: logits (B, C_task)}."""
+    ids, mask, types = model.inputs(input_ids, attention_mask, token_type_ids)
+    xp, n = get_xp(ids), len(tasks)
+    if types is None:
+        types = xp.zeros_like(ids)
+    B = len(ids)
+    groups = [(task_block(model, t), t, slice(j * B, (j + 1) * B)) for j, t in enumerate(tasks)]
+    logits = run_groups(model, xp.concatenate([ids] * n), xp.concatenate([mask] * n),
+                        xp.concatenate([types] * n), groups)
+    return dict(zip(tasks, logits))
 
 
 # --- looking inside ------------------------------------------------------------------------------

@@ -130,3 +130,11 @@ def test_average_adapter_refuses_different_shapes(ref):
     with pytest.raises(Exception, match="no adapter 'zz'"):
         compose.average_adapter(model, "avg", ["a", "zz"])
     assert "avg" not in model.adapters
+
+
+def test_parallel_logits_equal_adapterhub(ref):
+    model = fixture_model(ref)
+    ids, mask, types, _ = inputs(ref)
+    out = compose.parallel_logits(model, ids, mask, types, ["a", "b"])
+    for t in "ab":
+        assert np.max(np.abs(out[t] - ref[f"parallel.logits.{t}"])) < 1e-10
