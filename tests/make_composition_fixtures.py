@@ -29,6 +29,9 @@ For each setup S in fuse, stack, parallel, average, batchsplit: ``S.logits`` (on
   batchsplit  ``BatchSplit("a", "b", batch_sizes=[1, 2])`` + heads ``BatchSplit("a", "b")``: row 0
               with a, rows 1-2 with b; loss = CE of a's rows (mean) + CE of b's rows (mean), so
               each task's gradients are those of its rows alone; trains a, b and both heads.
+``fuse_pf``, ``stack_pf``  as fuse and stack, over Pfeiffer adapters "p", "q"
+    (``SeqBnConfig(reduction_factor=4)``: bottleneck 4, relu, after the feed-forward block reading
+    LayerNorm(o + h)) with head "g" (``torch.manual_seed(1)``, drawn after all the above).
 ``average_adapter.<name>``  ``model.average_adapter("avg", ["a", "c"], weights=[2, 1])``'s
     parameters (weights normalised to 2/3, 1/3), float32: AdapterHub creates the new adapter in
     the default dtype and loads the float64 average into it.
@@ -70,7 +73,7 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
     import transformers
-    from adapters import BertAdapterModel, DoubleSeqBnConfig
+    from adapters import BertAdapterModel, DoubleSeqBnConfig, SeqBnConfig
     from adapters.composition import Average, BatchSplit, Fuse, Parallel, Stack
     from safetensors.numpy import save_file
     from transformers import BertConfig
@@ -163,6 +166,25 @@ def main() -> int:
     for n, p in model.named_parameters():
         if ".adapters.avg." in n:
             out[f"average_adapter.{strip_bert(n)}"] = p.detach().numpy().copy()
+
+    # Pfeiffer adapters p, q (SeqBnConfig: after the FFN, reading LayerNorm(o + h), relu) and head
+    # g, drawn after everything above so that its numbers stay as they were
+    for name in "pq":
+        model.add_adapter(name, config=SeqBnConfig(reduction_factor=4))
+    model.add_classification_head("g", num_labels=2)
+    model.add_adapter_fusion(Fuse("p", "q"))
+    model = model.to(torch.float64).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".adapters.p." in n or ".adapters.q." in n or n.startswith("heads.g.") or \
+                    "adapter_fusion_layer.p,q." in n:
+                p.copy_(torch.randn(p.shape, dtype=p.dtype) * STD)
+                kind = "fusion" if "adapter_fusion_layer" in n else "adapter"
+                out[f"{kind}.{strip_bert(n)}"] = p.numpy().copy()
+    run("fuse_pf", Fuse("p", "q"), "g", lambda n: "adapter_fusion_layer.p,q." in n or n.startswith("heads.g."),
+        single)
+    run("stack_pf", Stack("p", "q"), "g", adapter_of("pq", "g"), single)
 
     out = {k: np.require(v, requirements="C") for k, v in out.items()}
     path = REPO / "tests" / "fixtures" / "composition.safetensors"

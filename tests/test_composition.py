@@ -28,7 +28,9 @@ def fixture_model(ref, ops="reference"):
     model = Model(BertConfig(**CONFIG), params, backbone={"name": "fixture"}, ops=ops)
     for name in "abc":
         model.add_adapter(name, bottleneck=4, non_linearity="swish")
-    for name in "abcf":
+    for name in "pq":  # AdapterHub's SeqBnConfig: Pfeiffer, relu
+        model.add_adapter(name, bottleneck=4, non_linearity="relu", architecture="pfeiffer")
+    for name in "abcfg":
         model.add_classification_head(name, num_labels=2)
     model.put({k.split(".", 1)[1]: v.copy() for k, v in ref.items() if k.startswith(("adapter.", "fusion."))})
     return model
@@ -138,3 +140,16 @@ def test_parallel_logits_equal_adapterhub(ref):
     out = compose.parallel_logits(model, ids, mask, types, ["a", "b"])
     for t in "ab":
         assert np.max(np.abs(out[t] - ref[f"parallel.logits.{t}"])) < 1e-10
+
+
+def test_pfeiffer_fuse_and_stack_equal_adapterhub(ref):
+    """Pfeiffer adapters read LayerNorm(o + h): Fuse's query and each stacked adapter read it too."""
+    model = fixture_model(ref)
+    ids, mask, types, labels = inputs(ref)
+    p, q = model.adapters["p"], model.adapters["q"]
+    loss, (logits,), grads = compose.run_groups(model, ids, mask, types, [(compose.Fuse(p, q), "g", slice(None))],
+                                                labels, trainable=trains(model, "", "g", ["p,q"]))
+    check(ref, "fuse_pf", loss, {"": logits}, grads)
+    loss, (logits,), grads = compose.run_groups(model, ids, mask, types, [(compose.Stack(p, q), "g", slice(None))],
+                                                labels, trainable=trains(model, "pq", "g"))
+    check(ref, "stack_pf", loss, {"": logits}, grads)

@@ -76,15 +76,15 @@ def test_fusion_file_round_trip_and_missing_adapters(ref, tmp_path):  # noqa: F8
 def test_bad_fusions_say_what_is_wrong(ref):  # noqa: F811
     model = fixture_model(ref)
     with pytest.raises(ConfigError, match=r"fuses adapters a, zz; zz is missing: load them first"):
-        model.add_method("g", FUSION, FusionConfig("g", adapters=("a", "zz")))
-    model.add_adapter("p", bottleneck=2, architecture="pfeiffer")
+        model.add_method("z", FUSION, FusionConfig("z", adapters=("a", "zz")))
+    model.add_adapter("pw", bottleneck=2, architecture="pfeiffer")
     with pytest.raises(ConfigError, match="adapters of different architectures"):
-        model.add_method("g", FUSION, FusionConfig("g", adapters=("a", "p")))
+        model.add_method("z", FUSION, FusionConfig("z", adapters=("a", "pw")))
     with pytest.raises(ConfigError, match="2 or more different adapters"):
-        model.add_method("g", FUSION, FusionConfig("g", adapters=("a", "a")))
+        model.add_method("z", FUSION, FusionConfig("z", adapters=("a", "a")))
     with pytest.raises(ConfigError, match="name the adapters to fuse"):
-        FusionConfig("g")
-    assert "g" not in model.names()
+        FusionConfig("z")
+    assert "z" not in model.names()
 
 
 ROWS = ["a gorgeous , witty movie\t1", "dull and lifeless\t0", "i loved it\t1", "a mess\t0"] * 2
