@@ -247,6 +247,8 @@ def _eval_parser(sub):
                        description="Load an adapter file and print its task's dev metrics (the "
                        "task, its labels and metrics come from the file).")
     e.add_argument("--adapter", required=True, metavar="FILE", help="an adapter .safetensors file")
+    e.add_argument("--with", dest="with_adapters", action="append", default=[], metavar="FILE",
+                   help="an adapter file to load first: the adapters a fusion file fuses (repeat it)")
     e.add_argument("--task", help="the task to evaluate on: must be the adapter's own (a check)")
     e.add_argument("--data-dir", metavar="DIR", help="the task's folder (as for train)")
     e.add_argument("--dev-file", metavar="FILE", help="dev data for an adapter trained on your own "
@@ -469,7 +471,8 @@ def cmd_eval(args):
     from .predict import encode_examples, evaluate
     from .train import format_metrics
 
-    model, (name,) = _load_adapters(args, [args.adapter])
+    model, names = _load_adapters(args, args.with_adapters + [args.adapter])
+    name = names[-1]
     task = adapter_task(model, name, args.adapter)
     if args.task is not None and args.task.replace("-", "") != task.name.replace("-", ""):
         raise ConfigError(f"{args.adapter} was trained on task {task.name!r}, not {args.task!r}: an "

@@ -89,6 +89,8 @@ CASES = [
     Case(T + "--method houlsby --fuse {adapter} {three_labels}", "minadapt",
          ("--fuse", "only --method fusion", "--method houlsby")),
     Case(T + "--method fusion", "minadapt", ("name the adapters to fuse", "--fuse")),
+    Case("eval --adapter {fusion} --with {adapter} --data-dir {data} --weights {ckpt}", "minadapt",
+         ("fuses adapters sst2, nli", "nli (sha256", "is missing")),
     Case("predict --adapter {fusion} --weights {ckpt} hello", "minadapt",
          ("fuses adapters sst2, nli", "sst2 (sha256", "is missing", "nli (sha256", "load them first")),
     Case("serve --adapter {three_labels} --port 70000", "argparse", ("--port", "from 0 to 65535")),

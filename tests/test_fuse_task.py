@@ -127,6 +127,9 @@ def test_train_fuse_from_the_command_line(tmp_path, checkpoint_dir, capsys):
                  str(tmp_path / "other.safetensors"), "--adapter", str(out / "adapter.safetensors"),
                  "--task", "sst2-fusion", "a gorgeous film"]) == 0
     assert capsys.readouterr().out.strip()
+    assert main(["eval", "--weights", str(checkpoint_dir), "--data-dir", str(data), "--with", str(a1),
+                 "--with", str(tmp_path / "other.safetensors"), "--adapter", str(out / "adapter.safetensors")]) == 0
+    assert "sst2 dev accuracy" in capsys.readouterr().out
 
 
 def test_fusion_attention_is_a_distribution_per_token(ref):  # noqa: F811
