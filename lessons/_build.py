@@ -42,6 +42,7 @@ SOURCES = {  # notebook file name -> source module in lessons/_src/
     "08_gpu_with_cupy.ipynb": "l08_gpu_with_cupy",
     "09_many_tasks.ipynb": "l09_many_tasks",
     "10_adapters_lora_full_probe.ipynb": "l10_alternatives",
+    "11_prompt_prefix_ia3.ipynb": "l11_family",
     "12_composing_adapters.ipynb": "l12_composition",
 }
 EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lessons/_src/
@@ -49,6 +50,7 @@ EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lesso
     "exercises/02_softmax_attention.ipynb": "e02_softmax_attention",
     "exercises/03_adapter_layer.ipynb": "e03_adapter_layer",
     "exercises/04_head_adamw.ipynb": "e04_head_adamw",
+    "exercises/05_prefix_gradient.ipynb": "e05_prefix_gradient",
 }
 
 

@@ -478,3 +478,27 @@ def check_adamw(step):
         _fail("adamw", "the parameters after 5 steps", d, f"\n    rel. error {_err(got - p0, right - p0)} "
               "against minadapt.optim.AdamW")
     print(f"adamw: pass (5 steps equal minadapt.optim.AdamW, rel. error {gradcheck.rel_error(got, right):.0e})")
+
+
+# --- exercise 5: prefix tuning's attention and the prefix's gradient (lesson 11) ------------------
+def check_prefix(forward, backward, n_heads=2):
+    """forward(q, k, v, pk, pv, bias) -> (c, cache): attention of q (B, T, H) over [pk; k] and
+    [pv; v] (pk, pv (n, H), the same for every sentence), with the mask bias (B, 1, 1, T) extended
+    for the prefix; backward(dc, cache) -> (dq, dk, dv, dpk, dpv). No dropout (evaluation)."""
+    from .nn import prefix
+
+    r = _rng()
+    B, T, n, H = 2, 4, 3, 4
+    inputs = {t: r.standard_normal((B, T, H)) for t in "qkv"}
+    inputs.update(pk=r.standard_normal((n, H)), pv=r.standard_normal((n, H)),
+                  bias=attention.mask_bias(np.array([[1, 1, 1, 1], [1, 1, 0, 0]]), np.float64))
+
+    def ref_forward(q, k, v, pk, pv, bias):
+        return prefix.forward(q, k, v, pk, pv, bias, n_heads)
+
+    def forward_candidates(q, k, v, pk, pv, bias):
+        return {"the prefix is masked out: every query must see it (zeros in front of the mask)":
+                attention.forward(q, k, v, bias, n_heads)[0]}
+
+    _check_pair("prefix", forward, backward, inputs, ref_forward, prefix.backward,
+                ("q", "k", "v", "pk", "pv"), batch=B, forward_candidates=forward_candidates)

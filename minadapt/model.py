@@ -306,8 +306,10 @@ class Model:
         """The lowest layer holding one of the task's trainable parameters: backward stops there.
         -1: the embeddings train too; None: no encoder parameter trains (a linear probe)."""
         trainable = self.trainable_names(adapter)
-        if any(k.startswith("embeddings.") for k in trainable):
-            return -1
+        if any(k.startswith(("embeddings.", "prompt_encoder.")) for k in trainable):
+            return -1  # the embeddings, or a prompt before them
+        if any(k.startswith("prefix_encoder.") for k in trainable):
+            return 0  # a prefix joins every layer's attention
         layers = [int(k.split(".")[2]) for k in trainable if k.startswith("encoder.layer.")]
         return min(layers) if layers else None
 

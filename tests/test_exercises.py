@@ -87,6 +87,17 @@ WRONG = {
         ("dlogits /= B", "dlogits = -dlogits / B", "dh_cls looks wrong -> sign"),
         ("dw4, db4 = dlogits.T @ t", "dw4, db4 = t.T @ dlogits", "dw4 looks wrong -> transpose"),
     ],
+    "prefix_forward": [
+        ("dk2[:, :n].sum(axis=0), dv2[:, :n].sum(axis=0)", "dk2[:, :n], dv2[:, :n].sum(axis=0)",
+         "backward, dpk looks wrong -> missing sum over the batch"),
+        ("dk2[:, :n].sum(axis=0), dv2[:, :n].sum(axis=0)", "dk2[:, :n].sum(axis=0), dv2[:, :n].mean(axis=0)",
+         "backward, dpv looks wrong -> scale (off by x 1/2): a mean over the batch"),
+        ("np.zeros((B, 1, 1, n))", "np.full((B, 1, 1, n), np.finfo(np.float64).min)",
+         "forward looks wrong -> the prefix is masked out"),
+        ("return dq, dk2[:, n:], dv2[:, n:], dk2[:, :n].sum(axis=0), dv2[:, :n].sum(axis=0)",
+         "return dq, dk2[:, n:], dv2[:, n:], dv2[:, :n].sum(axis=0), dk2[:, :n].sum(axis=0)",
+         "backward, dpk looks wrong -> swapped: this is the right dpv"),
+    ],
     "adamw_step": [
         ("m_hat, v_hat = m / (1.0 - b1**t), v / (1.0 - b2**t)", "m_hat, v_hat = m, v", "bias correction missing"),
         ("p = p * (1.0 - lr * weight_decay)", "g = g + weight_decay * p",
