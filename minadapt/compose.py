@@ -402,6 +402,8 @@ def run_groups(model, input_ids, attention_mask, token_type_ids, groups, labels=
 
     groups = [(b, head, _as_slice(rows)) for b, head, rows in groups]
     per_group = isinstance(trainable, (list, tuple))
+    if len(groups) == 1 and groups[0][2] == slice(0, len(input_ids)):
+        groups[0] = groups[0][:2] + (slice(None),)  # every row: the block alone, no Rows
     if len(groups) == 1 and groups[0][2] == slice(None):
         block = groups[0][0]
     else:
