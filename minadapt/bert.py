@@ -150,7 +150,11 @@ def sublayer_end_forward(o, res, params, i, where, cfg, run):
     """The end of a sub-layer, residual add and LayerNorm, with the adapter if one sits here:
         out = LayerNorm(o + res + A(u)),  u = o (Houlsby) or LayerNorm(o + res) (Pfeiffer);
         out = LayerNorm(o + res) where none does.
-    o (the sub-layer's output after dropout), res (its input): (B, T', H). Returns (out, SiteCache)."""
+    o (the sub-layer's output after dropout), res (its input): (B, T', H). Returns (out, SiteCache).
+    A composition of adapters (compose.py: Stack, Fuse, Average, a task per row) walks the site itself."""
+    if hasattr(run.adapter, "site_forward"):
+        out, composed = run.adapter.site_forward(o, res, params, i, where, cfg, run)
+        return out, SiteCache("composed", None, composed, None)
     ln_prefix = layer_norm_prefix(i, where, run.adapter)
     s = o + res
     a = run.adapter
@@ -170,6 +174,8 @@ def sublayer_end_forward(o, res, params, i, where, cfg, run):
 def sublayer_end_backward(dout, cache: SiteCache, i, where, run, grads):
     """Backward of sublayer_end_forward: returns (do, dres). Without an adapter both are the
     LayerNorm's input gradient: the sum o + res hands its gradient to both terms."""
+    if cache.reads == "composed":
+        return run.adapter.site_backward(dout, cache.adapter, i, where, run, grads)
     ln_prefix = layer_norm_prefix(i, where, run.adapter)
     # out = LayerNorm(s),  s = o + res (+ A(u))
     ds = _ln_backward(dout, cache.ln, ln_prefix, run, grads)

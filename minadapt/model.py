@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import bert, heads, methods, ops as ops_module
+from . import bert, compose, heads, methods, ops as ops_module
 from .backend import resolve_device, resolve_dtype, to_device, to_numpy, xp_for
 from .config import BertConfig
 from .errors import ConfigError, WeightsError
@@ -331,7 +331,10 @@ class Model:
         return bert.encoder_forward(self.params, self.qkv, self.cfg, ids, mask, types, run)[0]
 
     def logits(self, input_ids, attention_mask, token_type_ids=None, adapter: str | None = None):
-        """Class scores (B, C) of task `adapter`'s head, in evaluation mode."""
+        """Class scores (B, C) of task `adapter`'s head, in evaluation mode. adapter=[a task per
+        row]: {task: scores of its rows}, the backbone run once over the batch (compose.py)."""
+        if isinstance(adapter, (list, tuple)):
+            return compose.logits_per_task(self, input_ids, attention_mask, token_type_ids, adapter)
         ids, mask, types = self.inputs(input_ids, attention_mask, token_type_ids)
         name = self.resolve(adapter)
         return self._forward(name, ids, mask, types, self._run(name, False, grad=False))[0]
@@ -353,7 +356,10 @@ class Model:
         for task `adapter`.
         Returns (loss as a 0-d array, logits (B, C), grads: {name: array} for exactly
         trainable_names(adapter)). train=True: dropout on, masks drawn from `rng` (default: the
-        model's generator)."""
+        model's generator). adapter=[a task per row]: compose.loss_and_grads_per_task."""
+        if isinstance(adapter, (list, tuple)):
+            return compose.loss_and_grads_per_task(self, input_ids, attention_mask, token_type_ids,
+                                                   labels, adapter, train, rng)
         ids, mask, types, labels = self.inputs(input_ids, attention_mask, token_type_ids, labels)
         name = self.resolve(adapter)
         run = self._run(name, train, rng if train else None)
