@@ -111,14 +111,14 @@ class Model:
         return out
 
     def put(self, tensors: dict):
-        """Set parameters from host arrays; an existing parameter is overwritten in place, so views
-        of it (the fused Q|K|V matrix, a packed trainable vector) see the new values."""
+        """Set parameters from host arrays, copied: an existing parameter is overwritten in place, so
+        views of it (the fused Q|K|V matrix, a packed trainable vector) see the new values; a new one
+        is the model's own copy (training it never changes the caller's array)."""
         for k, v in tensors.items():
-            v = to_device(np.asarray(v, dtype=self.dtype), self.device)
-            if k in self.params and self.params[k].shape == v.shape:
-                self.params[k][...] = v
+            if k in self.params and tuple(self.params[k].shape) == tuple(np.shape(v)):
+                self.params[k][...] = to_device(np.asarray(v, dtype=self.dtype), self.device)
             else:
-                self.params[k] = v
+                self.params[k] = to_device(np.array(v, dtype=self.dtype), self.device)
 
     def add_trainable(self, name: str, names):
         """Make parameters `names` (already in params) part of what task `name` trains, and lay the
