@@ -1,10 +1,10 @@
-"""What fair batches across tasks cost today: one forward per task in a batch.
+"""What fair batches across tasks cost: fair batches mixing two tasks against batches of one task.
 
     python benchmarks/serve_batch_split.py [--weights DIR] [--requests 256]
 
 The server's batcher (minadapt/serve/batcher.py) fills each batch of at most 64 texts from every
-waiting request, whatever its task, so a small request waits behind at most one batch; until a
-forward takes a task per row (issue 33), a batch holding two tasks runs as two forwards. This
+waiting request, whatever its task, so a small request waits behind at most one batch; since a
+forward takes a task per row (issue 33) such a batch is one forward (before, one per task). This
 submits --requests requests at once (1, 2 or 4 of the 300 shortest SST-2 dev sentences each, task
 "sst2" or "topic" at random, seed 0) straight to a Batcher on the real checkpoint, and times the
 whole queue twice: with the fair batches, and with batches of the oldest request's task only (the

@@ -43,6 +43,7 @@ SOURCES = {  # notebook file name -> source module in lessons/_src/
     "09_many_tasks.ipynb": "l09_many_tasks",
     "10_adapters_lora_full_probe.ipynb": "l10_alternatives",
     "11_prompt_prefix_ia3.ipynb": "l11_family",
+    "12_composing_adapters.ipynb": "l12_composition",
 }
 EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lessons/_src/
     "exercises/01_linear_gelu_layernorm.ipynb": "e01_linear_gelu_layernorm",

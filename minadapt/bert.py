@@ -150,7 +150,11 @@ def sublayer_end_forward(o, res, params, i, where, cfg, run):
     """The end of a sub-layer, residual add and LayerNorm, with the adapter if one sits here:
         out = LayerNorm(o + res + A(u)),  u = o (Houlsby) or LayerNorm(o + res) (Pfeiffer);
         out = LayerNorm(o + res) where none does.
-    o (the sub-layer's output after dropout), res (its input): (B, T', H). Returns (out, SiteCache)."""
+    o (the sub-layer's output after dropout), res (its input): (B, T', H). Returns (out, SiteCache).
+    A composition of adapters (compose.py: Stack, Fuse, Average, a task per row) walks the site itself."""
+    if hasattr(run.adapter, "site_forward"):
+        out, composed = run.adapter.site_forward(o, res, params, i, where, cfg, run)
+        return out, SiteCache("composed", None, composed, None)
     ln_prefix = layer_norm_prefix(i, where, run.adapter)
     s = o + res
     a = run.adapter
@@ -170,6 +174,8 @@ def sublayer_end_forward(o, res, params, i, where, cfg, run):
 def sublayer_end_backward(dout, cache: SiteCache, i, where, run, grads):
     """Backward of sublayer_end_forward: returns (do, dres). Without an adapter both are the
     LayerNorm's input gradient: the sum o + res hands its gradient to both terms."""
+    if cache.reads == "composed":
+        return run.adapter.site_backward(dout, cache.adapter, i, where, run, grads)
     ln_prefix = layer_norm_prefix(i, where, run.adapter)
     # out = LayerNorm(s),  s = o + res (+ A(u))
     ds = _ln_backward(dout, cache.ln, ln_prefix, run, grads)
@@ -227,23 +233,24 @@ def lora_names(i: int, target: str, name: str) -> tuple[str, str]:
 
 def qkv_lora_forward(out, x, params, i, run, first=0):
     """Add the running LoRA's low-rank terms s dropout(x) A^T B^T to the slices of a fused projection
-    output `out` (..., n H) that it targets; the slices are Q, K, V from `first` on (0: Q|K|V).
-    `out` is the projection's own new array, so the terms are added into it in place (no other
-    code holds it). Returns (out (..., n H), cache: [(slice index, target, lora cache)], or None
-    without LoRA)."""
+    output `out` (..., n H) that it targets; the slices are Q, K, V from `first` on (0: Q|K|V):
+        [q | k | v] -> [q + delta_q | k | v + delta_v]        (a LoRA on query and value)
+    (run.ops.lora.add_to_slices: the reference returns a new array, the fast ops add in place).
+    Returns (that (..., n H), cache: [(slice index, target, lora cache)], or None without LoRA)."""
     lo = run.lora
     if lo is None:
         return out, None
     H = x.shape[-1]
-    caches = []
+    deltas, caches = {}, []
     for j, target in enumerate(QKV[first:first + out.shape[-1] // H]):
         if target in lo.targets:
             a, b = lora_names(i, target, lo.name)
-            delta, c = run.ops.lora.delta_forward(x, params[a], params[b], lo.alpha / lo.r,
-                                                  lo.dropout, run.rng, run.train)
-            out[..., j * H:(j + 1) * H] += delta
+            deltas[j], c = run.ops.lora.delta_forward(x, params[a], params[b], lo.alpha / lo.r,
+                                                      lo.dropout, run.rng, run.train)
             caches.append((j, target, c))
-    return out, caches or None
+    if not caches:
+        return out, None
+    return run.ops.lora.add_to_slices(out, deltas), caches
 
 
 def qkv_lora_backward(dout, caches, i, run, grads):

@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 # OpenBLAS's idle worker threads spin for ~0.1 s after each multi-threaded matmul before they
-# sleep, burning a core that the data-parallel shard processes (parallel.py) want next. A short
+# sleep, burning a core that the data-parallel shard processes (parallel/cores.py) want next. A short
 # timeout lets them sleep at once. It only takes effect before NumPy is loaded, hence here, first;
 # a value the user set is kept. (The library itself changes nothing in the process.)
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
@@ -118,6 +118,8 @@ def add_method_options(p):
         who = " or ".join(takers) + ": "
         kwargs = {"action": "store_true", "default": None} if o.flag_only else \
             {"type": o.type, "default": None, "metavar": o.metavar, "choices": o.choices}
+        if o.nargs:
+            kwargs["nargs"] = o.nargs
         p.add_argument(flag, dest=_dest(flag), help=who + o.help, **kwargs)
 
 
@@ -252,7 +254,8 @@ def _compare_parser(sub):
                        epilog="example:\n  minadapt compare sst2 --steps 300 --max-length 64\n"
                        "  minadapt compare bbc-news --methods probe,houlsby --bottlenecks 16,64 --steps 50")
     add_data_options(c)
-    c.add_argument("--methods", type=compare.method_list, default=",".join(METHODS),
+    c.add_argument("--methods", type=compare.method_list,
+                   default=",".join(m.name for m in METHODS.values() if m.compare),
                    metavar="M,M,...", help="which methods: " + ", ".join(METHODS))
     for flag, takers in compare.sweeps().items():
         m = METHODS[takers[0]]
@@ -276,6 +279,8 @@ def _eval_parser(sub):
                        "task, its labels and metrics come from the file).")
     e.add_argument("--adapter", required=True, metavar="PATH", help="an adapter: a minadapt file, "
                    "or an AdapterHub or PEFT directory")
+    e.add_argument("--with", dest="with_adapters", action="append", default=[], metavar="FILE",
+                   help="an adapter file to load first: the adapters a fusion file fuses (repeat it)")
     e.add_argument("--task", help="the task to evaluate on: must be the adapter's own (a check)")
     e.add_argument("--data-dir", metavar="DIR", help="the task's folder (as for train)")
     e.add_argument("--dev-file", metavar="FILE",
@@ -453,19 +458,27 @@ def cmd_train(args):
         from .io.task_names import check_name
 
         check_name(args.name, "--name")
+    fusion = {}
+    if getattr(args, "method_fuse", None):
+        if not any(a == "--method" or a.startswith("--method=") for a in args.argv):
+            args.method = "fusion"  # --fuse A B says it
+        # its own name and folder: the adapters it fuses may be the task's own (runs/sst2)
+        name = args.name or f"{args.task or 'custom'}-fusion"
+        fusion = {"adapter_name": name, "out": args.out or f"runs/{name}"}
     keep_freed_memory()  # each step's arrays reuse the last step's pages (fast/numerics.py)
     cfg = TrainConfig(method=args.method, options=method_options(args), task=args.task or "custom",
-                      data_dir=args.data_dir, train_file=args.train_file, adapter_name=args.name,
+                      data_dir=args.data_dir, train_file=args.train_file,
                       keep=args.keep, early_stopping_patience=args.early_stopping_patience,
                       validation_file=args.validation_file,
                       dev_file=args.dev_file, text_column=args.text_column,
                       text_pair_column=args.text_pair_column, label_column=args.label_column,
                       regression=args.regression, max_length=args.max_length,
-                      weights=args.weights, out=args.out, epochs=args.epochs,
+                      weights=args.weights, out=fusion.get("out", args.out), epochs=args.epochs,
                       max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                       warmup=args.warmup, weight_decay=args.weight_decay,
                       eval_every=args.eval_every, log_every=args.log_every,
-                      train_subset=args.train_subset, seed=args.seed, device=args.device)
+                      train_subset=args.train_subset, seed=args.seed, device=args.device,
+                      adapter_name=fusion.get("adapter_name", args.name))
     r = train(cfg, resume=args.resume)
     if r.interrupted:
         return 130
@@ -574,7 +587,8 @@ def cmd_eval(args):
     from .predict import encode_examples, evaluate
     from .train import format_metrics
 
-    model, (name,) = _load_adapters(args, [args.adapter])
+    model, names = _load_adapters(args, args.with_adapters + [args.adapter])
+    name = names[-1]
     task = adapter_task(model, name, args.adapter, args.dev_file)
     if args.task is not None and args.task.replace("-", "") != task.name.replace("-", ""):
         raise ConfigError(f"{args.adapter} was trained on task {task.name!r}, not {args.task!r}: an "

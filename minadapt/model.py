@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import bert, heads, methods, ops as ops_module
+from . import bert, compose, heads, methods, ops as ops_module
 from .backend import resolve_device, resolve_dtype, to_device, to_numpy, xp_for
 from .config import BertConfig
 from .errors import ConfigError, WeightsError
@@ -111,14 +111,14 @@ class Model:
         return out
 
     def put(self, tensors: dict):
-        """Set parameters from host arrays; an existing parameter is overwritten in place, so views
-        of it (the fused Q|K|V matrix, a packed trainable vector) see the new values."""
+        """Set parameters from host arrays, copied: an existing parameter is overwritten in place, so
+        views of it (the fused Q|K|V matrix, a packed trainable vector) see the new values; a new one
+        is the model's own copy (training it never changes the caller's array)."""
         for k, v in tensors.items():
-            v = to_device(np.asarray(v, dtype=self.dtype), self.device)
-            if k in self.params and self.params[k].shape == v.shape:
-                self.params[k][...] = v
+            if k in self.params and tuple(self.params[k].shape) == tuple(np.shape(v)):
+                self.params[k][...] = to_device(np.asarray(v, dtype=self.dtype), self.device)
             else:
-                self.params[k] = v
+                self.params[k] = to_device(np.array(v, dtype=self.dtype), self.device)
 
     def add_trainable(self, name: str, names):
         """Make parameters `names` (already in params) part of what task `name` trains, and lay the
@@ -186,8 +186,9 @@ class Model:
                     init: str = "near_identity"):
         """Bottleneck adapters for task `name` (minadapt.methods.bottleneck): architecture
         "houlsby" (two per layer) or "pfeiffer" (one per layer, after the feed-forward block).
-        bottleneck: m, default 64 for Houlsby and H/16 for Pfeiffer (AdapterHub's reduction factor
-        16). preset="houlsby-paper": google-research/adapter-bert's choices (bottleneck.PRESETS).
+        bottleneck: m, default 64 for Houlsby (minadapt's own choice: AdapterHub's DoubleSeqBnConfig
+        factor 16 would give H/16; methods/bottleneck.py) and H/16 for Pfeiffer (SeqBnConfig's
+        reduction factor 16). preset="houlsby-paper": google-research/adapter-bert's choices (bottleneck.PRESETS).
         init: "near_identity" (W_down ~ N(0, init_std^2), W_up = 0: exactly the identity) or
         "truncated_normal" (both ~ N(0, init_std^2) truncated at 2 std)."""
         if bottleneck is None:
@@ -330,7 +331,10 @@ class Model:
         return bert.encoder_forward(self.params, self.qkv, self.cfg, ids, mask, types, run)[0]
 
     def logits(self, input_ids, attention_mask, token_type_ids=None, adapter: str | None = None):
-        """Class scores (B, C) of task `adapter`'s head, in evaluation mode."""
+        """Class scores (B, C) of task `adapter`'s head, in evaluation mode. adapter=[a task per
+        row]: {task: scores of its rows}, the backbone run once over the batch (compose.py)."""
+        if isinstance(adapter, (list, tuple)):
+            return compose.logits_per_task(self, input_ids, attention_mask, token_type_ids, adapter)
         ids, mask, types = self.inputs(input_ids, attention_mask, token_type_ids)
         name = self.resolve(adapter)
         return self._forward(name, ids, mask, types, self._run(name, False, grad=False))[0]
@@ -352,7 +356,10 @@ class Model:
         for task `adapter`.
         Returns (loss as a 0-d array, logits (B, C), grads: {name: array} for exactly
         trainable_names(adapter)). train=True: dropout on, masks drawn from `rng` (default: the
-        model's generator)."""
+        model's generator). adapter=[a task per row]: compose.loss_and_grads_per_task."""
+        if isinstance(adapter, (list, tuple)):
+            return compose.loss_and_grads_per_task(self, input_ids, attention_mask, token_type_ids,
+                                                   labels, adapter, train, rng)
         ids, mask, types, labels = self.inputs(input_ids, attention_mask, token_type_ids, labels)
         name = self.resolve(adapter)
         run = self._run(name, train, rng if train else None)

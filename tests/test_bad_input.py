@@ -97,6 +97,19 @@ CASES = [
     Case(T + "--method prompt --prefix-projection", "minadapt", ("--prefix-projection", "only --method prefix")),
     Case(T + "--preset houlsby-paper --non-linearity relu", "minadapt", ("preset 'houlsby-paper'",
                                                                 "non_linearity")),
+    # --- train --fuse: the adapters to fuse (exit 1) ---
+    Case(T + "--fuse {nowhere}.safetensors {adapter}", "minadapt",
+         ("{nowhere}.safetensors", "no such adapter file or directory")),
+    Case(T + "--fuse {adapter}", "minadapt", ("fusion 'sst2-fusion'", "2 or more different adapters")),
+    Case(T + "--fuse {adapter} {other_backbone}", "minadapt",
+         ("{other_backbone}", "made for backbone tiny", "hidden 8", "hidden 384")),
+    Case(T + "--method houlsby --fuse {adapter} {three_labels}", "minadapt",
+         ("--fuse", "only --method fusion", "--method houlsby")),
+    Case(T + "--method fusion", "minadapt", ("name the adapters to fuse", "--fuse")),
+    Case("eval --adapter {fusion} --with {adapter} --data-dir {data} --weights {ckpt}", "minadapt",
+         ("fuses adapters sst2, nli", "nli (sha256", "is missing")),
+    Case("predict --adapter {fusion} --weights {ckpt} hello", "minadapt",
+         ("fuses adapters sst2, nli", "sst2 (sha256", "is missing", "nli (sha256", "load them first")),
     Case("serve --adapter {three_labels} --port 70000", "argparse", ("--port", "from 0 to 65535")),
     Case("serve --adapter {three_labels} --host bad_host!", "argparse", ("--host",)),
     Case("serve --adapter {three_labels} --max-batch 0", "argparse", ("--max-batch",)),
@@ -238,6 +251,16 @@ def places(tmp_path_factory, checkpoint_dir):
     m.add_classification_head("nli", num_labels=3)
     p["three_labels"] = m.save_adapter(root / "three_labels.safetensors",
                                        extra_metadata={"labels": ["neg", "neutral", "pos"]})
+    f = minadapt.load_model(checkpoint_dir)  # sst2 and nli, fused: a fusion file that needs both
+    f.add_classification_head("both", num_labels=2)
+    f.add("both", "fusion", fuse=(str(p["adapter"]), str(p["three_labels"])))
+    p["fusion"] = f.save_adapter(root / "fusion.safetensors", adapter="both")
+    from tests.tiny import tiny_model
+    tiny = tiny_model(dtype=np.float32)
+    tiny.backbone = {"name": "tiny", "sha256": "0" * 64}
+    tiny.add_adapter("sst2", bottleneck=2)
+    tiny.add_classification_head("sst2")
+    p["other_backbone"] = tiny.save_adapter(root / "other_backbone.safetensors")
     p["nan_ckpt"] = root / "nan_ckpt"
     _copy_checkpoint(checkpoint_dir, p["nan_ckpt"], without="model.safetensors")
     weights, wmeta = read_safetensors(checkpoint_dir / "model.safetensors")

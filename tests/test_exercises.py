@@ -174,6 +174,7 @@ def test_mistake_is_diagnosed(name, stub, what, old, new, diagnosis, monkeypatch
     assert diagnosis in str(failure.value), str(failure.value)
 
 
+@pytest.mark.slow  # a Jupyter kernel per notebook
 @pytest.mark.parametrize("name", sorted(_build.EXERCISES))
 def test_solved_notebook_runs(name):
     nb = _build.build(name, _build.EXERCISES[name], solved=True)

@@ -180,6 +180,50 @@ def test_concurrent_requests_for_one_task_share_forwards(server, adapters):
             np.testing.assert_allclose(list(got["probabilities"].values()), want[i % 4], atol=1e-5)
 
 
+def test_concurrent_requests_for_several_tasks_share_one_forward(server, adapters):
+    """Requests for different tasks that arrive together run as one forward (a task per row,
+    issue 33), each answered as its task alone answers it."""
+    _, reference = adapters
+    model, batcher = server.model, server.batcher
+    calls, real = [], model.logits
+
+    def counting_logits(*args, **kw):
+        calls.append(kw.get("adapter"))
+        if len(calls) == 1:  # hold the first forward until the other requests are queued
+            deadline = time.monotonic() + 10
+            while len(batcher.waiting) < 5 and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return real(*args, **kw)
+
+    model.logits = counting_logits
+    bodies = [{"task": ("sst2", "topic", "sts")[i % 3], **({"pairs": PAIRS[:2]} if i % 3 == 2 else
+                                                           {"texts": TEXTS[:1 + i % 2]})} for i in range(6)]
+    answers = [None] * 6
+    try:
+        def client(i):
+            answers[i] = call(server, "/predict", bodies[i])
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        del model.logits
+    # the first alone; then the texts of sst2 and topic as one forward, the sts pairs as another
+    assert len(calls) == 3 and all(isinstance(c, list) for c in calls), calls
+    assert {frozenset(c) for c in calls[1:]} == {frozenset({"sst2", "topic"}), frozenset({"sts"})}
+    for body, (status, answer) in zip(bodies, answers):
+        assert status == 200
+        if body["task"] == "sts":
+            want = expected(reference, "sts", *map(list, zip(*body["pairs"])))
+            np.testing.assert_allclose([p["score"] for p in answer["predictions"]], want, atol=1e-5)
+        else:
+            want = expected(reference, body["task"], body["texts"])
+            np.testing.assert_allclose([list(p["probabilities"].values()) for p in answer["predictions"]],
+                                       want, atol=1e-5)
+
+
 def test_a_request_over_max_batch_runs_as_several_forwards(server, adapters):
     _, reference = adapters
     texts = [f"{t} {i}" for i in range(10) for t in TEXTS]  # 40 texts, max_batch 16: 3 forwards

@@ -184,8 +184,8 @@ for j, name in enumerate(("word", "pos", "type")):
     print(f"rel_error dW_{name}: {gradcheck.check(f, tables[j], de, grads[j]):.1e}")
 '''),
 md(r'''
-(minadapt never trains the embeddings; this backward exists for full fine-tuning and for
-completeness, and `encoder_backward` only reaches it when told to.)
+(Adapters, LoRA and probes leave the embeddings frozen; full fine-tuning trains them through this
+backward, which `encoder_backward` reaches only when told to.)
 
 ## 4. One encoder layer, by hand
 

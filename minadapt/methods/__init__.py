@@ -8,6 +8,7 @@ command line, the training loop, `compare` and the file formats read.
     prompt.py      n trained vectors before every sentence (prompt tuning)
     prefix.py      n trained keys and values before every attention's own (prefix tuning)
     ia3.py         a learned scale per channel of keys, values and the output projections' inputs
+    fusion.py      AdapterFusion over trained adapters (a composition: compose.py)
 
 Each declares a `Method` (base.py): its config, how it adds its parameters, its options and
 default learning rate, what `compare` sweeps, how a file stores it. A new method is a new file here
@@ -17,6 +18,7 @@ from ..errors import ConfigError
 from .base import Method, Option
 from .bottleneck import HOULSBY, PFEIFFER, AdapterConfig
 from .full import FULL
+from .fusion import FUSION, FusionConfig
 from .ia3 import IA3, IA3Config
 from .lora import LORA, LoraConfig
 from .prefix import PREFIX, PrefixConfig
@@ -24,7 +26,7 @@ from .probe import PROBE
 from .prompt import PROMPT, PromptConfig
 
 METHODS: dict[str, Method] = {m.name: m for m in (PROBE, HOULSBY, PFEIFFER, LORA, FULL,
-                                                        PROMPT, PREFIX, IA3)}
+                                                        PROMPT, PREFIX, IA3, FUSION)}
 
 
 def get(name: str) -> Method:
@@ -44,4 +46,4 @@ def all_options() -> dict[str, tuple[Option, list[str]]]:
 
 
 __all__ = ["METHODS", "Method", "Option", "AdapterConfig", "LoraConfig", "PromptConfig", "PrefixConfig",
-           "IA3Config", "get", "all_options"]
+           "IA3Config", "FusionConfig", "get", "all_options"]

@@ -28,6 +28,7 @@ class Option:
     choices: tuple | None = None  # the allowed values, where they are a short list
     flag_only: bool = False  # a switch (--train-layer-norms): present means True
     flag_name: str | None = None  # the flag, where it is not --FIELD (LoRA's r is --lora-rank)
+    nargs: str | None = None  # "+": several values (fusion's --fuse A B)
 
     @property
     def flag(self) -> str:
@@ -53,6 +54,7 @@ class Method:
     merge: Callable | None = None  # merge(model, name) -> a new Model with it folded in, if it can
     fixed: tuple = ()  # ((field, value), ...): config fields this method sets itself, e.g. where
     #                    "pfeiffer" puts its adapter
+    compare: bool = True  # `compare` runs it by default (fusion needs trained adapters: False)
 
     def make_config(self, name: str, options: dict | None = None):
         """Its config for task `name` from `options` ({field: value}; None values mean the default).

@@ -1,7 +1,7 @@
 """Data parallelism over MPI processes, on one machine or several: `mpiexec -n N minadapt train ...`.
 
 Each of the N processes (ranks) holds the whole model and takes its rows of every global batch:
-rank r computes rows [B r / N, B (r+1) / N). As in parallel.py, the batch's mean loss is the
+rank r computes rows [B r / N, B (r+1) / N). As in parallel/cores.py, the batch's mean loss is the
 ranks' losses weighted by their share, L = sum_r (B_r / B) L_r, so each rank's gradients are
 weighted by B_r / B and one Allreduce (a sum) gives every rank the batch's gradient. Every rank
 then takes the same clipping and the same AdamW step on the same numbers, so their parameters

@@ -12,9 +12,11 @@ the next batch with at least max_batch // (requests waiting) of its rows: a requ
 or fewer waits behind at most the one batch under way. Nothing starves: every waiting request gets
 rows in every batch (while fewer than max_batch requests wait).
 
-Today `model.logits` runs one adapter per call, so a batch runs one forward per task it holds (its
-rows of that task, padded to their longest); once a forward takes a task per row (issue 33),
-`run_batch` becomes one call. `answer` is the one place the server calls the model.
+A batch runs as one forward whatever its tasks (`answer_rows`: a task per row, issue 33), for the
+tasks a mixed batch can hold (bottleneck adapters, their compositions, probes); rows of tasks
+adapted otherwise (LoRA, prompt, prefix, IA3, full fine-tuning) run one forward per task
+(`answer`), and texts apart from pairs. `answer` and `answer_rows` are where the server calls
+the model.
 """
 from __future__ import annotations
 
@@ -39,6 +41,46 @@ def answer(model, task: str, texts: list, pairs: list | None = None) -> np.ndarr
 
     ids, types = model.tokenizer.ids_and_types(texts, pairs)
     return outputs(model, task, ids, types, batch_size=len(ids))
+
+
+def answer_rows(model, tasks: list, texts: list, pairs: list | None = None) -> list:
+    """Each row's answer under its own task, in one forward over all rows (padded to the longest):
+    class probabilities (C_task,), or a regression head's score (1,). Every row equals `answer`
+    for it alone to float32 rounding."""
+    from ..predict import softmax
+
+    ids, types = model.tokenizer.ids_and_types(texts, pairs)
+    b = model.tokenizer.pad(ids, types)
+    per_task = model.logits(b.input_ids, b.attention_mask, b.token_type_ids, adapter=list(tasks))
+    out = [None] * len(tasks)
+    for task, z in per_task.items():
+        z = np.asarray(z if model.heads[task].regression else softmax(z), np.float64)
+        for j, r in enumerate(r for r, t in enumerate(tasks) if t == task):
+            out[r] = z[j]
+    return out
+
+
+def mixes(model, task: str) -> bool:
+    """Whether task `task` can share a forward with other tasks (compose.task_block)."""
+    from ..compose import task_block
+    from ..errors import ConfigError
+
+    try:
+        task_block(model, task)
+        return True
+    except ConfigError:
+        return False
+
+
+def forward_groups(model, rows) -> dict[tuple, list]:
+    """The forwards a batch runs: (None, paired) for the rows of every task that mixes, one forward
+    whatever their tasks; (task, paired) for each other task. Texts apart from pairs."""
+    groups: dict[tuple, list] = {}
+    for row in rows:
+        req = row[0]
+        key = (None if mixes(model, req.task) else req.task, req.pairs is not None)
+        groups.setdefault(key, []).append(row)
+    return groups
 
 
 @dataclass(eq=False)
@@ -86,17 +128,18 @@ def take_batch(waiting: deque, max_batch: int) -> list[tuple[Request, int]]:
 
 
 def run_batch(model, rows: list[tuple[Request, int]]) -> None:
-    """Answer a batch: one `answer` per task it holds; each row's output into its request."""
-    groups: dict[tuple, list] = {}
-    for row in rows:  # texts and pairs apart: a text alone is not a pair with an empty second
-        groups.setdefault((row[0].task, row[0].pairs is not None), []).append(row)
-    for (task, paired), group in groups.items():
+    """Answer a batch: one forward for the rows of the tasks that mix, one `answer` per other task
+    (forward_groups); each row's output into its request."""
+    for (task, paired), group in forward_groups(model, rows).items():
         texts = [req.texts[i] for req, i in group]
         pairs = [req.pairs[i] for req, i in group] if paired else None
-        out = answer(model, task, texts, pairs)
+        if task is None:
+            out = answer_rows(model, [req.task for req, _ in group], texts, pairs)
+        else:
+            out = answer(model, task, texts, pairs)
         for (req, i), row in zip(group, out):
             if req.outputs is None:
-                req.outputs = np.empty((len(req), out.shape[1]), out.dtype)
+                req.outputs = np.empty((len(req), len(row)), np.float64)
             req.outputs[i] = row
             req.answered += 1
 
@@ -162,7 +205,7 @@ class Batcher:
             try:
                 self._run(self.model, rows)
                 self.batches += 1
-                self.forwards += len({(req.task, req.pairs is None) for req in requests})
+                self.forwards += len(forward_groups(self.model, rows))
                 error = None
             except Exception as e:  # the requests get a 500; the server goes on
                 traceback.print_exc(file=sys.stderr)
