@@ -48,6 +48,7 @@ EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lesso
     "exercises/02_softmax_attention.ipynb": "e02_softmax_attention",
     "exercises/03_adapter_layer.ipynb": "e03_adapter_layer",
     "exercises/04_head_adamw.ipynb": "e04_head_adamw",
+    "exercises/05_embedding_lora.ipynb": "e05_embedding_lora",
 }
 
 

@@ -6,7 +6,8 @@
 bert.py calls every op through `run.ops` (`run.ops.gelu.forward(f)`), so the encoder's equations
 are written once. An ops bundle has: linear, attention, gelu, layernorm, dropout, adapter,
 non_linearities (name -> module, for the adapter), lora (nn.lora: its low-rank term) and cls_layer (a [CLS]-only last layer, or None:
-the reference computes every row and the head reads one).
+the reference computes every row and the head reads one); optionally head and cross_entropy (model.py
+uses heads.py and nn.loss where a bundle has none). A learner's bundle (learner.py) is passed as is.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def reference() -> SimpleNamespace:
     return SimpleNamespace(name="reference", linear=nn.linear, attention=nn.attention, gelu=nn.gelu,
                            layernorm=nn.layernorm, dropout=nn.dropout, adapter=nn.adapter,
                            non_linearities=dict(nn.adapter.NON_LINEARITIES), lora=nn.lora,
-                           cls_layer=None)
+                           cls_layer=None, adamw=nn.adamw)
 
 
 def fast(inference: bool = False, linear=None) -> SimpleNamespace:
@@ -39,8 +40,11 @@ def fast(inference: bool = False, linear=None) -> SimpleNamespace:
         cls_layer=cls_layer)
 
 
-def make(name: str, inference: bool = False, linear=None) -> SimpleNamespace:
-    """ops by name: "reference" or "fast"."""
+def make(name, inference: bool = False, linear=None) -> SimpleNamespace:
+    """ops by name: "reference" or "fast"; or a bundle itself (a learner's: minadapt.learner.ops),
+    used as it is."""
+    if not isinstance(name, str):
+        return name
     if name == "reference":
         return reference()
     if name == "fast":

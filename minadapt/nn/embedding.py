@@ -5,7 +5,8 @@ Dimensions: B = batch, T = tokens, H = hidden, V = vocabulary.
 Forward:   e[b, t] = W_word[ids[b, t]] + W_pos[t] + W_type[types[b, t]]
 Backward:  a lookup is a sparse matmul with a one-hot matrix, so its gradient is a scatter-add:
            dW_word[v] = sum of de[b, t] over every (b, t) whose id is v   (likewise for the others)
-minadapt never trains the embeddings; the backward is here for completeness and gradient checks.
+Adapters, LoRA and probes leave the embeddings frozen; full fine-tuning (`--method full`) trains
+them through this backward.
 """
 from __future__ import annotations
 
