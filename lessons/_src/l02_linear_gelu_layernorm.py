@@ -121,8 +121,9 @@ md(r'''
 **erf, and why not the tanh approximation.** Many codebases use
 $\tfrac12 x\left(1+\tanh\!\big(\sqrt{2/\pi}\,(x+0.044715\,x^3)\big)\right)$, which avoids erf.
 It is *not* the function the checkpoint was trained with (`hidden_act: "gelu"` means the erf form).
-The figure compares the two, and their derivatives; the approximation is written out here only for
-the comparison (the library does not contain it).
+The figure compares the two, and their derivatives. The library has the approximation too, as
+`nn/gelu_tanh.py`: one of the non-linearities an *adapter* may use (`non_linearity="gelu_tanh"`),
+never the encoder's own GELU.
 '''),
 code(r'''
 def gelu_tanh(x):
@@ -446,7 +447,8 @@ print(f"fast dropout p=0.1: {np.mean(kept == 0):.3f} dropped, mean {kept.mean():
 '''),
 md(r'''
 Of the files in `minadapt/nn/`, you have now seen `linear`, `gelu`, `layernorm`, `relu`, `swish`,
-`tanh`, `dropout`, `loss` and `mse`. Three remain: `attention` (lesson 3), `embedding` (lesson 4) and
-`adapter` (lesson 5).
+`tanh`, `dropout`, `loss` and `mse`, and met `gelu_tanh` (the approximation above). The others:
+`attention` (lesson 3), `embedding` (lesson 4), `adapter` (lesson 5), `adamw` (the plain optimiser
+update, lesson 6 and exercise 4) and `lora` (lesson 10).
 '''),
 ]

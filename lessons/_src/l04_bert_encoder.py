@@ -184,8 +184,8 @@ for j, name in enumerate(("word", "pos", "type")):
     print(f"rel_error dW_{name}: {gradcheck.check(f, tables[j], de, grads[j]):.1e}")
 '''),
 md(r'''
-(minadapt never trains the embeddings; this backward exists for full fine-tuning and for
-completeness, and `encoder_backward` only reaches it when told to.)
+(Adapters, LoRA and probes leave the embeddings frozen; full fine-tuning, `--method full`, trains
+them through this backward: `encoder_backward` reaches it only when an embedding table is trainable.)
 
 ## 4. One encoder layer, by hand
 
