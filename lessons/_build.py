@@ -32,6 +32,7 @@ import nbformat
 
 LESSONS = pathlib.Path(__file__).resolve().parent
 SOURCES = {  # notebook file name -> source module in lessons/_src/
+    "00_bert_primer.ipynb": "l00_bert_primer",
     "01_adapters_in_five_minutes.ipynb": "l01_adapters_in_five_minutes",
     "02_linear_gelu_layernorm.ipynb": "l02_linear_gelu_layernorm",
     "03_attention.ipynb": "l03_attention",
@@ -49,7 +50,18 @@ EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lesso
     "exercises/03_adapter_layer.ipynb": "e03_adapter_layer",
     "exercises/04_head_adamw.ipynb": "e04_head_adamw",
     "exercises/05_embedding_lora.ipynb": "e05_embedding_lora",
+    "exercises/06_capstone_your_ops_train_bert.ipynb": "e06_capstone",
 }
+SOLVED = LESSONS / "exercises" / ".solved"  # where the exercises run solved (ignored by git)
+
+
+def solved_folder() -> pathlib.Path:
+    """Write every exercise, solved, into exercises/.solved/ and return that folder: an exercise runs
+    solved from there, so the capstone's `%run 01_...ipynb` finds the solved siblings."""
+    SOLVED.mkdir(exist_ok=True)
+    for name, module in EXERCISES.items():
+        nbformat.write(build(name, module, solved=True), SOLVED / pathlib.Path(name).name)
+    return SOLVED
 
 
 def build(name: str, module: str, solved: bool = False) -> nbformat.NotebookNode:
@@ -130,8 +142,8 @@ def main(argv=None):
             continue
         nb = build(name, module)
         line = f"wrote {name}"
-        if args.run:  # an exercise runs solved, from its own folder, and is written unsolved
-            where = (LESSONS / name).parent
+        if args.run:  # an exercise runs solved, beside its solved siblings, and is written unsolved
+            where = solved_folder() if name in EXERCISES else LESSONS
             stem = name.removesuffix(".ipynb").replace("/", "_")
             executed = build(name, module, solved=True)
             seconds = run(executed, args.figures, stem, where)

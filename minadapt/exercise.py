@@ -26,6 +26,7 @@ from __future__ import annotations
 import linecache
 import math
 import os
+import sys
 import traceback
 
 import numpy as np
@@ -39,6 +40,19 @@ FD_TOL = 1e-5  # ... and against centred differences, which are only that accura
 
 class Mistake(AssertionError):
     """What a check raises: one message, no traceback of the check's own insides worth reading."""
+
+
+def _one_line_in_notebooks():
+    """In IPython (a notebook), show a Mistake as its one message rather than a traceback through
+    this module: the message already names the learner's function and line."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None:
+        shell.set_custom_exc((Mistake,), lambda self, etype, value, tb, tb_offset=None:
+                             self._showtraceback(etype, value, [f"Mistake: {value}"]))
+
+
+_one_line_in_notebooks()
 
 
 def _same(a, b) -> bool:

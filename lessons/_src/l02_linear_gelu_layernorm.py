@@ -18,8 +18,6 @@ gradient arriving from above (`dy` in the code).
 '''),
 SETUP,
 code(r'''
-import inspect
-
 from minadapt import backend, gradcheck
 from minadapt.fast import numerics
 from minadapt.nn import dropout, gelu, layernorm, linear, loss, mse, relu, swish, tanh
@@ -92,13 +90,14 @@ The product rule gives the backward in one line:
 $$\frac{d}{dx}\,x\,\Phi(x) = \Phi(x) + x\,\varphi(x) \qquad\Rightarrow\qquad \bar x = \bar y\,\big(\Phi(x) + x\,\varphi(x)\big).$$
 
 The forward already computes $\Phi(x)$, the expensive part, so the cache keeps it (`GeluCache(x, cdf)`);
-$\varphi(x)$ is one `exp` and is recomputed. Read the file, printed below: the backward is
-$\bar y\,(\Phi + x\varphi)$ written as one expression, which makes a *fresh* array; it never
-edits the upstream gradient `dy` in place (that would silently corrupt a gradient that another
-branch still needs).
-'''),
-code(r'''
-print(inspect.getsource(gelu))  # the whole file: docstring, forward, backward
+$\varphi(x)$ is one `exp` and is recomputed. Write the backward as one expression,
+$\bar y\,(\Phi + x\varphi)$, which makes a *fresh* array: never edit the upstream gradient `dy` in
+place (that would silently corrupt a gradient that another branch still needs).
+
+**Your turn, before reading the answer.** Exercise 1 (`exercises/01_linear_gelu_layernorm.ipynb`)
+asks for linear, this GELU and LayerNorm (section 3 below derives it): write them now, and let its
+checks tell you which mistake yours looks like, if any. Then compare with the library's
+[nn/gelu.py](../minadapt/nn/gelu.py), the answer, which the rest of this lesson calls.
 '''),
 md(r'''
 This is the *reference* GELU, the one the lessons read. Training runs its fast twin,

@@ -16,7 +16,6 @@ likewise $k$, $v$ (computed by *one* fused matmul in `bert.py`, see lesson 4), e
 '''),
 SETUP,
 code(r'''
-import inspect
 import math
 
 from minadapt import gradcheck
@@ -76,10 +75,8 @@ md(r'''
 **The softmax, safely.** $\operatorname{softmax}(s)_j = e^{s_j}/\sum_u e^{s_u}$ is unchanged by
 subtracting any constant from the row, and subtracting the row's *maximum* makes every exponent
 $\le 0$, so `exp` cannot overflow (the largest term becomes exactly $e^0 = 1$). That is the whole
-of the library's `softmax`:
-'''),
-code(r'''
-print(inspect.getsource(attention.softmax))
+of the library's `softmax` (two lines: write them yourself in exercise 2 §1 before reading
+`attention.softmax` in [nn/attention.py](../minadapt/nn/attention.py)).
 '''),
 md(r'''
 Without any shift, large scores overflow:
@@ -147,14 +144,13 @@ batched matmuls):
 The padded keys therefore receive **zero gradient**, in $\bar k$ (through $\bar s_j = 0$) and in
 $\bar v$ (through $a_j = 0$ in $a^\top \bar c$): exactly what "they do not take part" should mean.
 
-Here are `forward` and `backward`. Read them side by side: the backward's comments quote the
-forward line each block differentiates, and each block is one of the bullets above. The cache keeps
+**Your turn, before reading the answer.** Exercise 2 §2 asks for exactly this forward and backward
+(heads already split, no dropout): write them from the bullets above, and let its check name your
+mistake if there is one. Then read the library's `forward` and `backward` in
+[nn/attention.py](../minadapt/nn/attention.py) side by side: the backward's comments quote the
+forward line each block differentiates, and each block is one of the bullets above. Its cache keeps
 the per-head `q`, `k`, `v`, the probabilities before dropout (`a`, for the softmax Jacobian) and
 after it (`a_drop`, for $\bar v$), and dropout's own cache.
-'''),
-code(r'''
-print(inspect.getsource(attention.forward))
-print(inspect.getsource(attention.backward))
 '''),
 md(r'''
 **The fast version.** Training does not run this file but its twin

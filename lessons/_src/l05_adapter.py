@@ -33,19 +33,16 @@ $$\bar u = \bar y\,W_\text{up},\quad \bar W_\text{up} = \bar y^\top u,\quad \bar
 \qquad \bar z = f'(z) \odot \bar u;$$
 $$\bar h = \underbrace{\bar y}_{\text{skip}} + \bar z\,W_\text{down},\quad \bar W_\text{down} = \bar z^\top h,\quad \bar b_\text{down} = \textstyle\sum_n \bar z_n .$$
 
-In the code, each line is a call to `linear` or to the non-linearity's own pair, and the skip
-connection is the one explicit `+ dy` in the last line. The non-linearity is passed in as a
-module with its own forward/backward pair (`act=`; `adapter.NON_LINEARITIES` names them):
+**Your turn, before reading the answer.** Exercise 3 §1 asks you to compose this pair from the
+`linear` and `swish` pairs: each line is one call, read bottom-up in the backward, and the skip
+connection is one explicit `+ dy`. Write it, let its check pass, then read the library's
+[nn/adapter.py](../minadapt/nn/adapter.py): there the non-linearity is passed in as a module with
+its own forward/backward pair (`act=`; `adapter.NON_LINEARITIES` names them).
 '''),
 code(r'''
-import inspect
-
 import minadapt
 from minadapt import gradcheck
 from minadapt.nn import adapter
-
-print(inspect.getsource(adapter.forward))
-print(inspect.getsource(adapter.backward))
 '''),
 md(r'''
 **Gradient check** for all five gradients, with each non-linearity. $W_\text{up}$ is made non-zero
@@ -135,12 +132,15 @@ after = model.encode(*batch, adapter="sst2")
 print("adapters held:", model.adapters)
 print("hidden states exactly equal before and after:", np.array_equal(before, after))
 
-# The adapters really are in the computation: nudge one up-projection and the output moves.
+# The adapters really are in the computation: give one up-projection small random values and the
+# output moves. (Not a constant: a constant W_up adds the same number to every hidden unit of a row,
+# and the LayerNorm right after subtracts each row's mean, which removes it again.)
 name = "encoder.layer.3.output.adapters.sst2.adapter_up.weight"
 saved = model.params[name].copy()
-model.params[name][...] = 1e-3
-print("after setting one W_up to 1e-3, max |change| =",
-      float(np.abs(model.encode(*batch, adapter="sst2") - before).max()))
+model.params[name][...] = 1e-2 * np.random.default_rng(1).standard_normal(saved.shape)
+moved = float(np.abs(model.encode(*batch, adapter="sst2") - before).max())
+print(f"after giving one W_up random values of size 1e-2, max |change| = {moved:.1e} "
+      f"(values of size {float(np.abs(before).mean()):.2f})")
 model.params[name][...] = saved
 '''),
 md(r'''
