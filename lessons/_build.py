@@ -43,6 +43,7 @@ SOURCES = {  # notebook file name -> source module in lessons/_src/
     "08_gpu_with_cupy.ipynb": "l08_gpu_with_cupy",
     "09_many_tasks.ipynb": "l09_many_tasks",
     "10_adapters_lora_full_probe.ipynb": "l10_alternatives",
+    "appendix_a_fast_ops.ipynb": "a1_fast_ops",  # optional: the speed material of lesson 2
 }
 EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lessons/_src/
     "exercises/01_linear_gelu_layernorm.ipynb": "e01_linear_gelu_layernorm",
