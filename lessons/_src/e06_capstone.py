@@ -140,7 +140,8 @@ md(r'''
 ## 5. What your model says
 
 `model.logits` runs your forward ops in evaluation mode; your cross-entropy's softmax is not in
-that path, so the probabilities come from a plain one here.
+that path, so the probabilities come from a plain one here. Is the third prediction right? (It is
+praise, said as a double negative.)
 '''),
 code(r'''
 texts = ["a gripping , beautifully shot film with a terrific cast .",
