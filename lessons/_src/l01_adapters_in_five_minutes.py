@@ -505,4 +505,18 @@ PyTorch's float64 numbers to a few millionths.
 
 **Next:** lesson 2 derives the backward of the linear layer, GELU and LayerNorm, and checks each.
 '''),
+md(r'''
+## Check your understanding
+
+1. After training, how do you get the original pretrained model back?
+2. Why are gradient checks done in float64, not float32?
+3. What does a cache hold, and what does a frozen linear's cache leave out?
+
+<details><summary>Answers</summary>
+
+1. Drop the adapter and the head: the backbone's arrays are bit-identical to the checkpoint (the lesson checks one), because the optimiser was never given them.
+2. A centred difference has a truncation error of order $h^2$ and a rounding error of order $\epsilon/h$. With float32's $\epsilon \approx 10^{-7}$ no $h$ makes both small; float64's $10^{-16}$ leaves room for agreement to many digits.
+3. What the backward needs and cannot cheaply recompute. A frozen linear never computes $\bar W = \bar y^\top x$, so it does not keep $x$.
+</details>
+'''),
 ]

@@ -366,4 +366,18 @@ Of the files in `minadapt/nn/`, you have now seen `linear`, `gelu`, `layernorm`,
 `attention` (lesson 3), `embedding` (lesson 4), `adapter` (lesson 5), `adamw` (the plain optimiser
 update, lesson 6 and exercise 4) and `lora` (lesson 10).
 '''),
+md(r'''
+## Check your understanding
+
+1. Why is $\bar b$ the sum of $\bar y$ over the rows?
+2. Why does LayerNorm's $\bar x$ sum to zero along each row?
+3. GELU's cache keeps $\Phi(x)$ but recomputes $\varphi(x)$. Why that way round?
+
+<details><summary>Answers</summary>
+
+1. The same $b$ is added to every row, so every row's output depends on it; the chain rule adds the contributions of all its uses.
+2. Adding a constant to a whole row does not change the output (the mean is subtracted), so the gradient has no component along the all-ones direction.
+3. $\Phi$ needs erf, the expensive part, already computed in the forward; $\varphi$ is one `exp`.
+</details>
+'''),
 ]

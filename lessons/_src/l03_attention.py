@@ -316,4 +316,18 @@ What to look at:
 bottom-up, with the one-line softmax Jacobian).
 Lesson 4 puts it inside a full BERT layer.
 '''),
+md(r'''
+## Check your understanding
+
+1. Why divide the scores by $\sqrt{hs}$?
+2. Why does a padded key get zero gradient in $\bar k$ and $\bar v$?
+3. Why is the mask bias the dtype's minimum rather than $-\infty$?
+
+<details><summary>Answers</summary>
+
+1. A dot product of two vectors of $hs$ independent unit-variance entries has variance $hs$; without the scaling, scores grow with the head size and the softmax saturates, with vanishing gradients.
+2. Its probability $a_j$ is 0, so $\bar s_j = a_j(\ldots) = 0$ and $\bar v_j = \sum_i a_{ij}\bar c_i = 0$.
+3. A row whose keys are all padding would compute $-\infty - (-\infty)$ = nan in the max-shift; a finite minimum keeps numbers.
+</details>
+'''),
 ]

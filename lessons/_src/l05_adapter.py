@@ -347,4 +347,18 @@ adds those to its trainable set, so training it leaves every other adapter's mod
 
 **Next:** lesson 6 trains this adapter on SST-2, and lesson 7 measures what the frozen backbone buys.
 '''),
+md(r'''
+## Check your understanding
+
+1. An adapter has $W_\text{up} = 0$ at the start. Why is $W_\text{down}$ not zero too?
+2. How many parameters does one adapter of bottleneck $m$ on width $H$ have?
+3. Why does the adapter sit before the residual sum and the LayerNorm?
+
+<details><summary>Answers</summary>
+
+1. With both zero, $u = f(0) = 0$ and $\bar W_\text{up} = \bar y^\top u = 0$: apart from $b_\text{up}$ nothing would move. The small random $W_\text{down}$ breaks that, and makes the $m$ units differ.
+2. $2mH + m + H$: two matrices and two biases.
+3. There it adjusts the sub-layer's output before the layer's own residual sum and normalisation, and at its identity initialisation the layer computes exactly what it did before (section 3).
+</details>
+'''),
 ]

@@ -474,4 +474,18 @@ md(r'''
 **Next:** lesson 7 counts what the frozen backbone saves in such a step (FLOPs and memory),
 and compares the adapter with a linear probe on frozen features.
 '''),
+md(r'''
+## Check your understanding
+
+1. What does clipping the gradient norm protect against?
+2. Why batch sentences of similar length together?
+3. Why do biases and LayerNorm parameters get no weight decay?
+
+<details><summary>Answers</summary>
+
+1. One unusual batch with a very large gradient throwing the adapters far in one step; clipped steps keep the direction and shrink the length.
+2. Each batch is padded to its longest sentence, and the cost grows with that padded length; similar lengths mean little padding.
+3. Decay pulls weights towards zero to keep the function simple; a bias or a LayerNorm gain at zero is not "simpler", just different (a gain of 0 switches a unit off). BERT's recipe, and HuggingFace's, exempt them.
+</details>
+'''),
 ]

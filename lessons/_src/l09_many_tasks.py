@@ -393,4 +393,16 @@ What the bars show:
 **Next:** lesson 10 puts the bottleneck adapter beside the other ways to adapt the same backbone:
 a probe, Pfeiffer's single adapter, LoRA and full fine-tuning.
 '''),
+md(r'''
+## Check your understanding
+
+1. Training the second task leaves the first task's logits bit-identical. Why is that guaranteed, not just likely?
+2. Why does one process serve many tasks for little more memory than one?
+
+<details><summary>Answers</summary>
+
+1. The second task's trainable set holds only its own adapter and head; the backbone and the first task's arrays are never handed to its optimiser, so no byte of them is written.
+2. The backbone is held once; each task adds only its adapter and head, a small file's worth of numbers.
+</details>
+'''),
 ]
