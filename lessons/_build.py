@@ -110,12 +110,14 @@ def keep_outputs(nb: nbformat.NotebookNode, path: pathlib.Path) -> bool:
 
 
 def run(nb: nbformat.NotebookNode, figures: pathlib.Path | None, stem: str,
-        where: pathlib.Path = LESSONS) -> float:
+        where: pathlib.Path = LESSONS, timeout: int = 600) -> float:
+    """Execute `nb` in a kernel from the folder `where`, keeping its outputs; `timeout` seconds per
+    cell. Returns the seconds it took."""
     from nbclient import NotebookClient
 
     metadata = copy.deepcopy(nb.metadata)
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(where)}}).execute()
     seconds = time.perf_counter() - t0
     nb.metadata = metadata  # the kernel's version details would change the file on every run
@@ -147,7 +149,7 @@ def main(argv=None):
             where = solved_folder() if name in EXERCISES else LESSONS
             stem = name.removesuffix(".ipynb").replace("/", "_")
             executed = build(name, module, solved=True)
-            seconds = run(executed, args.figures, stem, where)
+            seconds = run(executed, args.figures, stem, where, timeout=3600 if name in EXERCISES else 600)
             if name in SOURCES:
                 nb = executed
             total += seconds
