@@ -7,7 +7,8 @@ host's drift over minutes hits both alike. A subprocess loads all-MiniLM-L6-v2 i
 Houlsby adapter (bottleneck 64) and a 2-label head, and times, at batch 32 and each length,
 `--steps` training steps (forward, loss, backward; no optimiser) and inference steps (logits),
 after two of each as warm-up, spreading the batch over the cores as `minadapt train` does (the
-checkout's own way: Model-internal shards before the redesign, parallel.DataParallel after).
+checkout's own way: Model-internal shards before the redesign, parallel.DataParallel after,
+parallel.runner now).
 Prints each round's medians and, per length, new / old of the medians over rounds.
 """
 from __future__ import annotations
@@ -33,10 +34,14 @@ model = minadapt.load_model(dtype="float32")
 model.add_adapter("a", bottleneck=64)
 model.add_classification_head("a", num_labels=2)
 try:
-    from minadapt.parallel.cores import DataParallel
-    runner = DataParallel(model, adapter="a")
+    from minadapt.parallel import runner as make_runner  # the training loop's runner
+    runner = make_runner(model, "a")
 except ImportError:
-    runner = model  # before the redesign the Model cut batches over the cores itself
+    try:
+        from minadapt.parallel import DataParallel  # the redesign, before parallel/ was a package
+        runner = DataParallel(model, adapter="a")
+    except ImportError:
+        runner = model  # before the redesign the Model cut batches over the cores itself
 rng = np.random.default_rng(0)
 out = {}
 for L in lengths:

@@ -93,9 +93,11 @@ def main(args) -> int:
     print(f"{'L':>4}  {'train ms/step':>22}  {'sentences/s':>11}  {'infer ms/step':>22}  {'sentences/s':>11}")
     try:
         for L in args.lengths:
-            if L > model.cfg.max_position_embeddings:
+            cfg = model.cfg
+            if L > cfg.max_tokens:  # RoBERTa's table starts pad_token_id + 1 rows in
                 raise ConfigError(f"L={L} exceeds the model's max_position_embeddings "
-                                  f"({model.cfg.max_position_embeddings})")
+                                  f"({cfg.max_position_embeddings}" + (f", {cfg.max_tokens} tokens after "
+                                  "its position offset" if cfg.position_offset else "") + ")")
             ids, mask, labels = random_batch(B, L, model.cfg.vocab_size)
             train = [sum(train_step(model, dp, opt, ids, mask, labels)[1:])
                      for _ in range(args.warmup + args.steps)][args.warmup:]

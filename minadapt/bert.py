@@ -13,7 +13,9 @@ and so on, in torch layout (out, in). One layer, with the adapters where Houlsby
     out   = LayerNorm2(o + h + A_ffn(o))
 
 (Pfeiffer's adapter reads LayerNorm2(o + h) instead of o, and sits after the FFN only: see
-ADAPTER_READS.)
+ADAPTER_READS.) The rest of the BERT family runs these same equations (architectures.py): DistilBERT
+has no dropout in `a` (cfg.attention_output_dropout_prob is 0), and the embeddings below the first
+layer differ only in data, and in ELECTRA's projection (embeddings_forward).
 
 `layer_backward` is this read from the bottom up. The two residual adds are where gradients
 branch: the gradient of `a + x` reaches both `a` and `x`, and the two contributions to `dx` are
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .architectures import PROJECTION
 from .backend import get_xp
 from .config import BertConfig
 from .nn import attention as reference_attention
@@ -239,20 +242,30 @@ EMBEDDING_TABLES = ("embeddings.word_embeddings.weight", "embeddings.position_em
 
 
 def embeddings_forward(params, cfg: BertConfig, input_ids, token_type_ids, run: Run):
-    """Word + position + type embeddings, LayerNorm, dropout: (B, T) ids -> (x (B, T, H), cache)."""
-    e, emb = embedding.forward(input_ids, token_type_ids, *(params[k] for k in EMBEDDING_TABLES))
+    """(B, T) ids -> (x (B, T, H), cache):
+        e = W_word[ids] + W_pos[s + t] + W_type[types]    s = cfg.position_offset (RoBERTa: pad + 1);
+                                                          no W_type term without token types (DistilBERT)
+        x = dropout(LayerNorm(e))                         (B, T, E)
+        x = x Wp^T + bp                                   ELECTRA's projection E -> H, when E != H"""
+    w_word, w_pos, w_type = (params.get(k) for k in EMBEDDING_TABLES)
+    e, emb = embedding.forward(input_ids, token_type_ids, w_word, w_pos, w_type, cfg.position_offset)
     x, ln = _ln_forward(e, params, "embeddings.LayerNorm.", cfg, run)
     x, drop = run.ops.dropout.forward(x, cfg.hidden_dropout_prob, run.rng, run.train)
-    return x, (emb, ln, drop)
+    project = None
+    if PROJECTION + "weight" in params:
+        x, project = _linear_forward(x, params, PROJECTION, run)  # (B, T, H)
+    return x, (emb, ln, drop, project)
 
 
 def embeddings_backward(dx, cache, run: Run, grads):
     """Only for full fine-tuning (adapters never train the embeddings): fills `grads`."""
-    emb, ln, drop = cache
+    emb, ln, drop, project = cache
+    if project is not None:  # x = x Wp^T + bp
+        dx = _linear_backward(dx, project, PROJECTION, run, grads)
     (dx,) = run.ops.dropout.backward(dx, drop)
     de = _ln_backward(dx, ln, "embeddings.LayerNorm.", run, grads)
     if EMBEDDING_TABLES[0] in run.trainable:
-        grads.update(zip(EMBEDDING_TABLES, embedding.backward(de, emb)))
+        grads.update((k, g) for k, g in zip(EMBEDDING_TABLES, embedding.backward(de, emb)) if g is not None)
 
 
 # --- one layer ------------------------------------------------------------------------------------
@@ -297,7 +310,7 @@ def after_attention_forward(params, i, c, x, cfg: BertConfig, run: Run):
     p_drop = cfg.hidden_dropout_prob
     # a = dropout(c Wo^T + bo);  h = LayerNorm1(a + x), with the adapter there (sublayer_end_forward)
     a, attn_out = _linear_forward(c, params, p + "attention.output.dense.", run)
-    a, drop1 = run.ops.dropout.forward(a, p_drop, run.rng, run.train)
+    a, drop1 = run.ops.dropout.forward(a, cfg.attention_output_dropout_prob, run.rng, run.train)
     h, site1 = sublayer_end_forward(a, x, params, i, "attention.output", cfg, run)
     # f = gelu(h Wi^T + bi);  o = dropout(f Wo2^T + bo2);  out = LayerNorm2(o + h), with its adapter
     f, ffn_in = _linear_forward(h, params, p + "intermediate.dense.", run)  # (B, T', F)

@@ -1,15 +1,14 @@
 """The `minadapt` command: train, compare, eval, predict, serve, download, bench, info.
 
-Each subcommand is a thin layer over the library (train.py, model.py, hub.py, bench.py), so
+Each subcommand is a thin layer over the library (train.py, model.py, predict.py, io/, ...), so
 what the command does, a script can do too. User errors (a missing file, bad data, a wrong
-adapter) print one clean message and exit 1; an option's value out of range is refused by its
-argparse type (the same rule TrainConfig checks) with exit 2; a traceback means a bug in minadapt.
+adapter, a full disk, an option's value out of range: the same rule TrainConfig checks) print one
+clean message and exit 2, as argparse's own do; a traceback means a bug in minadapt.
 tests/test_bad_input.py holds the table of bad inputs: a new option or command adds rows there.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import json
 import os
@@ -76,18 +75,60 @@ def _task_summary(task) -> str:
     return f"{kind}, {task.metrics[0]}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .io.hub import CHECKPOINTS
-    from .model import PRESETS
-    from .tasks import TASKS
-    from .train import TrainConfig
+def add_method_options(p):
+    """Every method's options (minadapt.methods), each once; its help says which methods take it.
+    Their defaults are None: the method's own default applies, and a given option is checked
+    against the method the run uses (method_options)."""
+    from .methods import all_options
 
-    d, rule = TrainConfig(), TrainConfig.RULES  # an option takes its field's rule as its type
+    for flag, (o, takers) in all_options().items():
+        who = " or ".join(takers) + ": "
+        kwargs = {"action": "store_true", "default": None} if o.flag_only else \
+            {"type": o.type, "default": None, "metavar": o.metavar, "choices": o.choices}
+        p.add_argument(flag, dest=_dest(flag), help=who + o.help, **kwargs)
+
+
+def _dest(flag: str) -> str:
+    return "method_" + flag.lstrip("-").replace("-", "_")
+
+
+def method_options(args) -> dict:
+    """{field: value} of the options given for args.method; a ConfigError for one it does not take."""
+    from .errors import ConfigError
+    from .methods import METHODS, all_options
+
+    method = METHODS[args.method]
+    own = {o.flag: o.field for o in method.options}
+    options = {}
+    for flag, (o, takers) in all_options().items():
+        value = getattr(args, _dest(flag), None)
+        if value is None:
+            continue
+        if flag not in own:
+            raise ConfigError(f"{flag}: only --method {' or '.join(takers)} uses it (this run: "
+                              f"--method {args.method})")
+        options[own[flag]] = value
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minadapt", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Train bottleneck adapters on a frozen BERT written from scratch in NumPy.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_train_parser, _compare_parser, _eval_parser, _predict_parser, _serve_parser,
+                _download_parser, _bench_parser, _info_parser):
+        add(sub)
+    return parser
 
+
+def _train_parser(sub):
+    """`minadapt train`: a task (built-in or your files), a method and its options, the run."""
+    from .methods import METHODS
+    from .tasks import TASKS
+    from .train import TrainConfig
+
+    d, rule = TrainConfig(), TrainConfig.RULES  # an option takes its field's rule as its type
     t = sub.add_parser("train", help="train an adapter (or LoRA, a probe, the whole model) on a task",
                        formatter_class=_RawDefaultsHelp,
                        description=textwrap.fill(
@@ -100,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "once); --resume continues it and ends exactly where an uninterrupted "
                            "run would.", 90),
                        epilog="methods (--method), what trains:\n" + "".join(
-                           f"  {m:<9} {what}\n" for m, what in TrainConfig.METHODS.items())
+                           f"  {m.name:<9} {m.summary}\n" for m in METHODS.values())
                        + "\n" + textwrap.fill("tasks: " + "; ".join(
                            f"{n} ({_task_summary(t)})" for n, t in TASKS.items()) + ".", 90)
                        + "\n\nyour own data: minadapt train --train-file train.csv --dev-file dev.csv\n"
@@ -121,25 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens per example, [CLS] and [SEP] included (up to the checkpoint's 512)")
     _common(t)
     t.add_argument("--out", default=None, help="output folder (default: runs/TASK)")
-    t.add_argument("--method", default=d.method, choices=list(TrainConfig.METHODS),
-                   help="what trains beside the head (see 'methods' below)")
-    t.add_argument("--bottleneck", type=rule["bottleneck"], default=None,
-                   help=f"houlsby, pfeiffer: adapter width m; each adapter has 2*m*H + m + H "
-                   f"parameters (default: {d.bottleneck})")
-    t.add_argument("--non-linearity", default=None, choices=["swish", "gelu", "relu"],
-                   help=f"houlsby, pfeiffer: f between the adapter's down- and up-projection "
-                   f"(default: {d.non_linearity})")
-    t.add_argument("--train-layer-norms", action="store_true",
-                   help="houlsby, pfeiffer: also train the layers' LayerNorms (as Houlsby et al. did)")
-    t.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="houlsby: google-research/adapter-bert's adapter (tanh GELU, truncated-normal "
-                   "1e-3 init, LayerNorms trained)")
-    t.add_argument("--lora-rank", type=rule["lora_rank"], default=None, metavar="R",
-                   help=f"lora: rank r of the update B A (default: {d.lora_rank})")
-    t.add_argument("--lora-alpha", type=rule["lora_alpha"], default=None, metavar="A",
-                   help=f"lora: the update is scaled by alpha / r (default: {d.lora_alpha:g})")
-    t.add_argument("--lora-dropout", type=rule["lora_dropout"], default=None, metavar="P",
-                   help=f"lora: dropout on LoRA's input (default: {d.lora_dropout:g})")
+    t.add_argument("--method", default=d.method, choices=list(METHODS),
+                   help="how the backbone is adapted, beside the head (see 'methods' below)")
+    add_method_options(t)
     t.add_argument("--epochs", type=rule["epochs"], default=None,
                    help=f"passes over the training set (default: {d.DEFAULT_EPOCHS:g}, and at least "
                    f"{d.DEFAULT_MIN_STEPS} steps for a small training set)")
@@ -148,8 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=rule["batch_size"], default=d.batch_size,
                    help="sentences per step (batches group sentences of similar length)")
     t.add_argument("--lr", type=rule["lr"], default=None, help="peak learning rate (AdamW) (default: "
-                   f"{TrainConfig.DEFAULT_LR['houlsby']:g}; {TrainConfig.DEFAULT_LR['full']:g} for "
-                   "--method full)")
+                   "the method's: " + ", ".join(f"{m.name} {m.default_lr:g}" for m in METHODS.values()) + ")")
     t.add_argument("--warmup", type=rule["warmup"], default=d.warmup,
                    help="fraction of steps for the linear warm-up (0 to 1)")
     t.add_argument("--weight-decay", type=rule["weight_decay"], default=d.weight_decay,
@@ -164,15 +188,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adapter init, batch order and dropout masks; a run is reproducible from it")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
 
+
+def _compare_parser(sub):
+    """`minadapt compare`: every method on one task, side by side."""
+    from .methods import METHODS
+    from .tasks import TASKS
+    from .train import TrainConfig
+
+    d, rule = TrainConfig(), TrainConfig.RULES  # an option takes its field's rule as its type
     from . import compare
 
     c = sub.add_parser("compare", help="train every method on one task; tabulate and plot the results",
                        formatter_class=_RawDefaultsHelp,
                        description=textwrap.fill(
-                           "Train each configuration (a linear probe, Houlsby adapters at every "
-                           "--bottlenecks width, a Pfeiffer adapter of width "
-                           f"{compare.PFEIFFER_BOTTLENECK}, LoRA at every --lora-ranks rank, full "
-                           "fine-tuning) on the same data, seed, step budget and batch size, each "
+                           "Train each configuration (every --methods method, at each value of its "
+                           "swept setting: " + "; ".join(
+                               f"{m.name} {m.sweep[0]} {','.join(map(str, m.sweep[1]))}"
+                               for m in METHODS.values() if m.sweep) + ") "
+                           "on the same data, seed, step budget and batch size, each "
                            "as `minadapt train` in its own process. Prints a row per finished run "
                            "(trainable parameters, their share of the backbone's, file size, dev "
                            "metric, training time, peak resident memory) and writes "
@@ -187,12 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "columns text and label)")
     c.add_argument("--dev-file", metavar="FILE", help="your own dev data, in the same format")
     c.add_argument("--data-dir", metavar="DIR", help="the task's folder (as for train)")
-    c.add_argument("--methods", type=compare.method_list, default=",".join(compare.METHODS),
-                   metavar="M,M,...", help="which methods: " + ", ".join(compare.METHODS))
-    c.add_argument("--bottlenecks", type=compare.positive_ints, default="8,16,32,64,128",
-                   metavar="M,M,...", help="the Houlsby adapter widths to sweep")
-    c.add_argument("--lora-ranks", type=compare.positive_ints, default="4,8,16", metavar="R,R,...",
-                   help=f"the LoRA ranks (alpha {d.lora_alpha:g}, dropout {d.lora_dropout:g})")
+    c.add_argument("--methods", type=compare.method_list, default=",".join(METHODS),
+                   metavar="M,M,...", help="which methods: " + ", ".join(METHODS))
+    for flag, takers in compare.sweeps().items():
+        m = METHODS[takers[0]]
+        c.add_argument(flag, type=compare.positive_ints, dest=compare.sweep_dest(flag),
+                       default=",".join(map(str, m.sweep[1])), metavar="V,V,...",
+                       help=f"the {m.sweep[0]} values of {' and '.join(takers)} to sweep")
     c.add_argument("--steps", type=rule["max_steps"], default=300, help="training steps of every run")
     c.add_argument("--batch-size", type=rule["batch_size"], default=d.batch_size, help="sentences per step")
     c.add_argument("--seed", type=rule["seed"], default=d.seed, help="the seed of every run")
@@ -203,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="output folder (default: runs/compare-TASK)")
     _common(c)
 
+
+def _eval_parser(sub):
+    """`minadapt eval`: a saved adapter's dev metrics."""
     e = sub.add_parser("eval", help="dev metrics of a saved adapter on its own task",
                        description="Load an adapter file and print its task's dev metrics (the "
                        "task, its labels and metrics come from the file).")
@@ -213,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "files (default: the dev file it was trained with)")
     _common(e)
 
+
+def _predict_parser(sub):
+    """`minadapt predict`: labels for texts from saved adapters."""
     p = sub.add_parser("predict", help="label texts with one or more saved adapters",
                        description="Run every given adapter on one loaded backbone and print, for "
                        "each text, `label<TAB>probability<TAB>text` (regression: `score<TAB>text`); "
@@ -225,10 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="texts (default: read lines from stdin)")
     _common(p)
 
+
+def _serve_parser(sub):
+    """`minadapt serve`: the HTTP server (its options live in serve.py)."""
     from .serve import add_arguments as serve_arguments
 
     serve_arguments(sub.add_parser("serve", help="answer /predict requests over HTTP for one or "
                                    "more adapters on one backbone"))
+
+
+def _download_parser(sub):
+    """`minadapt download`: a checkpoint, fetched and checked."""
+    from .io.hub import CHECKPOINTS
 
     dl = sub.add_parser("download", help="fetch a checkpoint into weights/",
                         description="Fetch the checkpoint's model.safetensors, config.json, "
@@ -238,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name", nargs="?", default="all-MiniLM-L6-v2", choices=sorted(CHECKPOINTS))
     dl.add_argument("--weights-dir", metavar="DIR", help="default: $MINADAPT_WEIGHTS or ./weights")
 
+
+def _bench_parser(sub):
+    """`minadapt bench`: training and inference step times."""
     b = sub.add_parser("bench", help="time training and inference steps",
                        formatter_class=_DefaultsHelp,
                        description="Time an adapter-training step and an inference step at batch "
@@ -268,12 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the encoder's ops: minadapt.fast, or the plain minadapt.nn")
     _common(b)
 
+
+def _info_parser(sub):
+    """`minadapt info`: a checkpoint's config or an adapter file's metadata."""
     i = sub.add_parser("info", help="show a checkpoint or adapter file",
                        description="Print the config and parameter counts of a checkpoint folder, "
                        "or the metadata of an adapter file.")
     i.add_argument("path", nargs="?", help="checkpoint folder or adapter file (default: the "
                    "default checkpoint)")
-    return parser
 
 
 # OSErrors that are the machine's state, not a bug: the message alone says what to fix
@@ -281,7 +334,7 @@ USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 
 
 def main(argv=None) -> int:
-    """Run one command; user errors end as one line on stderr and exit 1 (argparse's: exit 2)."""
+    """Run one command; user errors end as one line on stderr and exit 2, as argparse's do."""
     from .errors import MinadaptError
 
     args = build_parser().parse_args(argv)
@@ -292,8 +345,8 @@ def main(argv=None) -> int:
         print(f"minadapt {args.command}: error: {e}", file=sys.stderr)
         from .parallel.mpi import abort
 
-        abort(1)  # under mpiexec: end every rank (the others would wait for this one forever)
-        return 1
+        abort(2)  # under mpiexec: end every rank (the others would wait for this one forever)
+        return 2
     except MemoryError:
         print(f"minadapt {args.command}: error: out of memory (try a smaller --batch-size or "
               "--bottleneck)", file=sys.stderr)
@@ -306,7 +359,7 @@ def main(argv=None) -> int:
             raise
         print(f"minadapt {args.command}: error: {e.filename or ''}{': ' if e.filename else ''}"
               f"{e.strerror}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -323,20 +376,9 @@ def cmd_train(args):
                           + ") or give your own data with --train-file and --dev-file")
     if args.task is not None and own:
         raise ConfigError(f"give a task ({args.task}) or --train-file/--dev-file, not both")
-    given = {"preset": args.preset, "bottleneck": args.bottleneck, "non_linearity": args.non_linearity,
-             "train_layer_norms": args.train_layer_norms or None, "lora_rank": args.lora_rank,
-             "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout}
-    given = {k: v for k, v in given.items() if v is not None}
-    for k in given:
-        if args.method not in TrainConfig.ONLY_FOR[k]:
-            raise ConfigError(f"--{k.replace('_', '-')}: only --method "
-                              f"{' or '.join(TrainConfig.ONLY_FOR[k])} uses it (this run: --method "
-                              f"{args.method})")
-    if args.preset and ("non_linearity" in given or "train_layer_norms" in given):
-        raise ConfigError(f"--preset {args.preset} sets the non-linearity and the LayerNorms itself: "
-                          "leave out --non-linearity and --train-layer-norms")
     keep_freed_memory()  # each step's arrays reuse the last step's pages (fast/numerics.py)
-    cfg = TrainConfig(method=args.method, **given,task=args.task or "custom", data_dir=args.data_dir, train_file=args.train_file,
+    cfg = TrainConfig(method=args.method, options=method_options(args), task=args.task or "custom",
+                      data_dir=args.data_dir, train_file=args.train_file,
                       dev_file=args.dev_file, text_column=args.text_column,
                       text_pair_column=args.text_pair_column, label_column=args.label_column,
                       regression=args.regression, max_length=args.max_length,
@@ -357,9 +399,10 @@ def cmd_train(args):
 
 
 def _load_adapters(args, paths):
-    """One backbone with every adapter file's adapter and head. Returns (model, names in order)."""
+    """One backbone with every adapter file's task. Returns (model, names in order)."""
     from .errors import WeightsError
     from .model import load_model
+    from .predict import apply_stored_labels
     from .train import need_tokenizer
 
     model = load_model(args.weights, device=args.device)
@@ -370,20 +413,7 @@ def _load_adapters(args, paths):
         if name not in model.heads:
             raise WeightsError(f"{path}: has no classification head, so it cannot label texts "
                                "(was it saved before add_classification_head?)")
-        head = model.heads[name]
-        labels = model.metadata[name].get("labels")
-        if labels not in (None, "null"):  # files that kept them in metadata, not in the head
-            try:
-                labels = json.loads(labels)
-            except json.JSONDecodeError:
-                raise WeightsError(f"{path}: its metadata 'labels' is not JSON: {labels[:60]!r}") from None
-            if not isinstance(labels, list) or len(labels) != head.num_labels:
-                raise WeightsError(f"{path}: its metadata names labels {labels!r}, but its head "
-                                   f"has {head.num_labels}")
-            if head.labels is not None and tuple(map(str, labels)) != head.labels:
-                raise WeightsError(f"{path}: its metadata names labels ({', '.join(map(str, labels))}) "
-                                   f"but its head's are ({', '.join(head.labels)})")
-            model.heads[name] = dataclasses.replace(head, labels=tuple(map(str, labels)))
+        apply_stored_labels(model, name, path)
         names.append(name)
     return model, names
 
@@ -425,7 +455,8 @@ def _check_fits(path, head, task):
 def cmd_eval(args):
     from .errors import ConfigError, DataError
     from .tasks import load_task, read_examples
-    from .train import encode_examples, evaluate_task, format_metrics
+    from .predict import encode_examples, evaluate
+    from .train import format_metrics
 
     model, (name,) = _load_adapters(args, [args.adapter])
     task = adapter_task(model, name, args.adapter)
@@ -446,7 +477,7 @@ def cmd_eval(args):
     if record and json.loads(record).get("max_length"):
         model.tokenizer.set_max_length(json.loads(record)["max_length"])
     ids, types, _ = encode_examples(model.tokenizer, dev)
-    metrics, _ = evaluate_task(model, task, ids, types, dev.labels, adapter=name)
+    metrics, _ = evaluate(model, task, ids, types, dev.labels, name)
     n = len(dev.labels)
     count = f"{round(metrics['accuracy'] * n)}/{n}" if "accuracy" in metrics else f"{n} examples"
     print(f"{task.name} dev {format_metrics(metrics)} ({count})")
@@ -454,12 +485,12 @@ def cmd_eval(args):
 
 def cmd_predict(args):
     from .errors import ConfigError
-    from .train import softmax, to_numpy
+    from .predict import predict_texts
 
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         print("minadapt predict: nothing to predict (give texts or pipe lines in)", file=sys.stderr)
-        return 1
+        return 2
     model, names = _load_adapters(args, args.adapter)
     if len(set(names)) != len(names):
         raise ConfigError(f"two adapter files hold the same task name: {names}")
@@ -468,37 +499,15 @@ def cmd_predict(args):
             raise ConfigError(f"--task {args.task}: not among the loaded adapters' tasks "
                               f"({', '.join(names)})")
         names = [args.task]
+    firsts = [t.split("\t", 1)[0] for t in texts]  # a TAB separates a pair's two texts
+    seconds = [t.split("\t", 1)[1] if "\t" in t else "" for t in texts]
+    pairs = seconds if any("\t" in t for t in texts) else None
     for name in names:
-        rows = predict_rows(model, name, texts)
+        rows = predict_texts(model, name, firsts, pairs)
         for text, (label, value) in zip(texts, rows):
             prefix = f"{name}\t" if len(names) > 1 else ""
             body = f"{value:.4f}" if label is None else f"{label}\t{value:.4f}"
             print(f"{prefix}{body}\t{text}")
-
-
-def predict_rows(model, name, texts, batch_size=64):
-    """[(label, probability) or (None, score)] of task `name` for each text; a text holding a TAB
-    is a pair (text, second text)."""
-    from .tasks.batching import sequential_batches
-    from .train import softmax, to_numpy
-
-    firsts = [t.split("\t", 1)[0] for t in texts]
-    seconds = [t.split("\t", 1)[1] if "\t" in t else "" for t in texts]
-    pairs = seconds if any("\t" in t for t in texts) else None
-    ids, types = model.tokenizer.ids_and_types(firsts, pairs)
-    head = model.heads[name]
-    rows = [None] * len(texts)
-    for idx in sequential_batches(len(ids), batch_size, np.array([len(x) for x in ids])):
-        b = model.tokenizer.pad([ids[i] for i in idx], [types[i] for i in idx])
-        z = to_numpy(model.logits(*b, adapter=name))
-        for i, row in zip(idx, z):
-            if head.regression:
-                rows[i] = (None, float(row[0]))
-            else:
-                p = to_numpy(softmax(row[None]))[0]
-                k = int(p.argmax())
-                rows[i] = (head.labels[k] if head.labels else k, float(p[k]))
-    return rows
 
 
 def cmd_compare(args):

@@ -30,17 +30,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import methods
 from .errors import ConfigError, MinadaptError
 
-METHODS = ("probe", "houlsby", "pfeiffer", "lora", "full")
-PFEIFFER_BOTTLENECK = 64  # the same width as train's default Houlsby adapter, one per layer, not two
 RESULT = "result.json"  # in a run's folder: the run finished, and what compare measured of it
 
 
 @dataclass(frozen=True)
 class Run:
-    method: str  # one of METHODS
-    size: int | None = None  # the bottleneck (houlsby, pfeiffer) or LoRA's rank; None: probe, full
+    method: str  # a name in minadapt.methods.METHODS
+    size: int | None = None  # the value of the method's swept setting (Method.sweep); None: none
 
     @property
     def name(self) -> str:
@@ -48,23 +47,33 @@ class Run:
 
     def options(self) -> list[str]:
         """The `minadapt train` options that select this configuration."""
-        size = {"houlsby": "--bottleneck", "pfeiffer": "--bottleneck", "lora": "--lora-rank"}
-        return ["--method", self.method] + ([size[self.method], str(self.size)] if self.size else [])
+        method = methods.get(self.method)
+        if self.size is None:
+            return ["--method", self.method]
+        flag = next(o.flag for o in method.options if o.field == method.sweep[0])
+        return ["--method", self.method, flag, str(self.size)]
 
 
-def plan(methods, bottlenecks, lora_ranks) -> list[Run]:
-    """The configurations, in the order of `methods`: houlsby is the sweep over `bottlenecks`,
-    lora one run per rank."""
+def sweeps() -> dict[str, list[str]]:
+    """compare's sweep options ("--bottlenecks") -> the methods whose swept values they give."""
+    found = {}
+    for m in methods.METHODS.values():
+        if m.sweep and m.sweep[2]:
+            found.setdefault(m.sweep[2], []).append(m.name)
+    return found
+
+
+def plan(method_names, values: dict) -> list[Run]:
+    """The configurations, in the order of `method_names`: one run per value of a method's swept
+    setting (values: sweep option -> the values given, else the method's defaults), else one."""
     runs = []
-    for m in methods:
-        if m == "houlsby":
-            runs += [Run("houlsby", b) for b in bottlenecks]
-        elif m == "lora":
-            runs += [Run("lora", r) for r in lora_ranks]
-        elif m == "pfeiffer":
-            runs.append(Run("pfeiffer", PFEIFFER_BOTTLENECK))
-        else:
-            runs.append(Run(m))
+    for name in method_names:
+        m = methods.get(name)
+        if not m.sweep:
+            runs.append(Run(name))
+            continue
+        field, defaults, flag = m.sweep
+        runs += [Run(name, v) for v in (values.get(flag) or defaults)]
     return runs
 
 
@@ -80,10 +89,10 @@ def positive_ints(text: str) -> list[int]:
 def method_list(text: str) -> list[str]:
     """'probe,lora' -> ['probe', 'lora'] (each once, in the order given)."""
     parts = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in parts if v not in METHODS]
+    bad = [v for v in parts if v not in methods.METHODS]
     if not parts or bad:
-        raise argparse.ArgumentTypeError(f"expected some of {','.join(METHODS)} (comma-separated), "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(methods.METHODS)} "
+                                         f"(comma-separated), got {text!r}")
     return list(dict.fromkeys(parts))
 
 
@@ -216,6 +225,11 @@ def write_outputs(out: Path, header: dict, rows: list[dict]):
         plot(rows, header, out / "compare.png")
 
 
+def sweep_dest(flag: str) -> str:
+    """"--lora-ranks" -> "lora_ranks" (the argparse name, and the key in compare.json's settings)."""
+    return flag.lstrip("-").replace("-", "_")
+
+
 def _settings(argv: list[str]) -> list[str]:
     """A run's train options without its --out folder: a compare folder moved elsewhere still skips."""
     i = argv.index("--out") if "--out" in argv else len(argv)
@@ -249,7 +263,7 @@ def backbone_params(weights) -> int:
 
 def main(args, argv: list[str]) -> int:
     """Train every configuration that has no finished result yet; print a row per run as it ends."""
-    from .train import prepare_out
+    from .checkpoints import prepare_out
 
     own = args.train_file is not None or args.dev_file is not None
     if args.task is None and not own:
@@ -261,14 +275,15 @@ def main(args, argv: list[str]) -> int:
         raise ConfigError("--train-file and --dev-file: give both")
     task = args.task or "custom"
     out = prepare_out(args.out or f"runs/compare-{task}")
-    runs = plan(args.methods, args.bottlenecks, args.lora_ranks)
+    values = {flag: getattr(args, sweep_dest(flag)) for flag in sweeps()}
+    runs = plan(args.methods, values)
     header = {"command": shlex.join(["minadapt", *argv]), "task": task,
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": machine(), "minadapt_commit": git_commit(),
               "settings": {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
                            "max_length": args.max_length, "train_subset": args.train_subset,
-                           "methods": args.methods, "bottlenecks": args.bottlenecks,
-                           "lora_ranks": args.lora_ranks, "pfeiffer_bottleneck": PFEIFFER_BOTTLENECK},
+                           "methods": args.methods, "runs": [r.name for r in runs],
+                           **{sweep_dest(f): v for f, v in values.items()}},
               "backbone_params": backbone_params(args.weights)}
     print(f"compare {task}: {len(runs)} runs of {args.steps} steps (batch {args.batch_size}, seed "
           f"{args.seed}, max length {args.max_length}) in {out}/", flush=True)

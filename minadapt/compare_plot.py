@@ -1,16 +1,25 @@
 """compare.png: each run's dev metric against its trainable parameters (log scale), one marker and
-colour per method; the Houlsby sweep and the LoRA ranks as lines through their points, each point
-labelled by its size; a vertical line at 1% of the backbone's parameters. A bare Figure (no
-pyplot): no display is needed."""
+colour per method (in the order of minadapt.methods.METHODS); a method's sweep as a line through its
+points, each point labelled by its swept value; a vertical line at 1% of the backbone's parameters.
+A bare Figure (no pyplot): no display is needed."""
 from __future__ import annotations
 
-STYLE = {  # method -> (colour, marker, label prefix of a point's size)
-    "probe": ("tab:gray", "o", ""),
-    "houlsby": ("tab:blue", "s", "m="),
-    "pfeiffer": ("tab:green", "^", "m="),
-    "lora": ("tab:orange", "D", "r="),
-    "full": ("tab:red", "*", ""),
-}
+from itertools import cycle
+
+COLOURS = ("tab:gray", "tab:blue", "tab:green", "tab:orange", "tab:red", "tab:purple", "tab:brown",
+           "tab:pink", "tab:olive", "tab:cyan")
+MARKERS = ("o", "s", "^", "D", "*", "v", "P", "X", "h", "<")
+
+
+def style() -> dict:
+    """method -> (colour, marker, label prefix of a point's swept value, e.g. "r=")."""
+    from .methods import METHODS
+
+    out = {}
+    for m, colour, marker in zip(METHODS.values(), cycle(COLOURS), cycle(MARKERS)):
+        field = m.sweep[0] if m.sweep else ""
+        out[m.name] = (colour, marker, (field if len(field) <= 2 else field[0]) + "=" if field else "")
+    return out
 
 
 def plot(rows: list[dict], header: dict, path):
@@ -21,7 +30,7 @@ def plot(rows: list[dict], header: dict, path):
     scale = 1 if metric in ("pearson", "spearman", "matthews") else 100
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
-    for method, (colour, marker, prefix) in STYLE.items():
+    for method, (colour, marker, prefix) in style().items():
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["trainable_params"])
         if not mine:
             continue
@@ -39,7 +48,7 @@ def plot(rows: list[dict], header: dict, path):
                 xytext=(4, 0), textcoords="offset points", fontsize=8)
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())  # powers of ten only: a narrow range stays legible
-    ax.set_xlabel("trainable parameters (adapter or LoRA + head; full: the whole model + head)")
+    ax.set_xlabel("trainable parameters (the method's + the head's; full: the whole model + head)")
     ax.set_ylabel(f"dev {metric}" + (" (%)" if scale == 100 else ""))
     s = header["settings"]
     ax.set_title(f"{header['task']}: {s['steps']} steps of batch {s['batch_size']}, max length "

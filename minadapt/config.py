@@ -1,6 +1,9 @@
 """BERT's configuration, read from a HuggingFace `config.json`.
 
 Only the fields the maths needs are kept; each has the meaning it has in transformers' BertConfig.
+`model_type` says which member of the BERT family the checkpoint is (architectures.py: bert,
+roberta, xlm-roberta, distilbert, electra); any other is refused, since running it as BERT would
+give wrong numbers without a word. A config.json without `model_type` is read as BERT's.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from numbers import Integral, Real
 from pathlib import Path
 
+from .architectures import ARCHITECTURES, SUPPORTED, Architecture
 from .errors import ConfigError
 
 
@@ -26,6 +30,9 @@ class BertConfig:
     hidden_dropout_prob: float = 0.1  # dropout after embeddings, attention output and FFN
     attention_probs_dropout_prob: float = 0.1  # dropout on the attention probabilities
     hidden_act: str = "gelu"  # the FFN non-linearity; minadapt implements BERT's exact "gelu"
+    model_type: str = "bert"  # which architecture (architectures.ARCHITECTURES)
+    embedding_size: int | None = None  # E, ELECTRA's embedding width (None: E = H, no projection)
+    pad_token_id: int = 0  # RoBERTa counts positions from it (architectures.py)
 
     REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                 "intermediate_size")
@@ -34,14 +41,46 @@ class BertConfig:
     def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    @property
+    def arch(self) -> Architecture:
+        return ARCHITECTURES[self.model_type]
+
+    @property
+    def position_offset(self) -> int:
+        """Row of the position table that the first token reads: pad_token_id + 1 in RoBERTa."""
+        return self.pad_token_id + 1 if self.arch.positions_after_pad else 0
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the position table covers (RoBERTa's 514 rows hold 512 tokens)."""
+        return self.max_position_embeddings - self.position_offset
+
+    @property
+    def attention_output_dropout_prob(self) -> float:
+        return self.hidden_dropout_prob if self.arch.attention_output_dropout else 0.0
+
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "BertConfig":
-        missing = [k for k in cls.REQUIRED if k not in d]
+        model_type = d.get("model_type", "bert")
+        if not isinstance(model_type, str) or model_type not in ARCHITECTURES:
+            raise ConfigError(f"{source}: model_type {model_type!r} is not supported; minadapt runs "
+                              f"{', '.join(SUPPORTED)}")
+        arch = ARCHITECTURES[model_type]
+        theirs = {v: k for k, v in arch.config_names.items()}  # BertConfig field -> their name
+        missing = [theirs.get(k, k) for k in cls.REQUIRED if theirs.get(k, k) not in d]
         if missing:
+            needed = ", ".join(theirs.get(k, k) for k in cls.REQUIRED)
             raise ConfigError(f"{source}: missing required field(s) {', '.join(missing)} "
-                              f"(a BERT config.json needs {', '.join(cls.REQUIRED)})")
+                              f"(a {model_type} config.json needs {needed})")
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise ConfigError(f"{source}: position_embedding_type {d['position_embedding_type']!r}; "
+                              "minadapt implements 'absolute' position embeddings only")
+        d = {arch.config_names.get(k, k): v for k, v in d.items()}
+        d.update(arch.fixed, model_type=model_type)
+        if d.get("embedding_size") == d["hidden_size"]:
+            d["embedding_size"] = None  # ELECTRA without a projection
         known = {f.name for f in fields(cls)}
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        cfg = cls(**{k: v for k, v in d.items() if k in known and v is not None})
         if cfg.hidden_act not in ("gelu",):
             raise ConfigError(f"{source}: hidden_act is {cfg.hidden_act!r}; minadapt implements "
                               "BERT's exact erf GELU ('gelu') only")

@@ -427,7 +427,7 @@ def tiny_layer(seed=0):
     model = Model(cfg, params, ops="reference").add_adapter("ex", bottleneck=3)
     for k in model.trainable_names("ex"):
         model.params[k][...] = 0.5 * r.standard_normal(model.params[k].shape)
-    run = bert.Run(ops=model.ops, adapter=model.adapters["ex"], trainable=frozenset(model.trainable_names("ex")))
+    run = bert.Run(ops=model.ops, adapter=model.config_of("ex"), trainable=frozenset(model.trainable_names("ex")))
     x = r.standard_normal((2, 5, 8))  # (B, T, H)
     bias = attention.mask_bias(np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]), np.float64)
     return model.params, 0, x, bias, model.qkv[0], cfg, run

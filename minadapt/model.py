@@ -1,4 +1,4 @@
-"""One frozen BERT backbone holding any number of named adapters and classification heads.
+"""One frozen BERT backbone holding any number of named tasks, and running them.
 
     model = minadapt.load_model("weights/all-MiniLM-L6-v2", dtype="float32", device="cpu")
     model.add_adapter("sst2", bottleneck=64)              # two Houlsby adapters per layer
@@ -7,76 +7,41 @@
     loss, logits, grads = model.loss_and_grads(ids, mask, types, labels, adapter="sst2")
     model.logits(ids, mask, adapter="bbc")
 
-A name stands for a task: its adapter (which may be absent: a linear probe) and its head. Every
-running method takes `adapter=NAME`; it may be left out when the model holds exactly one.
-`model.params` is one flat dict, HuggingFace name -> array: the backbone once, and every adapter's
-and head's parameters under their own names. Running one adapter reads the backbone and that
-adapter's parameters, and `loss_and_grads(adapter=a)` returns gradients for exactly a's trainable
-names (`trainable_names(a)`), so training a never changes another task's parameters.
+A name stands for a task: how it adapts the backbone (a method of minadapt.methods, with its
+config; none for a linear probe) and its head. `model.add(name, method, **options)` is the general
+way to give a task a method; add_adapter, add_lora, add_full_finetuning and add_probe say the same
+thing for each method by name. Every running call takes `adapter=NAME`; it may be left out when
+the model holds exactly one task.
+
+`model.params` is one flat dict, HuggingFace name -> array: the backbone once, and every task's
+parameters under their own names. Running a task reads the backbone and that task's parameters,
+and `loss_and_grads(adapter=a)` returns gradients for exactly a's trainable names
+(`trainable_names(a)`), so training a never changes another task's parameters.
 
 The backbone's Q, K and V weights are views into one fused (3H, H) matrix per layer, so the three
 projections run as one matmul. The Model is one process: cutting a batch over cores or machines is
-parallel.py's business, a layer above it.
+minadapt.parallel's business, a layer above it. Files: minadapt.io (save_adapter, load_adapter).
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from . import bert, heads, ops as ops_module
+from . import bert, heads, methods, ops as ops_module
 from .backend import resolve_device, resolve_dtype, to_device, to_numpy, xp_for
 from .config import BertConfig
 from .errors import ConfigError, WeightsError
-from .io.hub import sha256_of
-from .nn import adapter, loss as cross_entropy, mse
+from .io.weights import expected_shapes, load_checkpoint
+from .methods import AdapterConfig, LoraConfig
+from .methods.bottleneck import PRESETS  # noqa: F401
+from .nn import loss as cross_entropy, mse
 from .packed import pack
-from .io.weights import check_finite, load_checkpoint, read_safetensors, save_tensors
 
-ADAPTER_FORMAT = "minadapt-adapter/1"
 QKV_SUFFIXES = tuple(f".attention.self.{n}.{t}" for n in bert.QKV for t in ("weight", "bias"))
-
-
-@dataclass(frozen=True)
-class AdapterConfig:
-    name: str  # used in parameter names: ...adapters.{name}.adapter_down.0.weight
-    bottleneck: int = 64  # m: width of the down-projection
-    non_linearity: str = "swish"  # swish (AdapterHub's default), gelu, relu or gelu_tanh
-    train_layer_norms: bool = False  # Houlsby also trains the layers' LayerNorms (its own copies)
-    init_std: float = 1e-2  # std of W_down at init (W_up starts at 0: the identity)
-    architecture: str = "houlsby"  # where adapters sit in a layer: bert.ADAPTER_SITES
-    init: str = "near_identity"  # or "truncated_normal" (both projections): nn.adapter.init_params
-
-
-# What `add_adapter(name, preset=...)` sets. "houlsby-paper" is google-research/adapter-bert, the
-# code of Houlsby et al. (2019); where it differs from AdapterHub's Houlsby default
-# (DoubleSeqBnConfig, which add_adapter's defaults follow):
-#   non-linearity  tanh-form GELU (BERT's TF gelu)        AdapterHub: swish
-#   init           W_down and W_up ~ N(0, 1e-3^2) truncated at 2 std, biases 0, so the adapter starts
-#                  near, not at, the identity            AdapterHub "bert": both N(0, 0.02^2);
-#                                                        minadapt's default: W_down N(0, 0.01^2), W_up 0
-#   LayerNorms     trained, as the adapter's own copies  AdapterHub: frozen
-# Placement is the same (after each sub-layer's dense + dropout, before its residual add and
-# LayerNorm), and so is the bottleneck (adapter-bert's adapter_size, 64 by default).
-PRESETS = {
-    "houlsby-paper": dict(non_linearity="gelu_tanh", train_layer_norms=True, init="truncated_normal",
-                          init_std=1e-3, architecture="houlsby"),
-}
-
-
-@dataclass(frozen=True)
-class LoraConfig:
-    name: str  # used in parameter names: ...attention.self.query.lora_A.{name}.weight
-    r: int = 8  # rank of the update B A
-    alpha: float = 16.0  # the update is scaled by alpha / r
-    dropout: float = 0.1  # on LoRA's input x (training only), PEFT's lora_dropout
-    targets: tuple = ("query", "value")  # which of the fused Q|K|V projections get a LoRA
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.r
 
 
 @dataclass(frozen=True)
@@ -88,6 +53,12 @@ class HeadConfig:
     regression: bool = False  # one real-valued output and a mean-squared-error loss (STS-B)
 
 
+class TaskMethod(NamedTuple):
+    """How a task adapts the backbone: a minadapt.methods.Method and its config (None: no settings)."""
+    method: methods.Method
+    config: object
+
+
 class Model:
     def __init__(self, cfg: BertConfig, params: dict, device="cpu", backbone: dict | None = None,
                  tokenizer=None, seed: int = 0, ops: str = "fast"):
@@ -97,17 +68,14 @@ class Model:
         self.dtype = next(iter(params.values())).dtype
         self.backbone = dict(backbone or {})  # name, path, sha256 (filled lazily)
         self.tokenizer = tokenizer
-        self.ops = ops_module.make(ops)
-        self._inference_ops = ops_module.make(ops, inference=True, linear=self.ops.linear)
         self.params = {k: to_device(v, self.device) for k, v in params.items()}
         self.qkv = [self._fuse_qkv(i) for i in range(cfg.num_hidden_layers)]
-        self.adapters: dict[str, AdapterConfig] = {}
+        self.set_ops(ops)
+        self.methods: dict[str, TaskMethod] = {}  # name -> how that task adapts the backbone
         self.heads: dict[str, HeadConfig] = {}
-        self.loras: dict[str, LoraConfig] = {}
-        self.full_finetuning: set[str] = set()  # tasks that train the backbone itself
         self._trainable: dict[str, set] = {}  # name -> the parameter names that task trains
         self.metadata: dict[str, dict] = {}  # name -> the metadata of the file it was loaded from
-        self.rng = self._new_rng(seed)
+        self.rng = self.new_rng(seed)
 
     # --- building -------------------------------------------------------------------------------
     def _fuse_qkv(self, i):
@@ -122,12 +90,27 @@ class Model:
             self.params[p + n + ".bias"] = b[j * H:(j + 1) * H]
         return w, b
 
-    def _new_rng(self, seed):
+    def set_ops(self, name: str):
+        """Run on `name`'s ops: "fast" (minadapt.fast) or "reference" (minadapt.nn); see ops.py."""
+        self.ops = ops_module.make(name)
+        self.inference_ops = ops_module.make(name, inference=True, linear=getattr(self.ops, "linear", None))
+
+    def new_rng(self, seed: int):
+        """A random generator on this model's device (dropout masks are drawn where they are used)."""
         if self.xp is np:
             return np.random.default_rng(seed)
         return self.xp.random.default_rng(seed)
 
-    def _put(self, tensors: dict):
+    def inputs(self, *arrays):
+        """Host arrays (or lists) moved to this model's device; None and device arrays unchanged."""
+        out = []
+        for a in arrays:
+            if isinstance(a, (np.ndarray, list)):
+                a = to_device(np.asarray(a), self.device)
+            out.append(a)
+        return out
+
+    def put(self, tensors: dict):
         """Set parameters from host arrays; an existing parameter is overwritten in place, so views
         of it (the fused Q|K|V matrix, a packed trainable vector) see the new values."""
         for k, v in tensors.items():
@@ -137,81 +120,97 @@ class Model:
             else:
                 self.params[k] = v
 
-    def _pack(self, name):
-        """Lay task `name`'s trainable parameters end to end in one vector; params[k] become views
-        of it, so AdamW and gradient clipping update them with whole-vector operations (packed.py).
-        Q, K and V already are views of the fused Q|K|V matrix: a task training them stays unpacked."""
-        names = sorted(self._trainable[name])
-        if names and not any(n.endswith(QKV_SUFFIXES) for n in names):
-            self.params.update(pack(self.params, names)[1])
+    def add_trainable(self, name: str, names):
+        """Make parameters `names` (already in params) part of what task `name` trains, and lay the
+        task's trainable parameters end to end in one vector (packed.py): AdamW and gradient
+        clipping then update them with whole-vector operations. Q, K and V already are views of the
+        fused Q|K|V matrix: a task training them stays unpacked."""
+        trainable = self._trainable.setdefault(name, set())
+        trainable.update(names)
+        ordered = sorted(trainable)
+        if ordered and not any(n.endswith(QKV_SUFFIXES) for n in ordered):
+            self.params.update(pack(self.params, ordered)[1])
+
+    def backbone_names(self) -> list[str]:
+        """The checkpoint's parameter names (embeddings and encoder), as load_checkpoint read them."""
+        return list(expected_shapes(self.cfg))
+
+    def backbone_state(self) -> dict[str, np.ndarray]:
+        """Host copies of the backbone's parameters (what a merged model starts from)."""
+        return {k: to_numpy(self.params[k]).copy() for k in self.backbone_names()}
+
+    def with_backbone(self, params: dict, name: str, keep_head: str | None = None) -> "Model":
+        """A new Model on backbone `params` (named `name`), with this model's config, tokenizer and
+        ops, holding task `keep_head`'s head alone (as a probe) when given."""
+        other = Model(self.cfg, params, device=self.device, backbone={"name": name, "path": None,
+                      "sha256": None}, tokenizer=self.tokenizer, ops=self.ops.name)
+        if keep_head in self.heads:
+            h = self.heads[keep_head]
+            other.add_classification_head(keep_head, h.num_labels, dropout=h.dropout, labels=h.labels,
+                                          regression=h.regression)
+            other.put({k: to_numpy(self.params[k]) for k in heads.head_names(keep_head)})
+        return other
 
     def _check_new(self, name, kind):
         if not isinstance(name, str) or not name or "." in name:
             raise ConfigError(f"{kind} name {name!r}: expected a non-empty name without dots "
                               "(it becomes part of parameter names)")
-        others = set(self.full_finetuning) - {name}
+        others = {n for n, t in self.methods.items() if t.method.trains_backbone} - {name}
         if others:
             raise ConfigError(f"this model holds full fine-tuning task {sorted(others)[0]!r}, which "
                               f"trains the backbone every task shares: add {name!r} to another model")
+
+    def add(self, name: str, method: str = "houlsby", seed: int = 0, **options) -> "Model":
+        """Adapt the backbone for task `name` by `method` (a name in minadapt.methods.METHODS) with
+        its `options` (its config's fields; the rest keep their defaults). A method that trains the
+        backbone (full) needs the task's head first."""
+        m = methods.get(method)
+        return self.add_method(name, m, m.make_config(name, options), seed)
+
+    def add_method(self, name: str, method: methods.Method, config=None, seed: int = 0) -> "Model":
+        """Task `name` adapted by `method` with `config` (its config dataclass, or None)."""
+        self._check_new(name, method.name)
+        if name in self.methods:
+            raise ConfigError(f"task {name!r} already adapts the backbone by {self.method(name)}")
+        if method.trains_backbone and name not in self.heads:
+            raise ConfigError(f"{method.name}: add task {name!r}'s head first (it trains with it)")
+        if method.add is not None:
+            method.add(self, name, config, seed)
+        self._trainable.setdefault(name, set())
+        self.methods[name] = TaskMethod(method, config)
+        return self
 
     def add_adapter(self, name: str, bottleneck: int | None = None, non_linearity: str = "swish",
                     seed: int = 0, train_layer_norms: bool = False, init_std: float = 1e-2,
                     architecture: str = "houlsby", preset: str | None = None,
                     init: str = "near_identity"):
-        """Bottleneck adapters for task `name` at the architecture's sites in every layer; they
-        become `name`'s trainable parameters.
-
-        architecture: "houlsby" (AdapterHub's DoubleSeqBnConfig: two per layer, each reading its
-        sub-layer's output) or "pfeiffer" (SeqBnConfig: one per layer after the feed-forward block,
-        reading LayerNorm(o + h); bert.ADAPTER_READS). bottleneck: m, default 64 for Houlsby and
-        H/16 for Pfeiffer (AdapterHub's reduction factors 6 and 16 on a 384-wide model).
-        preset="houlsby-paper": google-research/adapter-bert's choices (PRESETS says which and how
-        they differ from AdapterHub's); it sets non_linearity, train_layer_norms, init, init_std and
-        architecture. init: "near_identity" (W_down ~ N(0, init_std^2), W_up = 0: exactly the
-        identity) or "truncated_normal" (both ~ N(0, init_std^2) truncated at 2 std)."""
-        if preset is not None:
-            if preset not in PRESETS:
-                raise ConfigError(f"preset {preset!r}: expected one of {', '.join(PRESETS)}")
-            p = PRESETS[preset]
-            non_linearity, train_layer_norms, init, init_std, architecture = (
-                p["non_linearity"], p["train_layer_norms"], p["init"], p["init_std"], p["architecture"])
+        """Bottleneck adapters for task `name` (minadapt.methods.bottleneck): architecture
+        "houlsby" (two per layer) or "pfeiffer" (one per layer, after the feed-forward block).
+        bottleneck: m, default 64 for Houlsby and H/16 for Pfeiffer (AdapterHub's reduction factor
+        16). preset="houlsby-paper": google-research/adapter-bert's choices (bottleneck.PRESETS).
+        init: "near_identity" (W_down ~ N(0, init_std^2), W_up = 0: exactly the identity) or
+        "truncated_normal" (both ~ N(0, init_std^2) truncated at 2 std)."""
         if bottleneck is None:
             bottleneck = max(1, self.cfg.hidden_size // 16) if architecture == "pfeiffer" else 64
-        self._check_new(name, "adapter")
-        if name in self.loras or name in self.full_finetuning:
-            raise ConfigError(f"task {name!r} already adapts the backbone by {self.method(name)}")
-        if init not in adapter.INITS:
-            raise ConfigError(f"init {init!r}: expected one of {', '.join(adapter.INITS)}")
-        if name in self.adapters:
-            raise ConfigError(f"this model already holds adapter {name!r}")
-        if non_linearity not in adapter.NON_LINEARITIES:
-            raise ConfigError(f"non_linearity {non_linearity!r}: expected one of "
-                              f"{', '.join(adapter.NON_LINEARITIES)}")
-        if architecture not in bert.ADAPTER_SITES:
-            raise ConfigError(f"architecture {architecture!r}: expected one of "
-                              f"{', '.join(bert.ADAPTER_SITES)}")
-        if not (isinstance(bottleneck, int) and bottleneck >= 1):
-            raise ConfigError(f"bottleneck {bottleneck!r}: expected a whole number, 1 or more")
         config = AdapterConfig(name, bottleneck, non_linearity, train_layer_norms, init_std,
-                               architecture, init)
-        rng = np.random.default_rng(seed)
-        trainable = self._trainable.setdefault(name, set())
-        for i in range(self.cfg.num_hidden_layers):
-            for where in bert.ADAPTER_SITES[architecture]:
-                prefix = bert.adapter_prefix(i, where, name)
-                values = adapter.init_params(self.cfg.hidden_size, bottleneck, rng, self.dtype, init_std,
-                                             init)
-                self._put({prefix + k: v for k, v in values.items()})
-                trainable.update(prefix + k for k in values)
-            if train_layer_norms:  # its own copies of the layer's LayerNorms, starting as the backbone's
-                for where in ("attention.output", "output"):
-                    own, shared = bert.layer_norm_prefix(i, where, config), bert.layer_norm_prefix(i, where)
-                    for t in ("weight", "bias"):
-                        self._put({own + t: to_numpy(self.params[shared + t])})
-                        trainable.add(own + t)
-        self.adapters[name] = config
-        self._pack(name)
-        return self
+                               architecture, init, preset)
+        return self.add_method(name, methods.get(config.architecture), config, seed)
+
+    def add_lora(self, name: str, r: int = 8, alpha: float = 16.0, dropout: float = 0.1,
+                 targets=("query", "value"), seed: int = 0):
+        """LoRA for task `name` on the `targets` projections of every layer (minadapt.methods.lora)."""
+        return self.add_method(name, methods.get("lora"), LoraConfig(name, r, alpha, dropout, targets), seed)
+
+    def add_full_finetuning(self, name: str, num_labels: int = 2, seed: int = 0, labels=None):
+        """Full fine-tuning as task `name` (minadapt.methods.full): a classification head (added
+        here when it has none), and every backbone parameter trainable for it."""
+        if name not in self.heads:
+            self.add_classification_head(name, num_labels, seed=seed, labels=labels)
+        return self.add_method(name, methods.get("full"), None, seed)
+
+    def add_probe(self, name: str, num_labels: int = 2, seed: int = 0, labels=None):
+        """A linear probe as task `name` (minadapt.methods.probe): a classification head alone."""
+        return self.add_classification_head(name, num_labels, seed=seed, labels=labels)
 
     def add_classification_head(self, name: str, num_labels: int = 2, seed: int = 0,
                                 dropout: float | None = None, labels=None, regression: bool = False):
@@ -223,128 +222,60 @@ class Model:
         self._check_new(name, "head")
         if name in self.heads:
             raise ConfigError(f"this model already holds head {name!r}")
-        if labels is not None:
-            labels = tuple(str(x) for x in labels)
-            if len(labels) != num_labels:
-                raise ConfigError(f"head {name!r}: {len(labels)} label names for {num_labels} labels")
         if dropout is None:
             dropout = self.cfg.hidden_dropout_prob
+        head = HeadConfig(name, num_labels, dropout, _label_names(name, labels, num_labels),
+                          bool(regression))
         init = heads.init_params(name, self.cfg.hidden_size, num_labels,
                                  np.random.default_rng(seed + 1), self.dtype)
-        self._put(init)
-        self._trainable.setdefault(name, set()).update(init)
-        self.heads[name] = HeadConfig(name, num_labels, dropout, labels, bool(regression))
-        self._pack(name)
+        self.put(init)
+        self.add_trainable(name, init)
+        self.heads[name] = head
         return self
 
-    def add_lora(self, name: str, r: int = 8, alpha: float = 16.0, dropout: float = 0.1,
-                 targets=("query", "value"), seed: int = 0):
-        """LoRA for task `name` on the `targets` projections of every layer (nn/lora.py):
-            q = x Wq^T + bq + (alpha / r) dropout(x) A_q^T B_q^T        and likewise for v,
-        added to the q and v slices of the fused Q|K|V matmul (bert.qkv_lora_forward). A (r, H) starts
-        PEFT's way (kaiming-uniform), B (H, r) at zero, so the model starts unchanged. A and B become
-        `name`'s trainable parameters, named as PEFT names them in memory:
-        encoder.layer.{i}.attention.self.query.lora_A.{name}.weight. Matches PEFT's
-        LoraConfig(target_modules=targets, r=r, lora_alpha=alpha, lora_dropout=dropout)."""
-        self._check_new(name, "LoRA")
-        if name in self.adapters or name in self.loras or name in self.full_finetuning:
-            raise ConfigError(f"task {name!r} already adapts the backbone by {self.method(name)}")
-        targets = tuple(targets)
-        if not targets or set(targets) - set(bert.QKV):
-            raise ConfigError(f"LoRA targets {targets!r}: expected some of {', '.join(bert.QKV)}")
-        if not (isinstance(r, int) and r >= 1):
-            raise ConfigError(f"LoRA rank r={r!r}: expected a whole number, 1 or more")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"LoRA dropout {dropout!r}: expected 0 <= p < 1")
-        from .nn import lora
+    def set_labels(self, name: str, labels):
+        """Name task `name`'s labels, one per logit (a file's metadata may carry them)."""
+        head = self.heads[self.resolve(name)]
+        self.heads[head.name] = dataclasses.replace(
+            head, labels=_label_names(head.name, labels, head.num_labels))
 
-        rng = np.random.default_rng(seed)
-        H = self.cfg.hidden_size
-        trainable = self._trainable.setdefault(name, set())
-        for i in range(self.cfg.num_hidden_layers):
-            for target in bert.QKV:  # in Q, K, V order whatever order targets came in
-                if target in targets:
-                    a, b = bert.lora_names(i, target, name)
-                    init = lora.init_params(H, H, r, rng, self.dtype)
-                    self._put({a: init["lora_A"], b: init["lora_B"]})
-                    trainable.update((a, b))
-        self.loras[name] = LoraConfig(name, r, float(alpha), float(dropout),
-                                      tuple(t for t in bert.QKV if t in targets))
-        self._pack(name)
-        return self
-
-    def add_full_finetuning(self, name: str, num_labels: int = 2, seed: int = 0, labels=None):
-        """Full fine-tuning as task `name`: a classification head, and every backbone parameter
-        (embeddings, Q/K/V together, every dense layer and LayerNorm) trainable for it.
-
-        Training it changes the backbone itself, the one every task on this model shares, so it is
-        refused on a model that holds any other task, and no task can be added beside it: load a
-        separate model for each fully fine-tuned task. encoder_backward then runs down into the
-        embeddings (lowest_trainable_layer = -1)."""
-        self._check_new(name, "full fine-tuning")
-        others = set(self._trainable) - {name}
-        if others:
-            raise ConfigError(f"full fine-tuning trains the backbone that task(s) "
-                              f"{', '.join(sorted(others))} share: use a model that holds no other task")
-        if name not in self.heads:
-            self.add_classification_head(name, num_labels, seed=seed, labels=labels)
-        self.full_finetuning.add(name)
-        self._trainable[name].update(k for k in self.params if k.startswith(("embeddings.", "encoder.")))
-        return self
-
-    def add_probe(self, name: str, num_labels: int = 2, seed: int = 0, labels=None):
-        """A linear probe as task `name`: only a classification head trains, on the frozen backbone's
-        [CLS] features (AdapterHub's two-layer head, heads.py; "linear" in the literature's sense that
-        the features are fixed). No gradient flows into the encoder at all."""
-        return self.add_classification_head(name, num_labels, seed=seed, labels=labels)
-
-    def merge_lora(self, name: str) -> "Model":
-        """A new Model whose backbone has task `name`'s LoRA folded in, W' = W + (alpha/r) B A for each
-        target (nn.lora.merged_weight), holding `name`'s head alone (as a probe). It runs the bare
-        backbone's code path, with no low-rank term: inference at the plain model's cost.
-
-        It is a separate model because merging changes the backbone, which every other task on this
-        one shares; this model is left as it was (its weights are copied, on the host, first)."""
-        from .nn import lora
-
+    def merged(self, name: str) -> "Model":
+        """A new Model with task `name`'s method folded into the backbone (LoRA: W + (alpha/r) B A),
+        holding `name`'s head alone: inference at the bare backbone's cost. This model is left as
+        it was. Only methods that can be merged (Method.merge) can."""
         name = self.resolve(name)
-        if name not in self.loras:
-            raise ConfigError(f"task {name!r} has no LoRA to merge (it is {self.method(name)})")
-        lo = self.loras[name]
-        from .io.weights import expected_shapes
+        method = self.methods[name].method if name in self.methods else methods.get("probe")
+        if method.merge is None:
+            raise ConfigError(f"task {name!r} ({method.name}) has nothing to merge into the weights")
+        return method.merge(self, name)
 
-        params = {k: to_numpy(self.params[k]).copy() for k in expected_shapes(self.cfg)}
-        for i in range(self.cfg.num_hidden_layers):
-            for target in lo.targets:
-                a, b = bert.lora_names(i, target, name)
-                w = f"encoder.layer.{i}.attention.self.{target}.weight"
-                params[w] = lora.merged_weight(params[w], to_numpy(self.params[a]),
-                                               to_numpy(self.params[b]), lo.scale)
-        backbone = {"name": f"{self.backbone.get('name')}+lora:{name}", "path": None,
-                    "sha256": None}
-        merged = Model(self.cfg, params, device=self.device, backbone=backbone,
-                       tokenizer=self.tokenizer, ops=self.ops.name)
-        if name in self.heads:
-            h = self.heads[name]
-            merged.add_classification_head(name, h.num_labels, dropout=h.dropout, labels=h.labels)
-            merged._put({k: to_numpy(self.params[k]) for k in heads.head_names(name)})
-        return merged
+    merge_lora = merged  # the name lessons and scripts of the first rounds use
 
+    # --- what the model holds -------------------------------------------------------------------
     def names(self) -> list[str]:
-        """Every task this model holds (an adapter, a LoRA, a head, or some of them under one name)."""
+        """Every task this model holds."""
         return sorted(set(self._trainable))
 
     def method(self, name: str) -> str:
-        """How task `name` adapts the backbone: "houlsby", "pfeiffer" (bottleneck adapters), "lora",
-        "full" (full fine-tuning) or "probe" (a head on frozen features)."""
+        """How task `name` adapts the backbone: a name in minadapt.methods.METHODS ("probe" for a
+        head alone)."""
         name = self.resolve(name)
-        if name in self.full_finetuning:
-            return "full"
-        if name in self.loras:
-            return "lora"
-        if name in self.adapters:
-            return self.adapters[name].architecture
-        return "probe"
+        return self.methods[name].method.name if name in self.methods else "probe"
+
+    def config_of(self, name: str):
+        """Task `name`'s method config (an AdapterConfig, LoraConfig, ...), or None."""
+        name = self.resolve(name)
+        return self.methods[name].config if name in self.methods else None
+
+    @property
+    def adapters(self) -> dict:
+        """{name: AdapterConfig} of the tasks with bottleneck adapters (a view of `methods`)."""
+        return {n: t.config for n, t in self.methods.items() if isinstance(t.config, AdapterConfig)}
+
+    @property
+    def loras(self) -> dict:
+        """{name: LoraConfig} of the tasks with LoRA (a view of `methods`)."""
+        return {n: t.config for n, t in self.methods.items() if isinstance(t.config, LoraConfig)}
 
     def resolve(self, adapter: str | None) -> str | None:
         """The task a call runs: `adapter` itself, or, when it is None, the only one held (None
@@ -382,31 +313,23 @@ class Model:
 
     # --- running --------------------------------------------------------------------------------
     def _run(self, name, train, rng=None, grad=True):
-        return bert.Run(ops=self.ops if grad else self._inference_ops, train=train,
+        how = self.methods.get(name)
+        fields = {how.method.run_field: how.config} if how and how.method.run_field else {}
+        return bert.Run(ops=self.ops if grad else self.inference_ops, train=train,
                         rng=rng if rng is not None else self.rng,
-                        adapter=self.adapters.get(name) if name is not None else None,
-                        lora=self.loras.get(name) if name is not None else None,
-                        trainable=frozenset(self._trainable.get(name, ())) if grad else frozenset())
-
-    def _inputs(self, *arrays):
-        """Host arrays (or lists) moved to this model's device; None and device arrays unchanged."""
-        out = []
-        for a in arrays:
-            if isinstance(a, (np.ndarray, list)):
-                a = to_device(np.asarray(a), self.device)
-            out.append(a)
-        return out
+                        trainable=frozenset(self._trainable.get(name, ())) if grad else frozenset(),
+                        **fields)
 
     def encode(self, input_ids, attention_mask, token_type_ids=None, adapter: str | None = None):
         """Last hidden state (B, T, H) of every token, in evaluation mode (no dropout), through
         the backbone and task `adapter`'s adapters (the identity at init; none for a bare model)."""
-        ids, mask, types = self._inputs(input_ids, attention_mask, token_type_ids)
+        ids, mask, types = self.inputs(input_ids, attention_mask, token_type_ids)
         run = self._run(self.resolve(adapter), False, grad=False)
         return bert.encoder_forward(self.params, self.qkv, self.cfg, ids, mask, types, run)[0]
 
     def logits(self, input_ids, attention_mask, token_type_ids=None, adapter: str | None = None):
         """Class scores (B, C) of task `adapter`'s head, in evaluation mode."""
-        ids, mask, types = self._inputs(input_ids, attention_mask, token_type_ids)
+        ids, mask, types = self.inputs(input_ids, attention_mask, token_type_ids)
         name = self.resolve(adapter)
         return self._forward(name, ids, mask, types, self._run(name, False, grad=False))[0]
 
@@ -429,7 +352,7 @@ class Model:
         Returns (loss as a 0-d array, logits (B, C), grads: {name: array} for exactly
         trainable_names(adapter)). train=True: dropout on, masks drawn from `rng` (default: the
         model's generator)."""
-        ids, mask, types, labels = self._inputs(input_ids, attention_mask, token_type_ids, labels)
+        ids, mask, types, labels = self.inputs(input_ids, attention_mask, token_type_ids, labels)
         name = self.resolve(adapter)
         run = self._run(name, train, rng if train else None)
         logits, (enc_cache, head_cache, h_shape) = self._forward(name, ids, mask, types, run)
@@ -447,10 +370,12 @@ class Model:
         assert set(grads) == self._trainable[name], set(grads) ^ self._trainable[name]
         return loss, logits, grads
 
-    # --- adapter files --------------------------------------------------------------------------
+    # --- adapter files (minadapt.io) ------------------------------------------------------------
     def backbone_id(self) -> dict:
         """Name and sha256 of the checkpoint file: an adapter file records them, and loading checks."""
         if "sha256" not in self.backbone and self.backbone.get("path"):
+            from .io.hub import sha256_of
+
             self.backbone["sha256"] = sha256_of(self.backbone["path"])
         return {"name": self.backbone.get("name"), "sha256": self.backbone.get("sha256"),
                 "hidden_size": self.cfg.hidden_size, "num_hidden_layers": self.cfg.num_hidden_layers}
@@ -461,95 +386,32 @@ class Model:
 
     def save_adapter(self, path, adapter: str | None = None, extra_metadata: dict | None = None,
                      format: str = "minadapt"):
-        """Save task `adapter`'s trainable parameters. format:
+        """Save task `adapter`'s trainable parameters (minadapt.io.save_adapter). format:
           "minadapt"    one safetensors file, the configs and the backbone's id in its metadata
-                        (any method: bottleneck adapters, LoRA, probe, full fine-tuning);
-          "adapterhub"  AdapterHub's directory (Houlsby or Pfeiffer adapter + head), which
-                        adapters' `load_adapter(dir, use_safetensors=True)` reads (minadapt.io);
-          "peft"        PEFT's LoRA directory, which `PeftModel.from_pretrained` reads.
+                        (any method);
+          "adapterhub"  AdapterHub's directory (Houlsby or Pfeiffer adapter + head);
+          "peft"        PEFT's directory (LoRA).
         Returns the path written."""
-        if format == "adapterhub":
-            from .io import save_adapterhub
+        from .io import save_adapter
 
-            return save_adapterhub(self, path, adapter)
-        if format == "peft":
-            from .io import save_peft
-
-            return save_peft(self, path, adapter)
-        if format != "minadapt":
-            raise ConfigError(f"format {format!r}: expected minadapt, adapterhub or peft")
-        name = self.resolve(adapter)
-        a, h, lo = self.adapters.get(name), self.heads.get(name), self.loras.get(name)
-        meta = {
-            "format": ADAPTER_FORMAT,
-            "adapter": json.dumps(asdict(a) if a else None),
-            "head": json.dumps(asdict(h) if h else None),
-            "lora": json.dumps(asdict(lo) if lo else None),
-            "full_finetuning": json.dumps(name in self.full_finetuning),
-            "backbone": json.dumps(self.backbone_id()),
-        }
-        for k, v in (extra_metadata or {}).items():
-            meta[k] = v if isinstance(v, str) else json.dumps(v)
-        save_tensors(path, self.adapter_state(name), meta)
-        return Path(path)
+        return save_adapter(self, path, self.resolve(adapter), format, extra_metadata)
 
     def load_adapter(self, path, check_backbone: bool = True, name: str | None = None) -> str:
         """Add the task stored at `path` beside whatever this model holds; returns its name. The
-        format is detected (minadapt.io.detect_format): a minadapt file (made by save_adapter), an
-        AdapterHub directory (Houlsby or Pfeiffer, with its head) or a PEFT LoRA directory (`name`
-        names its task; default: its head's name, or the directory's)."""
-        from .io import detect_format, load_adapterhub, load_peft
+        format is detected (minadapt.io.detect_format): a minadapt file, an AdapterHub directory or
+        a PEFT directory. `name`: the task's name here (default: the one stored)."""
+        from .io import load_adapter
 
-        kind = detect_format(path)
-        if kind == "adapterhub":
-            return load_adapterhub(self, path)
-        if kind == "peft":
-            return load_peft(self, path, name)
-        tensors, meta = read_safetensors(path)
-        check_finite(tensors, path)
-        if meta.get("format") != ADAPTER_FORMAT:
-            raise WeightsError(f"{path}: not a minadapt adapter file (its metadata has no "
-                               f"format={ADAPTER_FORMAT!r}; found {meta.get('format')!r})")
-        theirs, ours = json.loads(meta["backbone"]), self.backbone_id()
-        if check_backbone and (theirs.get("sha256") != ours["sha256"]
-                               or theirs.get("hidden_size") != ours["hidden_size"]):
-            raise WeightsError(
-                f"{path}: made for backbone {theirs.get('name')} (sha256 {str(theirs.get('sha256'))[:12]}…, "
-                f"hidden {theirs.get('hidden_size')}), but this model is {ours['name']} "
-                f"(sha256 {str(ours['sha256'])[:12]}…, hidden {ours['hidden_size']})")
-        a, h = json.loads(meta["adapter"]), json.loads(meta["head"])
-        lo, full = json.loads(meta.get("lora", "null")), json.loads(meta.get("full_finetuning", "false"))
-        name = (a or lo or h or {}).get("name")
-        if name is None:
-            raise WeightsError(f"{path}: holds neither an adapter nor a head")
-        if a:
-            a = _renamed_layer_norms(a, tensors, self.cfg.num_hidden_layers)
-
-        def build():
-            if a:
-                self.add_adapter(name, a["bottleneck"], a["non_linearity"],
-                                 train_layer_norms=a["train_layer_norms"], init_std=a["init_std"],
-                                 architecture=a.get("architecture", "houlsby"),
-                                 init=a.get("init", "near_identity"))
-            if lo:
-                self.add_lora(name, lo["r"], lo["alpha"], lo["dropout"], tuple(lo["targets"]))
-            if h:
-                self.add_classification_head(name, h["num_labels"], dropout=h["dropout"],
-                                             labels=h.get("labels"), regression=h.get("regression", False))
-            if full:
-                self.add_full_finetuning(name)
-
-        self.add_task_from(name, path, tensors, build)
-        self.metadata[name] = meta
-        return name
+        return load_adapter(self, path, check_backbone, name)
 
     def add_task_from(self, name: str, where, tensors: dict, build) -> str:
         """Add task `name` with stored parameters `tensors` (read from `where`, for messages):
-        `build()` adds its adapter, LoRA or head as their config says, then the stored key set must
-        be exactly the task's trainable names, and every shape the model's, before any value is set.
+        `build()` adds its method and head as their config says, then the stored key set must be
+        exactly the task's trainable names, and every shape the model's, before any value is set.
         On any failure the half-added task is removed: the model is left as it was."""
         if name in self._trainable:
-            raise WeightsError(f"{where}: this model already holds a task named {name!r}")
+            raise WeightsError(f"{where}: this model already holds a task named {name!r} (load it "
+                               "under another name)")
         try:
             build()
             expected = self._trainable[name]
@@ -563,40 +425,32 @@ class Model:
         except Exception:
             self.remove(name)
             raise
-        self._put(tensors)
+        self.put(tensors)
         return name
 
     def remove(self, name: str):
-        """Forget task `name`: its adapter, head and their parameters (the backbone stays)."""
+        """Forget task `name`: its method, head and their parameters (the backbone stays)."""
+        backbone = set(self.backbone_names())
         for k in self._trainable.pop(name, set()):
-            if k.startswith(("encoder.", "embeddings.")) and ".adapters." not in k:
-                continue  # a backbone parameter (full fine-tuning): never removed
-            self.params.pop(k, None)
-        self.adapters.pop(name, None)
-        self.loras.pop(name, None)
-        self.full_finetuning.discard(name)
+            if k not in backbone:  # a backbone parameter (full fine-tuning) is never removed
+                self.params.pop(k, None)
+        self.methods.pop(name, None)
         self.heads.pop(name, None)
         self.metadata.pop(name, None)
 
 
-def _renamed_layer_norms(a: dict, tensors: dict, n_layers: int) -> dict:
-    """Files written before adapters had their own LayerNorm copies stored a Houlsby adapter's
-    trained LayerNorms under the backbone's names: move them to the adapter's own."""
-    if not a.get("train_layer_norms"):
-        return a
-    config = AdapterConfig(**{k: v for k, v in a.items() if k in AdapterConfig.__dataclass_fields__})
-    for i in range(n_layers):
-        for where in ("attention.output", "output"):
-            for t in ("weight", "bias"):
-                old = bert.layer_norm_prefix(i, where) + t
-                if old in tensors:
-                    tensors[bert.layer_norm_prefix(i, where, config) + t] = tensors.pop(old)
-    return a
+def _label_names(name, labels, num_labels):
+    if labels is None:
+        return None
+    labels = tuple(str(x) for x in labels)
+    if len(labels) != num_labels:
+        raise ConfigError(f"head {name!r}: {len(labels)} label names for {num_labels} labels")
+    return labels
 
 
 def load_model(path=None, dtype="float32", device=None, seed: int = 0, ops: str = "fast") -> Model:
     """Load a BERT checkpoint folder (config.json + model.safetensors [+ tokenizer.json]).
-    `path=None` means the default checkpoint, downloaded into weights/ when missing.
+    `path=None` means the default checkpoint, downloaded when missing.
     ops: "fast" (default) or "reference" (minadapt.nn, the plain maths; see ops.py)."""
     from .tokenizer import Tokenizer
 
@@ -607,7 +461,7 @@ def load_model(path=None, dtype="float32", device=None, seed: int = 0, ops: str 
     path = Path(path)
     if not path.is_dir():
         raise WeightsError(f"{path}: no such checkpoint folder (run `minadapt download` to fetch "
-                           "the default one into weights/)")
+                           "the default one)")
     cfg = BertConfig.from_json(path / "config.json")
     params = load_checkpoint(path / "model.safetensors", cfg, resolve_dtype(dtype))
     tok = Tokenizer(path) if (path / "tokenizer.json").is_file() else None

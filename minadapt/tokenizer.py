@@ -1,4 +1,10 @@
-"""WordPiece tokenisation through HuggingFace `tokenizers`, padded to the longest row of a batch.
+"""Tokenisation through HuggingFace `tokenizers`, padded to the longest row of a batch.
+
+Each checkpoint's own tokenizer.json says how to cut text into tokens (BERT's and DistilBERT's and
+ELECTRA's WordPiece, RoBERTa's byte-level BPE, XLM-R's SentencePiece unigram) and how to frame one
+text or a pair (its post-processor): BERT's layout is shown below; RoBERTa and XLM-R write
+`<s> a </s></s> b </s>`. Models without token types (RoBERTa and XLM-R have a one-row table,
+DistilBERT none) get type ids 0 everywhere, as transformers gives them.
 
 The checkpoint's tokenizer.json pads every sentence to a fixed 128 tokens. Most SST-2 sentences are
 a fraction of that, and attention and every matmul cost grow with the padded length, so padding is
@@ -27,6 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .architectures import ARCHITECTURES
 from .errors import ConfigError, WeightsError
 
 MAX_LENGTH = 128
@@ -43,9 +50,10 @@ class Tokenizer:
     """`Tokenizer(path_to_tokenizer_json)`; `encode(texts, pairs=None)` -> Batch;
     `ids(texts, pairs=None)` -> unpadded ids; `ids_and_types(texts, pairs=None)` -> ids and type ids.
 
-    `max_length` (tokens per example, special tokens included) may be raised up to the checkpoint's
-    `max_position_embeddings` (512 for BERT-family checkpoints), read from the config.json beside
-    tokenizer.json when there is one: the model has no position embedding beyond that.
+    `max_length` (tokens per example, special tokens included) may be raised up to the number of
+    positions the checkpoint's position table covers (512 for BERT-family checkpoints), read from the
+    config.json beside tokenizer.json when there is one: the model has no position embedding beyond
+    that. The same config.json says whether the model has token types and which id pads.
     """
 
     def __init__(self, path: str | Path, max_length: int = MAX_LENGTH):
@@ -57,23 +65,34 @@ class Tokenizer:
         if not path.is_file():
             raise WeightsError(f"{path}: no such file (the checkpoint folder needs tokenizer.json)")
         self.config = path.parent / "config.json"
-        self.limit = _max_positions(self.config)  # max_position_embeddings, or None
+        facts = _checkpoint_facts(self.config)
+        self.limit = facts.get("max_tokens")  # positions the model has, or None
+        self.positions = facts.get("max_position_embeddings")
+        self.token_types = facts.get("token_types", True)  # False: type ids are all 0
         try:
             self.tk = HFTokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception for malformed files
             raise WeightsError(f"{path}: not a readable tokenizer.json: {e}") from None
         self.tk.no_padding()
         self.set_max_length(max_length)
-        self.pad_id = self.tk.token_to_id("[PAD]") or 0
+        pad = facts.get("pad_token_id")
+        if pad is None:
+            pad = self.tk.token_to_id("[PAD]") or self.tk.token_to_id("<pad>") or 0
+        self.pad_id = pad
 
     def set_max_length(self, max_length: int) -> None:
         """Truncate every example to `max_length` tokens from now on ([CLS] and [SEP]s included)."""
-        if not isinstance(max_length, int) or max_length < SPECIAL_TOKENS_PAIR:
-            raise ConfigError(f"max_length must be an integer >= {SPECIAL_TOKENS_PAIR} "
-                              f"(room for [CLS], [SEP], [SEP]), got {max_length!r}")
+        # a pair's special tokens: 3 in BERT ([CLS] a [SEP] b [SEP]), 4 in RoBERTa (<s> a </s></s> b </s>);
+        # below that, tokenizers leaves a pair uncut rather than fail
+        specials = max(SPECIAL_TOKENS_PAIR, self.tk.num_special_tokens_to_add(True))
+        if not isinstance(max_length, int) or max_length < specials:
+            raise ConfigError(f"max_length must be an integer >= {specials} (room for a pair's "
+                              f"{specials} special tokens), got {max_length!r}")
         if self.limit is not None and max_length > self.limit:
             raise ConfigError(f"max_length {max_length} is longer than the checkpoint allows: "
-                              f"{self.config} has max_position_embeddings {self.limit}")
+                              f"{self.config} has max_position_embeddings {self.positions}"
+                              + (f" ({self.limit} tokens after its position offset)"
+                                 if self.positions != self.limit else ""))
         self.tk.enable_truncation(max_length, strategy="longest_first")
         self.max_length = max_length
 
@@ -101,8 +120,10 @@ class Tokenizer:
         """(ids, type_ids): two lists of int64 arrays, one pair of equal-length arrays per example;
         type ids are 0 on [CLS] a [SEP] and 1 on b [SEP] (all 0 without pairs)."""
         encodings = self._encodings(texts, pairs)
-        return ([np.asarray(e.ids, dtype=np.int64) for e in encodings],
-                [np.asarray(e.type_ids, dtype=np.int64) for e in encodings])
+        ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        if not self.token_types:
+            return ids, [np.zeros_like(i) for i in ids]
+        return ids, [np.asarray(e.type_ids, dtype=np.int64) for e in encodings]
 
     def pad(self, seqs: list[np.ndarray], types: list[np.ndarray] | None = None) -> Batch:
         """Right-pad a list of id arrays (and their type ids, 0 when None) to the longest one."""
@@ -122,15 +143,32 @@ class Tokenizer:
         return self.pad(*self.ids_and_types(texts, pairs))
 
     def tokens(self, text: str, pair: str | None = None) -> list[str]:
-        """The WordPiece tokens of one text or pair (for showing what the model sees)."""
+        """The tokens of one text or pair (for showing what the model sees)."""
         return self.tk.encode(text, pair).tokens
 
 
-def _max_positions(config_path: Path) -> int | None:
-    """`max_position_embeddings` from a checkpoint's config.json; None when there is no such file
-    or field (a bare tokenizer.json: then only the caller's max_length applies)."""
+def _checkpoint_facts(config_path: Path) -> dict:
+    """What the tokenizer needs from a checkpoint's config.json: `max_tokens` (the positions its table
+    covers: max_position_embeddings, less RoBERTa's offset), `token_types` (False where the model
+    has at most one type) and `pad_token_id`. Fields are left out when there is no such file or
+    field (a bare tokenizer.json: then only the caller's max_length applies)."""
     try:
-        value = json.loads(config_path.read_text(encoding="utf-8")).get("max_position_embeddings")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None
+        d = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(d, dict):
+        return {}
+    model_type = d.get("model_type")  # an unsupported one is the model's to refuse (config.py)
+    arch = ARCHITECTURES.get(model_type if isinstance(model_type, str) else "bert", ARCHITECTURES["bert"])
+    facts = {}
+    pad = d.get("pad_token_id")
+    if isinstance(pad, int):
+        facts["pad_token_id"] = pad
+    positions = d.get("max_position_embeddings")
+    if isinstance(positions, int):
+        facts["max_position_embeddings"] = positions
+        offset = facts.get("pad_token_id", 0) + 1 if arch.positions_after_pad else 0  # as BertConfig's
+        facts["max_tokens"] = positions - offset
+    types = arch.fixed.get("type_vocab_size", d.get("type_vocab_size", 2))
+    facts["token_types"] = not isinstance(types, int) or types > 1
+    return facts

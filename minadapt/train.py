@@ -1,40 +1,39 @@
-"""Training an adapter on a task: the loop, evaluation, checkpoints, metrics and plots.
+"""Training a task: the loop, and the few named helpers it calls.
 
-    step:  lr = schedule(step)
-           loss, logits, grads = model.loss_and_grads(batch)     forward, loss, backward
-           clip_grad_norm(grads)                                  global norm <= max_grad_norm
-           AdamW.step(params, grads, lr)                          adapters + head only
+    set_up        load the data and the model, give the model the task (method + head), the
+                  optimizer, the runner (the model itself, or the batch cut over cores / MPI
+                  ranks), the run's folder; resume from its checkpoint when asked
+    train_step    lr = schedule(step)
+                  loss, logits, grads = runner.loss_and_grads(batch)    forward, loss, backward
+                  clip_grad_norm(grads)                                  global norm <= max_grad_norm
+                  AdamW.step(params, grads, lr)                          the task's parameters only
+    evaluate_and_save   dev metrics, a checkpoint, the plot
+    finish        the last evaluation, the adapter file
 
-Everything a run needs to continue lives in `out/checkpoint.safetensors`: the trainable
-parameters, AdamW's moments, the step, and the state of the dropout generator. The order of the
-batches is not stored: epoch e's order is drawn from a generator seeded with (seed, e), so a
-resumed run recomputes it. That is why `--resume` ends with exactly the numbers of a run that was
-never interrupted. Ctrl-C (or SIGTERM) lets the step under way finish, then saves a checkpoint and
-exits (a second Ctrl-C stops at once, keeping the last saved checkpoint); every evaluation saves one
-too. Stopping mid-step would leave a half-drawn dropout generator, or a half-applied AdamW update.
+The run's folder, its lock, the checkpoint and stopping on Ctrl-C live in checkpoints.py.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .backend import to_device, to_numpy
+from . import methods
+from .checkpoints import (Interrupted, load_training_checkpoint, out_lock, prepare_out,
+                          save_training_checkpoint, stop_requests)
 from .config import Number, finite_float, fraction, non_negative_int, positive_int
 from .errors import ConfigError, MinadaptError, TrainingDiverged, WeightsError
-from .nn.adapter import NON_LINEARITIES
+from .io.weights import read_safetensors
 from .optim import AdamW, clip_grad_norm, lr_schedule
-from .parallel.mpi import data_parallel, join_job, launched
+from .parallel import join_job, launched, runner
+from .predict import accuracy as evaluate  # noqa: F401  (the lessons' name for it)
+from .predict import encode_examples, encode_split, evaluate as evaluate_task, softmax  # noqa: F401
 from .progress import Progress
-from .io.weights import check_finite, read_safetensors, save_tensors
 
 
 @dataclass
@@ -48,22 +47,17 @@ class TrainConfig:
     label_column: str = "label"  # and the label (a class name, or a number with regression)
     regression: bool = False  # your own data's label is a real number (one output, MSE loss)
     max_length: int = 128  # tokens per example, [CLS] and [SEP] included (up to 512)
-    weights: str | None = None  # checkpoint folder; None: weights/all-MiniLM-L6-v2, fetched if missing
+    weights: str | None = None  # checkpoint folder; None: all-MiniLM-L6-v2, fetched if missing
     out: str | None = None  # where the adapter, metrics.jsonl, the plot and checkpoints go: runs/<task>
-    adapter_name: str | None = None  # the adapter's and head's name: the task's, by default
-    method: str = "houlsby"  # what trains (METHODS): bottleneck adapters, LoRA, the whole model, a probe
-    preset: str | None = None  # "houlsby-paper": adapter-bert's choices (model.PRESETS); houlsby only
-    bottleneck: int = 64  # m, the adapter's width (houlsby and pfeiffer)
-    non_linearity: str = "swish"  # f between down- and up-projection (houlsby and pfeiffer)
-    train_layer_norms: bool = False  # also train the LayerNorms, as Houlsby et al. (houlsby, pfeiffer)
-    lora_rank: int = 8  # r of LoRA's update B A on query and value (lora only)
-    lora_alpha: float = 16.0  # the update is scaled by alpha / r, PEFT's lora_alpha (lora only)
-    lora_dropout: float = 0.1  # dropout on LoRA's input, PEFT's lora_dropout (lora only)
+    adapter_name: str | None = None  # the task's name in the model and its files: the task's, by default
+    method: str = "houlsby"  # how the backbone is adapted: a name in minadapt.methods.METHODS
+    options: dict = field(default_factory=dict)  # the method's options ({"bottleneck": 16}); the
+    #                                               rest keep the method's defaults
     epochs: float | None = None  # passes over the training set (fractions allowed); None: the
     #                               default, DEFAULT_EPOCHS but at least DEFAULT_MIN_STEPS steps
     max_steps: int | None = None  # stop after this many steps (overrides epochs)
     batch_size: int = 32
-    lr: float | None = None  # peak learning rate after warm-up; None: DEFAULT_LR[method]
+    lr: float | None = None  # peak learning rate after warm-up; None: the method's default_lr
     warmup: float = 0.06  # fraction of the steps spent warming up linearly from 0
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -74,39 +68,19 @@ class TrainConfig:
     log_every: int = 50  # steps between metrics.jsonl lines
 
     # what must match for --resume to continue the same run
-    RESUME_KEYS = ("method", "preset", "lora_rank", "lora_alpha", "lora_dropout", "bottleneck", "non_linearity", "train_layer_norms", "epochs", "max_steps",
-                   "batch_size", "lr", "warmup", "weight_decay", "max_grad_norm", "train_subset",
-                   "seed", "adapter_name", "task", "train_file", "dev_file", "text_column",
-                   "text_pair_column", "label_column", "regression", "max_length")
-
+    RESUME_KEYS = ("method", "options", "epochs", "max_steps", "batch_size", "lr", "warmup",
+                   "weight_decay", "max_grad_norm", "train_subset", "seed", "adapter_name", "task",
+                   "train_file", "dev_file", "text_column", "text_pair_column", "label_column",
+                   "regression", "max_length")
     # what each number may be; the CLI's options use the same rules as their argparse types
-    RULES = {"bottleneck": positive_int, "epochs": finite_float(min=0, strict=True),
-             "max_steps": positive_int, "batch_size": positive_int,
-             "lr": finite_float(min=0, strict=True), "warmup": fraction,
+    RULES = {"epochs": finite_float(min=0, strict=True), "max_steps": positive_int,
+             "batch_size": positive_int, "lr": finite_float(min=0, strict=True), "warmup": fraction,
              "weight_decay": finite_float(min=0), "max_grad_norm": finite_float(min=0, strict=True),
              "eval_every": non_negative_int, "train_subset": positive_int, "seed": non_negative_int,
-             "log_every": positive_int, "max_length": Number(int, low=3, high=512),
-             "lora_rank": positive_int, "lora_alpha": finite_float(min=0, strict=True),
-             "lora_dropout": Number(float, low=0.0, high=0.99)}
-    # what trains, for each method (`minadapt train --help` shows these lines)
-    METHODS = {
-        "houlsby": "two bottleneck adapters per layer (after attention and after the FFN) + the head",
-        "pfeiffer": "one bottleneck adapter per layer (after the FFN) + the head",
-        "lora": "low-rank updates B A of the query and value weights in every layer + the head",
-        "full": "every backbone weight (embeddings, attention, FFN, LayerNorms) + the head",
-        "probe": "the classification head alone, on the frozen backbone's [CLS] features",
-    }
-    # the peak learning rate when none is given: full fine-tuning moves pretrained weights, which
-    # 2e-3 would wreck (BERT's fine-tuning rates are 2e-5 to 5e-5; 1e-4 suits this small model)
-    DEFAULT_LR = {"houlsby": 2e-3, "pfeiffer": 2e-3, "lora": 2e-3, "full": 1e-4, "probe": 2e-3}
+             "log_every": positive_int, "max_length": Number(int, low=3, high=512)}
     # the default length of a run: 1.25 passes, but at least 200 steps, so that a small training
     # set (BBC News' 1,780 articles are 56 steps of 32) still gets a whole warm-up and decay
     DEFAULT_EPOCHS, DEFAULT_MIN_STEPS = 1.25, 200
-    # the fields that only some methods read: set away from their default, another method refuses them
-    ONLY_FOR = {"preset": ("houlsby",), "bottleneck": ("houlsby", "pfeiffer"),
-                "non_linearity": ("houlsby", "pfeiffer"), "train_layer_norms": ("houlsby", "pfeiffer"),
-                "lora_rank": ("lora",), "lora_alpha": ("lora",), "lora_dropout": ("lora",)}
-
     OPTIONAL = ("max_steps", "train_subset", "epochs")  # None: not set
 
     def total_steps(self, steps_per_epoch: int) -> int:
@@ -129,37 +103,32 @@ class TrainConfig:
             self.out = f"runs/{self.task}"
         if self.adapter_name is None:
             self.adapter_name = self.task
-        if self.method not in self.METHODS:
-            raise ConfigError(f"TrainConfig.method: expected one of {', '.join(self.METHODS)}, got "
-                              f"{self.method!r}")
+        if self.method not in methods.METHODS:
+            raise ConfigError(f"TrainConfig.method: expected one of {', '.join(methods.METHODS)}, "
+                              f"got {self.method!r}")
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"TrainConfig.options: expected a dict of the method's options, got "
+                              f"{self.options!r}")
+        self.options = {k: v for k, v in self.options.items() if v is not None}
+        self.method_config()  # the method checks its options now
         if self.lr is None:
-            self.lr = self.DEFAULT_LR[self.method]
+            self.lr = methods.get(self.method).default_lr
         for name, rule in self.RULES.items():
             rule.check(f"TrainConfig.{name}", getattr(self, name), optional=name in self.OPTIONAL)
-        for name, methods in self.ONLY_FOR.items():
-            if self.method not in methods and getattr(self, name) != self.__dataclass_fields__[name].default:
-                raise ConfigError(f"TrainConfig.{name}: only method {' or '.join(methods)} uses it, "
-                                  f"not {self.method}")
-        if self.preset is not None:
-            from .model import PRESETS
-
-            if self.preset not in PRESETS:
-                raise ConfigError(f"TrainConfig.preset: expected one of {', '.join(PRESETS)}, got "
-                                  f"{self.preset!r}")
-            if self.non_linearity != "swish" or self.train_layer_norms:
-                raise ConfigError(f"TrainConfig.preset {self.preset!r} sets the non-linearity and "
-                                  "the LayerNorms itself: leave non_linearity and train_layer_norms alone")
-        if self.non_linearity not in NON_LINEARITIES:
-            raise ConfigError(f"TrainConfig.non_linearity: expected one of "
-                              f"{', '.join(NON_LINEARITIES)}, got {self.non_linearity!r}")
         if self.device not in (None, "cpu", "gpu"):
             raise ConfigError(f"TrainConfig.device: expected 'cpu', 'gpu' or None, got {self.device!r}")
         if not isinstance(self.out, (str, Path)) or not str(self.out):
             raise ConfigError(f"TrainConfig.out: expected a folder path, got {self.out!r}")
 
+    def method_config(self):
+        """The method's config for this run (its options, checked), or None for a method without."""
+        try:
+            return methods.get(self.method).make_config(self.adapter_name, self.options)
+        except ConfigError as e:
+            raise ConfigError(f"TrainConfig.options: {e}") from None
+
     def to_dict(self):
         return asdict(self)
-
 
     def resolve_task(self):
         """The minadapt.tasks.Task this run trains on."""
@@ -184,27 +153,227 @@ class TrainResult:
     dev_metrics: dict = field(default_factory=dict)  # every metric of the task, the first reported
 
 
-class Interrupted(Exception):
-    """Raised inside the loop after the step during which Ctrl-C or SIGTERM arrived, so the run can
-    save and stop cleanly; hard=True: a second signal, raised wherever the loop was."""
+@dataclass
+class Run:
+    """A run as set_up leaves it; the loop moves `step` and `history` on."""
+    cfg: TrainConfig
+    task: object  # minadapt.tasks.Task
+    model: object
+    runner: object  # parallel.runner: the model itself, or the batch cut over cores / ranks
+    opt: AdamW
+    train: tuple  # (ids, types, lengths, labels) of the training examples
+    dev: tuple  # (ids, types, labels) of the dev examples
+    steps_per_epoch: int
+    total: int
+    warmup: int
+    out: Path
+    step: int = 0
+    history: list = field(default_factory=list)
+    seconds_training: float = 0.0  # wall time inside train_step (evaluations left out)
+    examples: int = 0  # examples trained on by this process since it started
+    interval: list = field(default_factory=list)  # the losses since the last metrics line
+    started: float = field(default_factory=time.perf_counter)
 
-    def __init__(self, hard: bool = False):
-        super().__init__("interrupted")
-        self.hard = hard
+    @property
+    def main(self) -> bool:  # rank 0 alone prints and writes files
+        return self.runner.rank == 0
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint.safetensors"
+
+    @property
+    def metrics(self) -> Path:
+        return self.out / "metrics.jsonl"
 
 
-def encode_split(tokenizer, sentences):
-    """Token ids of each sentence (unpadded) and their lengths."""
-    ids = tokenizer.ids(sentences)
-    return ids, np.array([len(s) for s in ids])
+# --- the loop -------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callback=None,
+          progress: bool = True) -> TrainResult:
+    """Train task cfg.adapter_name by cfg.method on cfg's data; returns the final dev metrics and
+    where the files went.
+
+    `model` and `data` ({"train": Examples or (texts, labels), "dev": ...}) may be given (tests,
+    lessons); otherwise they are loaded from cfg.weights and cfg.data_dir. `callback(step, loss)`
+    runs after every step (raise Interrupted inside it to simulate Ctrl-C). The --out folder is
+    checked and locked before anything is loaded."""
+    rank, size = launched()
+    if size > 1:
+        join_job()  # from here an error on any rank ends every rank (none waits for it forever)
+    out = prepare_out(cfg.out)
+    with out_lock(out) if rank == 0 else nullcontext():  # rank 0 alone writes OUT
+        run = set_up(cfg, model, data, resume)
+        bar = Progress(run.total, desc="train", unit="step", initial=run.step) if progress and run.main else None
+        try:
+            with stop_requests(say=lambda signal: _say_stopping(run, signal)) as stop:
+                while run.step < run.total:
+                    loss = train_step(run)
+                    if bar:
+                        bar.update(1, loss=loss, sent_s=round(run.examples / run.seconds_training, 1))
+                    if cfg.eval_every and run.step % cfg.eval_every == 0 and run.step < run.total:
+                        metrics = evaluate_and_save(run)
+                        if bar:
+                            bar.write(f"step {run.step}: dev {format_metrics(metrics)}")
+                    if callback:
+                        callback(run.step, loss)
+                    if run.runner.any_rank(stop):  # every rank stops after the same step
+                        raise Interrupted()
+        except (KeyboardInterrupt, Interrupted) as e:
+            return stopped_early(run, hard=isinstance(e, KeyboardInterrupt) or e.hard)
+        finally:
+            if bar:
+                bar.close()
+        return finish(run)
 
 
-def encode_examples(tokenizer, examples):
-    """Token ids and type ids of each example (text, or text pair), unpadded, and their lengths."""
-    ids, types = tokenizer.ids_and_types(examples.texts, examples.pairs)
-    return ids, types, np.array([len(s) for s in ids])
+def set_up(cfg: TrainConfig, model=None, data=None, resume: bool = False) -> Run:
+    """Data, model, the task on it, optimizer, runner, metrics file; the checkpoint when resuming."""
+    from .model import load_model
+    from .tasks import load_task
+
+    task = cfg.resolve_task()
+    data = data if data is not None else load_task(task, cfg.data_dir)
+    train_set, dev_set = as_examples(data["train"]), as_examples(data["dev"])
+    if cfg.train_subset:
+        train_set = train_set.head(cfg.train_subset)
+    if model is None:
+        model = load_model(cfg.weights, dtype="float32", device=cfg.device, seed=cfg.seed)
+    need_tokenizer(model)
+    model.tokenizer.set_max_length(cfg.max_length)
+    add_task(model, cfg, task)
+    model.rng = model.new_rng(cfg.seed)
+    train_ids, train_types, train_lengths = encode_examples(model.tokenizer, train_set)
+    dev_ids, dev_types, _ = encode_examples(model.tokenizer, dev_set)
+    steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
+    total = cfg.total_steps(steps_per_epoch)
+    trainable = model.trainable_names(cfg.adapter_name)
+    run = Run(cfg, task, model, runner(model, cfg.adapter_name),
+              AdamW({k: model.params[k] for k in trainable}, lr=cfg.lr, weight_decay=cfg.weight_decay),
+              (train_ids, train_types, train_lengths, train_set.labels), (dev_ids, dev_types, dev_set.labels),
+              steps_per_epoch, total, int(cfg.warmup * total), Path(cfg.out))
+    if resume:
+        if not run.checkpoint.is_file():
+            raise MinadaptError(f"--resume: no checkpoint at {run.checkpoint} (train once without "
+                                "--resume, or point --out at the run's folder)")
+        run.step, run.history = load_training_checkpoint(run.checkpoint, model, run.opt, cfg)
+        if run.main:
+            print(f"resuming from {run.checkpoint} at step {run.step}/{total}")
+    if run.main:  # rewritten from the checkpoint's history: no duplicates
+        with open(run.metrics, "w") as f:
+            f.writelines(json.dumps(h) + "\n" for h in run.history)
+    return run
 
 
+def add_task(model, cfg: TrainConfig, task):
+    """Give `model` task cfg.adapter_name: its head (the task's labels), then cfg.method's parameters."""
+    name = cfg.adapter_name
+    model.add_classification_head(name, num_labels=task.num_outputs, seed=cfg.seed,
+                                  labels=task.names or None, regression=task.regression)
+    model.add_method(name, methods.get(cfg.method), cfg.method_config(), seed=cfg.seed)
+
+
+def train_step(run: Run) -> float:
+    """One optimizer step on the step's batch; returns its loss."""
+    cfg, model = run.cfg, run.model
+    ids, types, lengths, labels = run.train
+    t0 = time.perf_counter()
+    epoch, within = divmod(run.step, run.steps_per_epoch)
+    idx = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)[within]
+    b = model.tokenizer.pad([ids[i] for i in idx], [types[i] for i in idx])
+    lr = lr_schedule(run.step, run.total, run.warmup, cfg.lr)
+    loss, _, grads = run.runner.loss_and_grads(b.input_ids, b.attention_mask, b.token_type_ids,
+                                               labels[idx], train=True)
+    grad_norm = clip_grad_norm(grads, cfg.max_grad_norm)
+    loss = float(loss)  # a host sync (a no-op on the CPU); the norm above already waited
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        raise _diverged(run.step + 1, run.total, loss, grad_norm, cfg, run.checkpoint)
+    run.opt.step(model.params, grads, lr)
+    run.step += 1
+    run.seconds_training += time.perf_counter() - t0
+    run.examples += len(idx)
+    run.interval.append(loss)
+    if run.step % cfg.log_every == 0 or run.step == run.total:
+        log(run, {"kind": "train", "step": run.step, "epoch": round(run.step / run.steps_per_epoch, 4),
+                  "loss": sum(run.interval) / len(run.interval), "lr": lr, "grad_norm": grad_norm,
+                  "sentences_per_s": run.examples / run.seconds_training,
+                  "elapsed_s": time.perf_counter() - run.started})
+        run.interval.clear()
+    return loss
+
+
+def evaluate_and_save(run: Run) -> dict:
+    """Dev metrics now; a checkpoint and the plot (rank 0). Returns the metrics."""
+    metrics = dev_metrics(run)
+    log(run, _eval_record(run.step, metrics))
+    if run.main:
+        save_training_checkpoint(run.checkpoint, run.model, run.opt, run.step, run.cfg, run.history)
+        plot_history(run.history, run.out / "training.png", run_title(run.task, run.cfg))
+    return metrics
+
+
+def dev_metrics(run: Run) -> dict:
+    """{metric: value} of the task's metrics on the dev set, as the model stands."""
+    ids, types, labels = run.dev
+    return evaluate_task(run.model, run.task, ids, types, labels, run.cfg.adapter_name, run.runner)[0]
+
+
+def finish(run: Run) -> TrainResult:
+    """The last evaluation, a checkpoint, the adapter file and the plot."""
+    cfg, model = run.cfg, run.model
+    metrics = dev_metrics(run)
+    run.runner.close()
+    log(run, _eval_record(run.step, metrics))
+    seconds = time.perf_counter() - run.started
+    accuracy = metrics.get("accuracy", float("nan"))
+    if not run.main:
+        return TrainResult(accuracy, run.step, seconds, run.out / "adapter.safetensors", run.metrics,
+                           None, dev_metrics=metrics)
+    save_training_checkpoint(run.checkpoint, model, run.opt, run.step, cfg, run.history)
+    head = model.heads[cfg.adapter_name]
+    adapter_path = model.save_adapter(run.out / "adapter.safetensors", adapter=cfg.adapter_name,
+                                      extra_metadata={
+        "training": cfg.to_dict(), "task": task_record(run.task, cfg), "dev_metrics": metrics,
+        "dev_accuracy": accuracy, "steps": run.step, "labels": list(head.labels) if head.labels else None})
+    plot = plot_history(run.history, run.out / "training.png", run_title(run.task, cfg))
+    return TrainResult(accuracy, run.step, seconds, adapter_path, run.metrics, plot, dev_metrics=metrics)
+
+
+def stopped_early(run: Run, hard: bool) -> TrainResult:
+    """After Ctrl-C: a checkpoint of the last finished step (hard: mid-step, the saved one is kept)."""
+    run.runner.close()
+    seconds = time.perf_counter() - run.started
+    stopped = TrainResult(float("nan"), run.step, seconds, run.checkpoint, run.metrics, None, True)
+    if not run.main:
+        return stopped
+    if hard:  # mid-step: the state in memory is half a step; keep the saved one
+        saved = f"the last checkpoint ({run.checkpoint}) is kept" if run.checkpoint.is_file() else \
+            "no checkpoint was saved yet"
+        print(f"\nstopped during step {run.step + 1}/{run.total}; {saved}")
+        return stopped
+    save_training_checkpoint(run.checkpoint, run.model, run.opt, run.step, run.cfg, run.history)
+    task = run.cfg.task if run.cfg.train_file is None else ""
+    print(f"\ninterrupted after step {run.step}/{run.total}; saved {run.checkpoint}\n"
+          f"continue with: minadapt train {task} --out {run.out} --resume (and the same options)")
+    return stopped
+
+
+def _say_stopping(run: Run, signal_name: str):
+    if run.main:
+        import sys
+
+        print(f"\n{signal_name}: finishing step {run.step + 1}, then saving a checkpoint (again to "
+              "stop at once)", file=sys.stderr, flush=True)
+
+
+def log(run: Run, record: dict):
+    """A line of metrics.jsonl (rank 0 writes it; every rank keeps the history)."""
+    run.history.append(record)
+    if run.main:
+        with open(run.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+# --- helpers ----------------------------------------------------------------------------------------
 def as_examples(split):
     """A split as minadapt.tasks.Examples: given as such, or as (texts, labels) (tests, lessons)."""
     from .tasks import Examples
@@ -215,58 +384,6 @@ def as_examples(split):
     return Examples(list(texts), None, np.asarray(labels))
 
 
-def task_outputs(model, ids, types=None, batch_size=128, adapter=None, runner=None):
-    """The head's outputs on a whole split, in batches sorted by length: class probabilities
-    (N, C), or the score (N, 1) of a regression head. runner: what computes the logits (a
-    parallel.DataParallel; default: the model)."""
-    from .tasks.batching import sequential_batches
-
-    name = model.resolve(adapter)
-    head = model.heads[name]
-    logits = runner.logits if runner is not None else (
-        lambda *b: model.logits(*b, adapter=name))
-    lengths = np.array([len(s) for s in ids])
-    out = np.zeros((len(ids), head.num_labels), np.float64)
-    for idx in sequential_batches(len(ids), batch_size, lengths):
-        b = model.tokenizer.pad([ids[i] for i in idx], None if types is None else [types[i] for i in idx])
-        z = logits(b.input_ids, b.attention_mask, b.token_type_ids)
-        out[idx] = to_numpy(z if head.regression else softmax(z))
-    return out
-
-
-def evaluate_task(model, task, ids, types, labels, adapter=None, runner=None, batch_size=128):
-    """({metric: value} for each of task.metrics, outputs (see task_outputs)) on a whole split."""
-    from .tasks import evaluate as score, predictions
-
-    outputs = task_outputs(model, ids, types, batch_size, adapter, runner)
-    return score(task, predictions(task, outputs), labels), outputs
-
-
-def evaluate(model, ids, labels, batch_size=128, adapter=None, runner=None):
-    """Accuracy and predicted probabilities of task `adapter` on a whole split, in batches sorted
-    by length. runner: what computes the logits (a parallel.DataParallel; default: the model)."""
-    from .tasks.batching import sequential_batches
-
-    name = model.resolve(adapter)
-    logits = runner.logits if runner is not None else (
-        lambda *b: model.logits(*b, adapter=name))
-    lengths = np.array([len(s) for s in ids])
-    probs = np.zeros((len(ids), model.heads[name].num_labels), np.float64)
-    for idx in sequential_batches(len(ids), batch_size, lengths):
-        b = model.tokenizer.pad([ids[i] for i in idx])
-        probs[idx] = to_numpy(softmax(logits(b.input_ids, b.attention_mask, b.token_type_ids)))
-    acc = float((probs.argmax(1) == np.asarray(labels)).mean())
-    return acc, probs
-
-
-def softmax(z):
-    from .backend import get_xp
-
-    xp = get_xp(z)
-    e = xp.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def epoch_batches(lengths, batch_size, seed, epoch):
     """Epoch `epoch`'s batches, a pure function of (seed, epoch): resuming recomputes them."""
     from .tasks.batching import bucketed_batches
@@ -274,51 +391,13 @@ def epoch_batches(lengths, batch_size, seed, epoch):
     return bucketed_batches(lengths, batch_size, np.random.default_rng([seed, epoch]))
 
 
-# --- checkpoints ----------------------------------------------------------------------------------
-def save_training_checkpoint(path, model, opt, step, cfg, history):
-    state = opt.state_dict()
-    tensors = {f"param/{k}": v for k, v in model.adapter_state(cfg.adapter_name).items()}
-    check_finite(tensors, f"{path} (not written: the parameters in memory are not finite)")
-    tensors.update({f"adam_m/{k}": v for k, v in state["m"].items()})
-    tensors.update({f"adam_v/{k}": v for k, v in state["v"].items()})
-    meta = {"format": "minadapt-checkpoint/1", "step": str(step), "config": json.dumps(cfg.to_dict()),
-            "adam_step": json.dumps(state["step"]), "rng": json.dumps(rng_state(model.rng)),
-            "history": json.dumps(history)}
-    save_tensors(path, tensors, meta)
+def run_title(task, cfg) -> str:
+    """The plot's title: the task and what trained."""
+    method = methods.get(cfg.method)
+    size = method.describe(cfg.method_config())
+    return f"{task.name}, {cfg.method}" + (f", {size}" if size else "")
 
 
-def load_training_checkpoint(path, model, opt, cfg):
-    tensors, meta = read_safetensors(path)
-    check_finite(tensors, path)
-    if meta.get("format") != "minadapt-checkpoint/1":
-        raise MinadaptError(f"{path}: not a minadapt training checkpoint")
-    saved = json.loads(meta["config"])
-    fields = TrainConfig.__dataclass_fields__  # a checkpoint from before a field existed had its default
-    changed = [k for k in TrainConfig.RESUME_KEYS if saved.get(k, fields[k].default) != getattr(cfg, k)]
-    if changed:
-        raise MinadaptError(f"{path}: cannot resume with different settings: " + ", ".join(
-            f"{k}={getattr(cfg, k)!r} (checkpoint has {saved.get(k)!r})" for k in changed))
-    for k in model.trainable_names(cfg.adapter_name):
-        model.params[k][...] = to_device(tensors[f"param/{k}"], model.device)
-    opt.load_state_dict({"step": json.loads(meta["adam_step"]),
-                         "m": {k: tensors[f"adam_m/{k}"] for k in opt.names},
-                         "v": {k: tensors[f"adam_v/{k}"] for k in opt.names}}, model.params)
-    set_rng_state(model.rng, json.loads(meta["rng"]))
-    return int(meta["step"]), json.loads(meta["history"])
-
-
-def rng_state(rng):
-    if isinstance(rng, np.random.Generator):
-        return rng.bit_generator.state
-    return None  # CuPy's generator state is not saved: a resumed GPU run draws new dropout masks
-
-
-def set_rng_state(rng, state):
-    if state is not None and isinstance(rng, np.random.Generator):
-        rng.bit_generator.state = state
-
-
-# --- plots ----------------------------------------------------------------------------------------
 def plot_history(history, path, title=""):
     """Training loss (per logged interval) and the task's first dev metric against the step, as a PNG.
     Uses a bare Figure (no pyplot): no display needed, and a notebook's backend is left alone."""
@@ -343,69 +422,6 @@ def plot_history(history, path, title=""):
     return path
 
 
-# --- the output folder and its lock ---------------------------------------------------------------
-LOCK_NAME = "train.lock"  # OUT/train.lock holds the pid of the run writing to OUT
-
-
-def prepare_out(out) -> Path:
-    """`out` as a folder this process can write to (created if missing), or a ConfigError naming
-    it: checked before any data or model is loaded, so a typo costs nothing."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: is a file, not a folder (--out names the folder for the adapter, "
-                          "metrics and checkpoints)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{out}: cannot create the --out folder: {e.strerror or e}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"{out}: the --out folder is not writable")
-    return out
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, but belongs to someone else
-        return True
-    return True
-
-
-@contextmanager
-def out_lock(out: Path):
-    """Hold OUT/train.lock (our pid inside) while training, so that a second run on the same OUT
-    refuses instead of writing checkpoints over the first one's. A lock left by a process that no
-    longer exists (killed with SIGKILL, a power cut) is taken over; the lock is removed at exit."""
-    lock = Path(out) / LOCK_NAME
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pid = None  # unreadable or half-written: treat as stale
-            if pid is not None and _pid_alive(pid):
-                raise ConfigError(f"{out}: another training run (pid {pid}) is writing to this --out "
-                                  f"folder; wait for it to end or choose another --out (if no run "
-                                  f"is using it, delete {lock})") from None
-            print(f"minadapt: taking over {lock} (pid {pid} is not running)", file=sys.stderr)
-            lock.unlink(missing_ok=True)
-        except OSError as e:
-            raise ConfigError(f"{out}: cannot write to the --out folder: {e.strerror or e}") from None
-    else:
-        raise ConfigError(f"{out}: could not take {lock}; is another run starting there?")
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    try:
-        yield lock
-    finally:
-        lock.unlink(missing_ok=True)
-
-
 def need_tokenizer(model) -> None:
     """A WeightsError naming the checkpoint folder when it had no tokenizer.json to load."""
     if model.tokenizer is None:
@@ -413,203 +429,6 @@ def need_tokenizer(model) -> None:
         raise WeightsError(f"{folder}: no tokenizer.json in this checkpoint folder (it needs "
                            "config.json, model.safetensors and tokenizer.json; `minadapt download` "
                            "fetches all four files)")
-
-
-# --- the loop -------------------------------------------------------------------------------------
-def train(cfg: TrainConfig, model=None, data=None, resume: bool = False, callback=None,
-          progress: bool = True) -> TrainResult:
-    """Train an adapter and a head; returns the final dev accuracy and where the files went.
-
-    `model` and `data` ({"train": (sentences, labels), "dev": ...}) may be given (tests, lessons);
-    otherwise they are loaded from cfg.weights and cfg.data_dir. `callback(step, loss)` runs after
-    every step (raise Interrupted inside it to simulate Ctrl-C). The --out folder is checked and
-    locked before anything is loaded."""
-    rank, size = launched()
-    if size > 1:
-        join_job()  # from here an error on any rank ends every rank (none waits for it forever)
-    out = prepare_out(cfg.out)
-    # rank 0 alone writes OUT, so it alone holds the lock; the others would find it taken
-    with out_lock(out) if rank == 0 else nullcontext():
-        return _train(cfg, model, data, resume, callback, progress)
-
-
-def _train(cfg, model, data, resume, callback, progress) -> TrainResult:
-    from .model import load_model
-    from .tasks import load_task
-
-    out = Path(cfg.out)  # made and locked by train()
-    task = cfg.resolve_task()
-    if data is None:
-        data = load_task(task, cfg.data_dir)
-    train_set, dev_set = as_examples(data["train"]), as_examples(data["dev"])
-    if cfg.train_subset:
-        n = cfg.train_subset
-        train_set = type(train_set)(train_set.texts[:n], None if train_set.pairs is None else
-                                    train_set.pairs[:n], train_set.labels[:n])
-    if model is None:
-        model = load_model(cfg.weights, dtype="float32", device=cfg.device, seed=cfg.seed)
-    need_tokenizer(model)
-    model.tokenizer.set_max_length(cfg.max_length)
-    add_method(model, cfg, task)
-    model.rng = model._new_rng(cfg.seed)
-
-    train_ids, train_types, train_len = encode_examples(model.tokenizer, train_set)
-    train_labels = train_set.labels
-    dev_ids, dev_types, _ = encode_examples(model.tokenizer, dev_set)
-    dev_labels = dev_set.labels
-    steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
-    total = cfg.total_steps(steps_per_epoch)
-    warmup = int(cfg.warmup * total)
-    trainable = model.trainable_names(cfg.adapter_name)
-    opt = AdamW({k: model.params[k] for k in trainable}, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # the batch cut over the CPU's cores (one shard, here, on a GPU or a single core), or over
-    # the processes of `mpiexec -n N` (distributed.py): then rank 0 alone prints and writes files
-    dp = data_parallel(model, adapter=cfg.adapter_name)
-    main = dp.rank == 0
-
-    ckpt_path, metrics_path = out / "checkpoint.safetensors", out / "metrics.jsonl"
-    step, history = 0, []
-    if resume:
-        if not ckpt_path.is_file():
-            raise MinadaptError(f"--resume: no checkpoint at {ckpt_path} (train once without "
-                                "--resume, or point --out at the run's folder)")
-        step, history = load_training_checkpoint(ckpt_path, model, opt, cfg)
-        if main:
-            print(f"resuming from {ckpt_path} at step {step}/{total}")
-    if main:
-        with open(metrics_path, "w") as f:  # rewritten from the checkpoint's history: no duplicates
-            f.writelines(json.dumps(h) + "\n" for h in history)
-
-    def log(record):
-        history.append(record)
-        if main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    stop_requested = []  # a signal arrived: finish this step, then save and stop
-
-    def on_signal(signum, frame):
-        if stop_requested:  # the second one: stop now, mid-step
-            raise Interrupted(hard=True)
-        stop_requested.append(signum)
-        if main:
-            print(f"\n{signal.Signals(signum).name}: finishing step {step + 1}, then saving a "
-                  "checkpoint (again to stop at once)", file=sys.stderr, flush=True)
-
-    handled = (signal.SIGINT, signal.SIGTERM)
-    old_handlers = [signal.signal(s, on_signal) for s in handled] if _main_thread() else None
-    bar = Progress(total, desc="train", unit="step", initial=step) if progress and main else None
-    t0, sentences, interval_loss, interval_n = time.perf_counter(), 0, 0.0, 0
-    eval_seconds = 0.0  # kept out of the training speed
-    epoch, batches = -1, None
-    interrupted = None  # or "clean" (after a finished step) or "hard" (mid-step)
-    try:
-        while step < total:
-            if step // steps_per_epoch != epoch:
-                epoch = step // steps_per_epoch
-                batches = epoch_batches(train_len, cfg.batch_size, cfg.seed, epoch)
-            idx = batches[step % steps_per_epoch]
-            b = model.tokenizer.pad([train_ids[i] for i in idx], [train_types[i] for i in idx])
-            lr = lr_schedule(step, total, warmup, cfg.lr)
-            loss, _, grads = dp.loss_and_grads(b.input_ids, b.attention_mask, b.token_type_ids,
-                                               train_labels[idx], train=True)
-            grad_norm = clip_grad_norm(grads, cfg.max_grad_norm)
-            loss = float(loss)  # a host sync (a no-op on the CPU); the norm above already waited
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                raise _diverged(step + 1, total, loss, grad_norm, cfg, ckpt_path)
-            opt.step(model.params, grads, lr)
-            step += 1
-            sentences += len(idx)
-            interval_loss, interval_n = interval_loss + loss, interval_n + 1
-            if step % cfg.log_every == 0 or step == total:
-                elapsed = time.perf_counter() - t0
-                log({"kind": "train", "step": step, "epoch": round(step / steps_per_epoch, 4),
-                     "loss": interval_loss / interval_n, "lr": lr, "grad_norm": grad_norm,
-                     "sentences_per_s": sentences / (elapsed - eval_seconds), "elapsed_s": elapsed})
-                interval_loss, interval_n = 0.0, 0
-            if bar:
-                speed = sentences / (time.perf_counter() - t0 - eval_seconds)
-                bar.update(1, loss=loss, sent_s=round(speed, 1))
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
-                t_eval = time.perf_counter()
-                metrics, _ = evaluate_task(model, task, dev_ids, dev_types, dev_labels,
-                                           adapter=cfg.adapter_name, runner=dp)
-                log(_eval_record(step, metrics))
-                if bar:
-                    bar.write(f"step {step}: dev {format_metrics(metrics)}")
-                if main:
-                    save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
-                    plot_history(history, out / "training.png", run_title(task, cfg))
-                eval_seconds += time.perf_counter() - t_eval
-            if callback:
-                callback(step, loss)
-            if dp.any_rank(stop_requested):  # every rank stops after the same step
-                raise Interrupted()
-    except (KeyboardInterrupt, Interrupted) as e:
-        interrupted = "hard" if getattr(e, "hard", False) or isinstance(e, KeyboardInterrupt) else "clean"
-    finally:
-        if bar:
-            bar.close()
-        if old_handlers is not None:
-            for s, old in zip(handled, old_handlers):
-                signal.signal(s, old)
-    seconds = time.perf_counter() - t0
-    if interrupted:
-        dp.close()  # (an exception that escaped the loop leaves the workers to their finaliser)
-    if interrupted == "hard":  # mid-step: the state in memory is half a step; keep the saved one
-        saved = f"the last checkpoint ({ckpt_path}) is kept" if ckpt_path.is_file() else \
-            "no checkpoint was saved yet"
-        if main:
-            print(f"\nstopped during step {step + 1}/{total}; {saved}")
-        return TrainResult(float("nan"), step, seconds, ckpt_path, metrics_path, None, True)
-    if interrupted and not main:
-        return TrainResult(float("nan"), step, seconds, ckpt_path, metrics_path, None, True)
-    if interrupted:
-        save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
-        print(f"\ninterrupted after step {step}/{total}; saved {ckpt_path}\n"
-              f"continue with: minadapt train {cfg.task if cfg.train_file is None else ''} --out {out} "
-              "--resume (and the same options)")
-        return TrainResult(float("nan"), step, seconds, ckpt_path, metrics_path, None, True)
-
-    metrics, _ = evaluate_task(model, task, dev_ids, dev_types, dev_labels,
-                               adapter=cfg.adapter_name, runner=dp)
-    dp.close()
-    log(_eval_record(step, metrics))
-    if not main:
-        return TrainResult(metrics.get("accuracy", float("nan")), step, seconds,
-                           out / "adapter.safetensors", metrics_path, None, dev_metrics=metrics)
-    save_training_checkpoint(ckpt_path, model, opt, step, cfg, history)
-    head = model.heads[cfg.adapter_name]
-    adapter_path = model.save_adapter(out / "adapter.safetensors", adapter=cfg.adapter_name, extra_metadata={
-        "training": cfg.to_dict(), "task": task_record(task, cfg), "dev_metrics": metrics,
-        "dev_accuracy": metrics.get("accuracy", float("nan")), "steps": step,
-        "labels": list(head.labels) if head.labels else None})
-    plot = plot_history(history, out / "training.png", run_title(task, cfg))
-    return TrainResult(metrics.get("accuracy", float("nan")), step, seconds, adapter_path,
-                       metrics_path, plot, dev_metrics=metrics)
-
-
-def add_method(model, cfg, task):
-    """Give `model` task cfg.adapter_name, adapted by cfg.method, with its head (Model.add_*)."""
-    name, seed = cfg.adapter_name, cfg.seed
-    if cfg.method in ("houlsby", "pfeiffer"):
-        model.add_adapter(name, cfg.bottleneck, cfg.non_linearity, seed=seed,
-                          train_layer_norms=cfg.train_layer_norms, architecture=cfg.method,
-                          preset=cfg.preset)
-    elif cfg.method == "lora":
-        model.add_lora(name, r=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, seed=seed)
-    model.add_classification_head(name, num_labels=task.num_outputs, seed=seed,
-                                  labels=task.names or None, regression=task.regression)
-    if cfg.method == "full":  # after the head: add_full_finetuning adds the backbone to its names
-        model.add_full_finetuning(name)
-    # "probe": the head alone
-
-
-def run_title(task, cfg) -> str:
-    """The plot's title: the task and what trained."""
-    size = {"houlsby": f", bottleneck {cfg.bottleneck}", "pfeiffer": f", bottleneck {cfg.bottleneck}",
-            "lora": f", rank {cfg.lora_rank}"}.get(cfg.method, "")
-    return f"{task.name}, {cfg.method}{size}"
 
 
 def _eval_record(step, metrics) -> dict:
@@ -656,9 +475,3 @@ def _diverged(step, total, loss, grad_norm, cfg, ckpt_path) -> TrainingDiverged:
         f"training stopped at step {step}/{total}: the loss is {loss:.4g} and the gradient norm "
         f"{grad_norm:.4g}, not both finite; {kept}. Try a lower --lr (now {cfg.lr:g}) or a longer "
         f"--warmup (now {cfg.warmup:g}), in a new --out")
-
-
-def _main_thread():
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -6,6 +6,7 @@ new option or command, add a row; `test_every_option_and_command_is_in_the_table
 """
 import errno
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -20,7 +21,8 @@ from minadapt.io import hub
 from minadapt.cli import COMMANDS, build_parser, main
 from minadapt.config import Number
 from minadapt.errors import ConfigError, WeightsError
-from minadapt.train import LOCK_NAME, TrainConfig, out_lock, train
+from minadapt.checkpoints import LOCK_NAME, out_lock
+from minadapt.train import TrainConfig, train
 from minadapt.io.weights import read_safetensors, save_tensors
 from tests.test_hub import FILES, fake_ckpt, serve, server, sha  # noqa: F401 (fixtures)
 
@@ -29,7 +31,8 @@ ROWS = ["a gorgeous , witty movie\t1", "dull and lifeless\t0", "i loved it\t1", 
 
 class Case(NamedTuple):
     argv: str  # the command line; {name} is replaced by the path of fixture `places[name]`
-    code: int  # 2: argparse refused the option; 1: minadapt refused the input
+    by: str  # who refuses it: "argparse" (usage, then an error line) or "minadapt" (one line);
+    #          the exit code is 2 either way
     says: tuple  # what the message must name (the option, the file, the tensor, ...)
     one_line: bool = True  # False: the first line says what is wrong, more lines list where it looked
 
@@ -38,129 +41,129 @@ T = "train sst2 --data-dir {data} --weights {ckpt} --out {out} --max-steps 1 "
 C = "compare sst2 --data-dir {data} --weights {ckpt} --out {out} --steps 1 "
 CASES = [
     # --- train: numbers (argparse types, exit 2) ---
-    Case(T + "--lr -1", 2, ("--lr", "> 0", "'-1'")),
-    Case(T + "--lr nan", 2, ("--lr", "'nan'")),
-    Case(T + "--lr inf", 2, ("--lr", "'inf'")),
-    Case(T + "--lr fast", 2, ("--lr", "'fast'")),
-    Case(T + "--epochs 0", 2, ("--epochs", "> 0")),
-    Case(T + "--epochs -1", 2, ("--epochs",)),
-    Case(T + "--epochs nan", 2, ("--epochs",)),
-    Case(T + "--max-steps 0", 2, ("--max-steps", ">= 1")),
-    Case(T + "--max-steps 2.5", 2, ("--max-steps", "integer")),
-    Case(T + "--warmup 2", 2, ("--warmup", "from 0 to 1")),
-    Case(T + "--warmup -0.1", 2, ("--warmup",)),
-    Case(T + "--weight-decay -1", 2, ("--weight-decay", ">= 0")),
-    Case(T + "--weight-decay nan", 2, ("--weight-decay",)),
-    Case(T + "--batch-size 0", 2, ("--batch-size", ">= 1")),
-    Case(T + "--batch-size -3", 2, ("--batch-size",)),
-    Case(T + "--bottleneck 0", 2, ("--bottleneck", ">= 1")),
-    Case(T + "--seed -1", 2, ("--seed", ">= 0")),
-    Case(T + "--eval-every -1", 2, ("--eval-every", ">= 0")),
-    Case(T + "--log-every 0", 2, ("--log-every", ">= 1")),
-    Case(T + "--train-subset 0", 2, ("--train-subset", ">= 1")),
-    Case(T + "--non-linearity tanh", 2, ("--non-linearity", "tanh")),
-    Case(T + "--device tpu", 2, ("--device", "tpu")),
-    Case(T + "--max-length 2", 2, ("--max-length", "from 3 to 512")),
-    Case(T + "--max-length 600", 2, ("--max-length",)),
-    Case(T + "--method adapters", 2, ("--method", "adapters")),
-    Case(T + "--lora-rank 0", 2, ("--lora-rank", ">= 1")),
-    Case(T + "--lora-alpha 0", 2, ("--lora-alpha", "> 0")),
-    Case(T + "--lora-dropout 1", 2, ("--lora-dropout", "from 0 to 0.99")),
-    Case(T + "--preset paper", 2, ("--preset", "houlsby-paper")),
+    Case(T + "--lr -1", "argparse", ("--lr", "> 0", "'-1'")),
+    Case(T + "--lr nan", "argparse", ("--lr", "'nan'")),
+    Case(T + "--lr inf", "argparse", ("--lr", "'inf'")),
+    Case(T + "--lr fast", "argparse", ("--lr", "'fast'")),
+    Case(T + "--epochs 0", "argparse", ("--epochs", "> 0")),
+    Case(T + "--epochs -1", "argparse", ("--epochs",)),
+    Case(T + "--epochs nan", "argparse", ("--epochs",)),
+    Case(T + "--max-steps 0", "argparse", ("--max-steps", ">= 1")),
+    Case(T + "--max-steps 2.5", "argparse", ("--max-steps", "integer")),
+    Case(T + "--warmup 2", "argparse", ("--warmup", "from 0 to 1")),
+    Case(T + "--warmup -0.1", "argparse", ("--warmup",)),
+    Case(T + "--weight-decay -1", "argparse", ("--weight-decay", ">= 0")),
+    Case(T + "--weight-decay nan", "argparse", ("--weight-decay",)),
+    Case(T + "--batch-size 0", "argparse", ("--batch-size", ">= 1")),
+    Case(T + "--batch-size -3", "argparse", ("--batch-size",)),
+    Case(T + "--bottleneck 0", "argparse", ("--bottleneck", ">= 1")),
+    Case(T + "--seed -1", "argparse", ("--seed", ">= 0")),
+    Case(T + "--eval-every -1", "argparse", ("--eval-every", ">= 0")),
+    Case(T + "--log-every 0", "argparse", ("--log-every", ">= 1")),
+    Case(T + "--train-subset 0", "argparse", ("--train-subset", ">= 1")),
+    Case(T + "--non-linearity tanh", "argparse", ("--non-linearity", "tanh")),
+    Case(T + "--device tpu", "argparse", ("--device", "tpu")),
+    Case(T + "--max-length 2", "argparse", ("--max-length", "from 3 to 512")),
+    Case(T + "--max-length 600", "argparse", ("--max-length",)),
+    Case(T + "--method adapters", "argparse", ("--method", "adapters")),
+    Case(T + "--lora-rank 0", "argparse", ("--lora-rank", ">= 1")),
+    Case(T + "--lora-alpha 0", "argparse", ("--lora-alpha", "> 0")),
+    Case(T + "--lora-dropout 1", "argparse", ("--lora-dropout", "from 0 to 0.99")),
+    Case(T + "--preset paper", "argparse", ("--preset", "houlsby-paper")),
     # --- train: options another method uses (exit 1, before anything is loaded) ---
-    Case(T + "--lora-rank 4", 1, ("--lora-rank", "only --method lora", "--method houlsby")),
-    Case(T + "--method houlsby --lora-alpha 8", 1, ("--lora-alpha", "only --method lora")),
-    Case(T + "--method pfeiffer --lora-dropout 0.2", 1, ("--lora-dropout", "--method pfeiffer")),
-    Case(T + "--method lora --bottleneck 16", 1, ("--bottleneck", "houlsby or pfeiffer", "--method lora")),
-    Case(T + "--method probe --non-linearity relu", 1, ("--non-linearity", "--method probe")),
-    Case(T + "--method full --train-layer-norms", 1, ("--train-layer-norms", "--method full")),
-    Case(T + "--method pfeiffer --preset houlsby-paper", 1, ("--preset", "only --method houlsby")),
-    Case(T + "--preset houlsby-paper --non-linearity relu", 1, ("--preset houlsby-paper",
-                                                                "--non-linearity")),
-    Case("serve --adapter {three_labels} --port 70000", 2, ("--port", "from 0 to 65535")),
-    Case("serve --adapter {three_labels} --host bad_host!", 2, ("--host",)),
-    Case("serve --adapter {three_labels} --max-batch 0", 2, ("--max-batch",)),
-    Case("serve --adapter {three_labels} --device tpu", 2, ("--device", "tpu")),
-    Case("serve --adapter {three_labels}.missing --weights {ckpt}", 1,
+    Case(T + "--lora-rank 4", "minadapt", ("--lora-rank", "only --method lora", "--method houlsby")),
+    Case(T + "--method houlsby --lora-alpha 8", "minadapt", ("--lora-alpha", "only --method lora")),
+    Case(T + "--method pfeiffer --lora-dropout 0.2", "minadapt", ("--lora-dropout", "--method pfeiffer")),
+    Case(T + "--method lora --bottleneck 16", "minadapt", ("--bottleneck", "houlsby or pfeiffer", "--method lora")),
+    Case(T + "--method probe --non-linearity relu", "minadapt", ("--non-linearity", "--method probe")),
+    Case(T + "--method full --train-layer-norms", "minadapt", ("--train-layer-norms", "--method full")),
+    Case(T + "--method pfeiffer --preset houlsby-paper", "minadapt", ("--preset", "only --method houlsby")),
+    Case(T + "--preset houlsby-paper --non-linearity relu", "minadapt", ("preset 'houlsby-paper'",
+                                                                "non_linearity")),
+    Case("serve --adapter {three_labels} --port 70000", "argparse", ("--port", "from 0 to 65535")),
+    Case("serve --adapter {three_labels} --host bad_host!", "argparse", ("--host",)),
+    Case("serve --adapter {three_labels} --max-batch 0", "argparse", ("--max-batch",)),
+    Case("serve --adapter {three_labels} --device tpu", "argparse", ("--device", "tpu")),
+    Case("serve --adapter {three_labels}.missing --weights {ckpt}", "minadapt",
          ("{three_labels}.missing", "no such adapter file or directory")),
-    Case("train mnli", 2, ("task", "mnli")),
-    Case("train", 1, ("name a task", "--train-file")),
-    Case("train sst2 --train-file {a_file} --dev-file {a_file}", 1, ("not both",)),
-    Case("train --train-file {a_file}", 1, ("train_file and dev_file",)),
-    Case("predict --adapter {three_labels} --task other --weights {ckpt} hello", 1,
+    Case("train mnli", "argparse", ("task", "mnli")),
+    Case("train", "minadapt", ("name a task", "--train-file")),
+    Case("train sst2 --train-file {a_file} --dev-file {a_file}", "minadapt", ("not both",)),
+    Case("train --train-file {a_file}", "minadapt", ("train_file and dev_file",)),
+    Case("predict --adapter {three_labels} --task other --weights {ckpt} hello", "minadapt",
          ("--task other", "not among")),
     # --- train: files and folders (exit 1, before any model is loaded) ---
-    Case("train sst2 --data-dir {data} --weights {ckpt} --out {a_file}", 1,
+    Case("train sst2 --data-dir {data} --weights {ckpt} --out {a_file}", "minadapt",
          ("{a_file}", "is a file", "--out")),
-    Case("train sst2 --data-dir {data} --weights {ckpt} --out {a_file}/sub", 1,
+    Case("train sst2 --data-dir {data} --weights {ckpt} --out {a_file}/sub", "minadapt",
          ("{a_file}/sub", "--out", "Not a directory")),
-    Case("train sst2 --data-dir {data} --weights {ckpt} --out /proc/minadapt-out", 1,
+    Case("train sst2 --data-dir {data} --weights {ckpt} --out /proc/minadapt-out", "minadapt",
          ("/proc/minadapt-out", "--out")),
-    Case("train sst2 --data-dir {data} --weights {ckpt} --out {busy_out}", 1,
+    Case("train sst2 --data-dir {data} --weights {ckpt} --out {busy_out}", "minadapt",
          ("{busy_out}", "another training run", f"pid {os.getppid()}", LOCK_NAME)),
-    Case(T + "--resume", 1, ("--resume", "no checkpoint", "checkpoint.safetensors")),
-    Case(T.replace("{ckpt}", "{no_tokenizer}"), 1, ("{no_tokenizer}", "tokenizer.json")),
-    Case(T.replace("{ckpt}", "{nowhere}"), 1, ("{nowhere}", "no such checkpoint folder")),
-    Case(T.replace("{data}", "{nowhere}"), 1, ("{nowhere}",), one_line=False),
-    Case(T.replace("{data}", "{bad_data}"), 1, ("train.tsv:3", "label")),
+    Case(T + "--resume", "minadapt", ("--resume", "no checkpoint", "checkpoint.safetensors")),
+    Case(T.replace("{ckpt}", "{no_tokenizer}"), "minadapt", ("{no_tokenizer}", "tokenizer.json")),
+    Case(T.replace("{ckpt}", "{nowhere}"), "minadapt", ("{nowhere}", "no such checkpoint folder")),
+    Case(T.replace("{data}", "{nowhere}"), "minadapt", ("{nowhere}",), one_line=False),
+    Case(T.replace("{data}", "{bad_data}"), "minadapt", ("train.tsv:3", "label")),
     # --- eval: an adapter that does not fit, or is damaged ---
-    Case("eval --adapter {nan_adapter} --data-dir {data} --weights {ckpt}", 1,
+    Case("eval --adapter {nan_adapter} --data-dir {data} --weights {ckpt}", "minadapt",
          ("{nan_adapter}", "'heads.sst2.4.bias'", "NaN")),
-    Case("eval --adapter {inf_adapter} --data-dir {data} --weights {ckpt}", 1,
+    Case("eval --adapter {inf_adapter} --data-dir {data} --weights {ckpt}", "minadapt",
          ("{inf_adapter}", "Inf")),
-    Case("eval --adapter {three_labels} --data-dir {data} --weights {ckpt}", 1,
+    Case("eval --adapter {three_labels} --data-dir {data} --weights {ckpt}", "minadapt",
          ("{three_labels}", "3 labels", "neg, neutral, pos", "sst2 has 2 labels")),
-    Case("eval --adapter {other_names} --data-dir {data} --weights {ckpt}", 1,
+    Case("eval --adapter {other_names} --data-dir {data} --weights {ckpt}", "minadapt",
          ("{other_names}", "yes, no", "negative, positive")),
-    Case("eval --adapter {nowhere}.safetensors --data-dir {data} --weights {ckpt}", 1,
+    Case("eval --adapter {nowhere}.safetensors --data-dir {data} --weights {ckpt}", "minadapt",
          ("{nowhere}.safetensors", "no such adapter file or directory")),
-    Case("eval --adapter {a_file} --data-dir {data} --weights {ckpt}", 1,
+    Case("eval --adapter {a_file} --data-dir {data} --weights {ckpt}", "minadapt",
          ("{a_file}", "not a readable safetensors file")),
-    Case("eval --adapter {adapter} --data-dir {data} --weights {no_tokenizer}", 1,
+    Case("eval --adapter {adapter} --data-dir {data} --weights {no_tokenizer}", "minadapt",
          ("{no_tokenizer}", "tokenizer.json")),
-    Case("eval --adapter {adapter} --data-dir {nowhere} --weights {ckpt}", 1, ("{nowhere}",),
+    Case("eval --adapter {adapter} --data-dir {nowhere} --weights {ckpt}", "minadapt", ("{nowhere}",),
          one_line=False),
-    Case("eval --data-dir {data}", 2, ("--adapter",)),
-    Case("eval --adapter {adapter} --device tpu", 2, ("--device", "tpu")),
+    Case("eval --data-dir {data}", "argparse", ("--adapter",)),
+    Case("eval --adapter {adapter} --device tpu", "argparse", ("--device", "tpu")),
     # --- predict ---
-    Case("predict --adapter {nan_adapter} --weights {ckpt} hello", 1,
+    Case("predict --adapter {nan_adapter} --weights {ckpt} hello", "minadapt",
          ("{nan_adapter}", "'heads.sst2.4.bias'")),
-    Case("predict --adapter {nowhere}.safetensors --weights {ckpt} hello", 1,
+    Case("predict --adapter {nowhere}.safetensors --weights {ckpt} hello", "minadapt",
          ("{nowhere}.safetensors", "no such adapter file or directory")),
-    Case("predict --adapter {adapter} --weights {no_tokenizer} hello", 1, ("tokenizer.json",)),
-    Case("predict --adapter {adapter} --device tpu hello", 2, ("--device", "tpu")),
+    Case("predict --adapter {adapter} --weights {no_tokenizer} hello", "minadapt", ("tokenizer.json",)),
+    Case("predict --adapter {adapter} --device tpu hello", "argparse", ("--device", "tpu")),
     # --- compare: its options' types (exit 2), then tasks and folders (exit 1) ---
-    Case(C + "--methods probe,adapters", 2, ("--methods", "'probe,adapters'")),
-    Case(C + "--methods ,", 2, ("--methods",)),
-    Case(C + "--bottlenecks 8,0", 2, ("--bottlenecks", "'8,0'")),
-    Case(C + "--lora-ranks x", 2, ("--lora-ranks", "'x'")),
-    Case(C + "--steps 0", 2, ("--steps", ">= 1")),
-    Case(C + "--batch-size 0", 2, ("--batch-size", ">= 1")),
-    Case(C + "--seed -1", 2, ("--seed",)),
-    Case(C + "--max-length 2", 2, ("--max-length", "from 3 to 512")),
-    Case(C + "--train-subset 0", 2, ("--train-subset",)),
-    Case(C + "--device tpu", 2, ("--device", "tpu")),
-    Case("compare mnli", 2, ("task", "mnli")),
-    Case("compare", 1, ("name a task", "--train-file")),
-    Case("compare sst2 --train-file {a_file} --dev-file {a_file}", 1, ("not both",)),
-    Case("compare --train-file {a_file}", 1, ("--train-file and --dev-file", "give both")),
-    Case("compare sst2 --data-dir {data} --weights {ckpt} --out {a_file}", 1, ("{a_file}", "is a file")),
-    Case("compare sst2 --data-dir {data} --weights {nowhere} --out {out}", 1, ("{nowhere}", "config.json")),
+    Case(C + "--methods probe,adapters", "argparse", ("--methods", "'probe,adapters'")),
+    Case(C + "--methods ,", "argparse", ("--methods",)),
+    Case(C + "--bottlenecks 8,0", "argparse", ("--bottlenecks", "'8,0'")),
+    Case(C + "--lora-ranks x", "argparse", ("--lora-ranks", "'x'")),
+    Case(C + "--steps 0", "argparse", ("--steps", ">= 1")),
+    Case(C + "--batch-size 0", "argparse", ("--batch-size", ">= 1")),
+    Case(C + "--seed -1", "argparse", ("--seed",)),
+    Case(C + "--max-length 2", "argparse", ("--max-length", "from 3 to 512")),
+    Case(C + "--train-subset 0", "argparse", ("--train-subset",)),
+    Case(C + "--device tpu", "argparse", ("--device", "tpu")),
+    Case("compare mnli", "argparse", ("task", "mnli")),
+    Case("compare", "minadapt", ("name a task", "--train-file")),
+    Case("compare sst2 --train-file {a_file} --dev-file {a_file}", "minadapt", ("not both",)),
+    Case("compare --train-file {a_file}", "minadapt", ("--train-file and --dev-file", "give both")),
+    Case("compare sst2 --data-dir {data} --weights {ckpt} --out {a_file}", "minadapt", ("{a_file}", "is a file")),
+    Case("compare sst2 --data-dir {data} --weights {nowhere} --out {out}", "minadapt", ("{nowhere}", "config.json")),
     # --- download, info ---
-    Case("download bert-huge", 2, ("bert-huge", "all-MiniLM-L6-v2")),
-    Case("info {nowhere}", 1, ("{nowhere}", "config.json")),
-    Case("info {a_file}", 1, ("{a_file}", "not a readable safetensors file")),
-    Case("predict --adapter {adapter} --weights {nan_ckpt} hello", 1,
+    Case("download bert-huge", "argparse", ("bert-huge", "all-MiniLM-L6-v2")),
+    Case("info {nowhere}", "minadapt", ("{nowhere}", "config.json")),
+    Case("info {a_file}", "minadapt", ("{a_file}", "not a readable safetensors file")),
+    Case("predict --adapter {adapter} --weights {nan_ckpt} hello", "minadapt",
          ("{nan_ckpt}/model.safetensors", "'embeddings.LayerNorm.bias'", "NaN")),
     # --- bench: its options' own types ---
-    Case("bench --batch-size 0", 2, ("--batch-size",)),
-    Case("bench --lengths 0,16", 2, ("--lengths",)),
-    Case("bench --lengths x", 2, ("--lengths",)),
-    Case("bench --batch-size x", 2, ("--batch-size",)),
-    Case("bench --warmup -1", 2, ("--warmup",)),
-    Case("bench --steps 0", 2, ("--steps",)),
-    Case("bench --ops plain", 2, ("--ops",)),
-    Case("bench --device tpu", 2, ("--device",)),
+    Case("bench --batch-size 0", "argparse", ("--batch-size",)),
+    Case("bench --lengths 0,16", "argparse", ("--lengths",)),
+    Case("bench --lengths x", "argparse", ("--lengths",)),
+    Case("bench --batch-size x", "argparse", ("--batch-size",)),
+    Case("bench --warmup -1", "argparse", ("--warmup",)),
+    Case("bench --steps 0", "argparse", ("--steps",)),
+    Case("bench --ops plain", "argparse", ("--ops",)),
+    Case("bench --device tpu", "argparse", ("--device",)),
 ]
 
 
@@ -182,7 +185,7 @@ def places(tmp_path_factory, checkpoint_dir):
     _copy_checkpoint(checkpoint_dir, p["no_tokenizer"], without="tokenizer.json")
 
     r = train(TrainConfig(data_dir=str(p["data"]), weights=str(checkpoint_dir), out=str(root / "run"),
-                          max_steps=1, batch_size=4, bottleneck=2, eval_every=0), progress=False)
+                          max_steps=1, batch_size=4, options={"bottleneck": 2}, eval_every=0), progress=False)
     p["adapter"] = r.adapter_path
     tensors, meta = read_safetensors(r.adapter_path)
     for name, value in (("nan_adapter", np.nan), ("inf_adapter", -np.inf)):
@@ -240,12 +243,12 @@ def run_cli(argv, capsys):
 def test_bad_input_is_one_clear_message(case, places, capsys):
     fill = lambda s: s.format(**{k: str(v) for k, v in places.items()})
     code, out, err = run_cli(fill(case.argv).split(), capsys)
-    assert code == case.code, (code, err)
+    assert code == 2, (code, err)
     assert "Traceback" not in err
     for needle in case.says:
         assert fill(needle) in err, f"{fill(needle)!r} not in {err!r}"
     lines = err.strip().splitlines()
-    if case.code == 1:  # minadapt's own: one line (a few for "not found, looked in: ...")
+    if case.by == "minadapt":  # minadapt's own: one line (a few for "not found, looked in: ...")
         assert lines[0].startswith(f"minadapt {case.argv.split()[0]}: error: "), err
         assert len(lines) == 1 or not case.one_line, err
     else:  # argparse's: usage, then one error line
@@ -289,13 +292,18 @@ def test_train_options_use_the_config_rules():
 
 BAD_CONFIG = [("lr", -1.0), ("lr", float("nan")), ("lr", 0.0), ("epochs", 0), ("epochs", float("inf")),
               ("max_steps", 0), ("max_steps", 2.5), ("warmup", 2.0), ("weight_decay", -1.0),
-              ("batch_size", 0), ("batch_size", -3), ("batch_size", True), ("bottleneck", 0),
+              ("batch_size", 0), ("batch_size", -3), ("batch_size", True),
               ("seed", -1), ("eval_every", -1), ("log_every", 0), ("train_subset", 0),
               ("max_grad_norm", 0.0), ("max_grad_norm", float("nan")), ("lr", "0.1"),
-              ("max_length", 2), ("max_length", 513), ("non_linearity", "tanh"), ("device", "tpu"),
-              ("method", "adapters"), ("preset", "paper"), ("lora_rank", 0), ("lora_rank", 2.0),
-              ("lora_alpha", 0.0), ("lora_alpha", float("inf")), ("lora_dropout", 1.0),
-              ("lora_dropout", -0.1)]
+              ("max_length", 2), ("max_length", 513), ("device", "tpu"), ("method", "adapters")]
+# a method's options are its config's: (method, option, bad value, what the message says)
+BAD_OPTIONS = [("houlsby", "bottleneck", 0, "bottleneck: expected"),
+               ("houlsby", "non_linearity", "tanh", "non_linearity 'tanh': expected"),
+               ("houlsby", "preset", "paper", "preset 'paper': expected"),
+               ("lora", "r", 0, "r: expected"), ("lora", "r", 2.0, "r: expected"),
+               ("lora", "alpha", 0.0, "alpha: expected"), ("lora", "alpha", float("inf"), "alpha: expected"),
+               ("lora", "dropout", 1.0, "dropout: expected"), ("lora", "dropout", -0.1, "dropout: expected"),
+               ("lora", "bottleneck", 8, "option 'bottleneck': only method houlsby or pfeiffer uses it")]
 
 
 @pytest.mark.parametrize("field,value", BAD_CONFIG)
@@ -304,12 +312,18 @@ def test_train_config_refuses_nonsense(field, value):
         TrainConfig(**{field: value})
 
 
+@pytest.mark.parametrize("method,option,value,says", BAD_OPTIONS)
+def test_train_config_refuses_bad_method_options(method, option, value, says):
+    with pytest.raises(ConfigError, match=f"TrainConfig.options: {re.escape(says)}"):
+        TrainConfig(method=method, options={option: value})
+
+
 def test_train_config_accepts_sensible_values():
     TrainConfig(lr=1e-4, epochs=0.5, max_steps=None, warmup=0.0, weight_decay=0, batch_size=np.int64(8),
                 seed=0, eval_every=0, train_subset=None)
     TrainConfig(warmup=1.0, max_steps=1, train_subset=1)
     assert sorted(TrainConfig.RULES) == sorted(
-        {f for f, _ in BAD_CONFIG} - {"non_linearity", "device", "method", "preset"}), "a rule without a bad case"
+        {f for f, _ in BAD_CONFIG} - {"device", "method"}), "a rule without a bad case"
 
 
 def test_number_rule_as_argparse_type():
@@ -333,7 +347,7 @@ def test_out_is_checked_before_anything_is_loaded(bad, places, capsys, monkeypat
     monkeypatch.setattr("minadapt.tasks.sst2.load_sst2", refuse)
     out = places["a_file"] if bad == "a_file" else "/proc/minadapt-out"
     code, _, err = run_cli(["train", "sst2", "--out", str(out)], capsys)
-    assert code == 1 and str(out) in err
+    assert code == 2 and str(out) in err
 
 
 def test_second_run_on_the_same_out_is_refused(places, tmp_path, capsys):
@@ -343,7 +357,7 @@ def test_second_run_on_the_same_out_is_refused(places, tmp_path, capsys):
         assert lock.read_text().strip() == str(os.getpid())
         code, _, err = run_cli((T + "--bottleneck 2").format(
             data=places["data"], ckpt=places["ckpt"], out=out).split(), capsys)
-        assert code == 1 and f"pid {os.getpid()}" in err and "another training run" in err
+        assert code == 2 and f"pid {os.getpid()}" in err and "another training run" in err
         assert lock.is_file()  # the refused run left the first run's lock alone
     assert not lock.exists()  # removed at exit
     assert sorted(p.name for p in out.iterdir()) == []  # the refused run wrote nothing
@@ -396,7 +410,7 @@ def test_nan_stops_training_keeps_the_last_good_checkpoint_and_resumes(what, pla
         _poison(m, at_call=5, what=what)
         code, stdout, err = run_cli(argv.format(out=out).split(), capsys)
     last = err.strip().splitlines()[-1]  # after the progress bar's lines
-    assert code == 1 and "Traceback" not in err and last.startswith("minadapt train: error: ")
+    assert code == 2 and "Traceback" not in err and last.startswith("minadapt train: error: ")
     assert "training stopped at step 5/6" in last and "not both finite" in last and "--lr" in last
     assert f"{out / 'checkpoint.safetensors'} (step 4)" in last and "--resume" in last
     assert ("loss is nan" if what == "loss" else "gradient norm inf") in last
@@ -415,13 +429,13 @@ def test_nan_before_any_checkpoint_says_so(places, tmp_path, capsys, monkeypatch
     _poison(monkeypatch, at_call=1, what="loss")
     code, _, err = run_cli((T + "--bottleneck 2").format(
         data=places["data"], ckpt=places["ckpt"], out=tmp_path / "o").split(), capsys)
-    assert code == 1 and "step 1/1" in err and "no checkpoint was saved" in err
+    assert code == 2 and "step 1/1" in err and "no checkpoint was saved" in err
 
 
 def test_checkpoint_with_nan_is_never_written(places, tmp_path):
     import minadapt
     from minadapt.optim import AdamW
-    from minadapt.train import save_training_checkpoint
+    from minadapt.checkpoints import save_training_checkpoint
 
     m = minadapt.load_model(places["ckpt"])
     m.add_adapter("sst2", bottleneck=2)
@@ -469,14 +483,14 @@ def test_download_that_cannot_repair_says_so(tmp_path, fake_ckpt, monkeypatch, c
         (folder / f).write_bytes(d)
     (folder / "config.json").write_bytes(b"{}")
     code, _, err = run_cli(["download", "tiny", "--weights-dir", str(tmp_path)], capsys)
-    assert code == 1 and "Traceback" not in err and "config.json" in err
+    assert code == 2 and "Traceback" not in err and "config.json" in err
     assert (folder / "config.json").read_bytes() == b"{}"  # left as it was: nothing better arrived
 
 
 # --------------------------------------------------------------------------- a real process
 
 @pytest.mark.parametrize("argv,code", [(["train", "sst2", "--batch-size", "0"], 2),
-                                       (["info", "/nonexistent/minadapt"], 1)])
+                                       (["info", "/nonexistent/minadapt"], 2)])
 def test_real_process_has_no_traceback(argv, code):
     r = subprocess.run([sys.executable, "-m", "minadapt.cli", *argv], capture_output=True, text=True)
     assert r.returncode == code and "Traceback" not in r.stderr and r.stderr.strip()
@@ -484,18 +498,18 @@ def test_real_process_has_no_traceback(argv, code):
 
 # --------------------------------------------------------------------------- the machine's errors
 
-@pytest.mark.parametrize("error,says", [
-    (MemoryError(), "out of memory"),
+@pytest.mark.parametrize("error,says,exit_code", [
+    (MemoryError(), "out of memory", 1),  # the machine's limit, not the input's fault
     (OSError(errno.ENOSPC, "No space left on device", "/runs/x/metrics.jsonl"),
-     "/runs/x/metrics.jsonl: No space left on device"),
+     "/runs/x/metrics.jsonl: No space left on device", 2),
 ])
-def test_machine_errors_are_one_line(error, says, capsys, monkeypatch):
+def test_machine_errors_are_one_line(error, says, exit_code, capsys, monkeypatch):
     def fail(*a, **k):
         raise error
 
     monkeypatch.setattr("minadapt.train.train", fail)
     code, _, err = run_cli(["train", "sst2"], capsys)
-    assert code == 1 and err.startswith(f"minadapt train: error: {says}")
+    assert code == exit_code and err.startswith(f"minadapt train: error: {says}")
     assert len(err.strip().splitlines()) == 1
 
 

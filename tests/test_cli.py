@@ -57,7 +57,7 @@ def test_info_shows_the_model_and_the_cores(checkpoint_dir, capsys, monkeypatch)
 
 def test_missing_weights_dir(tmp_path, capsys):
     code, _, err = _info(tmp_path / "nope", capsys)
-    assert code == 1 and "no such checkpoint folder" in err and "nope" in err
+    assert code == 2 and "no such checkpoint folder" in err and "nope" in err
     assert "Traceback" not in err
 
 
@@ -66,13 +66,13 @@ def test_config_without_required_field(broken_checkpoint, capsys):
     del cfg["num_attention_heads"]
     (broken_checkpoint / "config.json").write_text(json.dumps(cfg))
     code, _, err = _info(broken_checkpoint, capsys)
-    assert code == 1 and "config.json" in err and "num_attention_heads" in err
+    assert code == 2 and "config.json" in err and "num_attention_heads" in err
 
 
 def test_config_not_json(broken_checkpoint, capsys):
     (broken_checkpoint / "config.json").write_text('{"hidden_size": 384,\n oops}')
     code, _, err = _info(broken_checkpoint, capsys)
-    assert code == 1 and "line 2" in err
+    assert code == 2 and "line 2" in err
 
 
 def _rewrite(d, checkpoint_dir, edit):
@@ -90,7 +90,7 @@ def test_wrong_shape(broken_checkpoint, checkpoint_dir, capsys):
 
     _rewrite(broken_checkpoint, checkpoint_dir, edit)
     code, _, err = _info(broken_checkpoint, capsys)
-    assert code == 1
+    assert code == 2
     assert "encoder.layer.2.intermediate.dense.weight" in err and "(1536, 380)" in err
     assert "(1536, 384)" in err and "model.safetensors" in err
 
@@ -98,7 +98,7 @@ def test_wrong_shape(broken_checkpoint, checkpoint_dir, capsys):
 def test_missing_key(broken_checkpoint, checkpoint_dir, capsys):
     _rewrite(broken_checkpoint, checkpoint_dir, lambda t: t.pop("encoder.layer.5.output.dense.bias"))
     code, _, err = _info(broken_checkpoint, capsys)
-    assert code == 1 and "missing key 'encoder.layer.5.output.dense.bias'" in err
+    assert code == 2 and "missing key 'encoder.layer.5.output.dense.bias'" in err
 
 
 def test_bert_prefix_and_no_pooler_load(broken_checkpoint, checkpoint_dir):
@@ -121,14 +121,14 @@ def test_truncated_file(broken_checkpoint, checkpoint_dir, capsys):
     data = (checkpoint_dir / "model.safetensors").read_bytes()
     (broken_checkpoint / "model.safetensors").write_bytes(data[: len(data) // 3])
     code, _, err = _info(broken_checkpoint, capsys)
-    assert code == 1 and "model.safetensors" in err and "truncated" in err
+    assert code == 2 and "model.safetensors" in err and "truncated" in err
 
 
 def test_train_without_data_says_where_it_looked(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MINADAPT_DATA", raising=False)
     code, _, err = run(["train", "sst2", "--data-dir", str(tmp_path / "nodata"), "--out",
                         str(tmp_path / "o")], capsys)
-    assert code == 1 and "nodata" in err and "Traceback" not in err
+    assert code == 2 and "nodata" in err and "Traceback" not in err
 
 
 def test_train_eval_predict_round_trip(tmp_path, capsys, monkeypatch, checkpoint_dir):
@@ -157,4 +157,4 @@ def test_train_eval_predict_round_trip(tmp_path, capsys, monkeypatch, checkpoint
     assert [l.split("\t")[2] for l in stdout.strip().splitlines()] == ["first line", "second line"]
     code, _, err = run(["predict", "--adapter", str(tmp_path / "missing.safetensors"), "x", *common],
                        capsys)
-    assert code == 1 and "missing.safetensors" in err
+    assert code == 2 and "missing.safetensors" in err

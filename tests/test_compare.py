@@ -17,6 +17,7 @@ from minadapt.backend import to_numpy
 from minadapt.cli import main
 from minadapt.config import BertConfig
 from minadapt.errors import ConfigError
+from minadapt.methods import METHODS
 from minadapt.train import TrainConfig, train
 from minadapt.io.weights import expected_shapes, read_safetensors
 
@@ -51,10 +52,10 @@ def test_each_method_trains_saves_and_reloads(method, data, checkpoint_dir, tmp_
     a fresh model) to the same logits, and `minadapt eval` gives the dev metric training reported."""
     model = minadapt.load_model(checkpoint_dir)
     before = {k: to_numpy(v).copy() for k, v in model.params.items()}
-    extra = {"bottleneck": 4} if method in ("houlsby", "pfeiffer") else (
-        {"lora_rank": 2} if method == "lora" else {})
+    options = {"bottleneck": 4} if method in ("houlsby", "pfeiffer") else (
+        {"r": 2} if method == "lora" else {})
     cfg = TrainConfig(method=method, data_dir=str(data), out=str(tmp_path / method), max_steps=3,
-                      batch_size=4, max_length=16, eval_every=0, **extra)
+                      batch_size=4, max_length=16, eval_every=0, options=options)
     r = train(cfg, model=model, progress=False)
     assert model.method("sst2") == method
     trainable = model.trainable_names("sst2")
@@ -103,18 +104,18 @@ def test_help_has_a_line_per_method(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out
-    for method, what in TrainConfig.METHODS.items():
-        assert f"  {method:<9} {what}" in out
+    for method in METHODS.values():
+        assert f"  {method.name:<9} {method.summary}" in out
     for flag in ("--method", "--lora-rank", "--lora-alpha", "--lora-dropout", "--preset"):
         assert flag in out
 
 
 def test_config_refuses_an_option_of_another_method():
-    with pytest.raises(ConfigError, match="TrainConfig.bottleneck: only method houlsby or pfeiffer"):
-        TrainConfig(method="lora", bottleneck=16)
-    with pytest.raises(ConfigError, match="TrainConfig.lora_rank: only method lora"):
-        TrainConfig(lora_rank=4)
-    assert TrainConfig(method="full").lr == TrainConfig.DEFAULT_LR["full"] < TrainConfig().lr
+    with pytest.raises(ConfigError, match="'bottleneck': only method houlsby or pfeiffer uses it"):
+        TrainConfig(method="lora", options={"bottleneck": 16})
+    with pytest.raises(ConfigError, match="'r': only method lora uses it"):
+        TrainConfig(options={"r": 4})
+    assert TrainConfig(method="full").lr == METHODS["full"].default_lr < TrainConfig().lr
 
 
 # --- compare ----------------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def test_rerun_skips_finished_runs(compared, data, checkpoint_dir, tmp_path, cap
     assert len(json.loads((out / "compare.json").read_text())["runs"]) == 3
     # other settings in the same folder: refused, not mixed into one table
     code, stdout, err = run(_compare_argv(data, checkpoint_dir, out, "--seed", "1"), capsys)
-    assert code == 1 and "finished with other settings" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "finished with other settings" in err and len(err.strip().splitlines()) == 1
 
 
 def test_interrupted_compare_keeps_what_finished(data, checkpoint_dir, tmp_path, capsys, monkeypatch):
@@ -208,9 +209,9 @@ def test_interrupted_compare_keeps_what_finished(data, checkpoint_dir, tmp_path,
 
 
 def test_plan_and_lists():
-    runs = compare.plan(["probe", "houlsby", "pfeiffer", "lora", "full"], [8, 16], [4])
-    assert [r.name for r in runs] == ["probe", "houlsby-8", "houlsby-16",
-                                      f"pfeiffer-{compare.PFEIFFER_BOTTLENECK}", "lora-4", "full"]
+    runs = compare.plan(["probe", "houlsby", "pfeiffer", "lora", "full"],
+                        {"--bottlenecks": [8, 16], "--lora-ranks": [4]})
+    assert [r.name for r in runs] == ["probe", "houlsby-8", "houlsby-16", "pfeiffer-64", "lora-4", "full"]
     assert runs[4].options() == ["--method", "lora", "--lora-rank", "4"]
     assert compare.positive_ints("64,8,8") == [8, 64]
     assert compare.method_list("lora,probe,lora") == ["lora", "probe"]

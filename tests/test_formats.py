@@ -46,7 +46,7 @@ def test_loads_what_adapterhub_trained_and_saved(ref, model32, kind, name, arch,
     assert detect_format(directory) == "adapterhub"
     assert model32.load_adapter(directory) == name
     try:
-        assert model32.method(name) == arch and model32.adapters[name].bottleneck == m
+        assert model32.method(name) == arch and model32.config_of(name).bottleneck == m
         logits = model32.logits(*_inputs(ref), adapter=name)
         assert np.abs(logits - ref[f"ah_{kind}.logits"]).max() < 1e-5
     finally:
@@ -66,8 +66,8 @@ def test_adapterhub_round_trip_and_refusals(tmp_path):
         d = model.save_adapter(tmp_path / name, adapter=name, format="adapterhub")
         other = tiny_model()
         assert other.load_adapter(d) == name
-        assert other.adapters[name] == model.adapters[name].__class__(
-            **{**model.adapters[name].__dict__, "init_std": other.adapters[name].init_std})
+        assert other.config_of(name) == model.config_of(name).__class__(
+            **{**model.config_of(name).__dict__, "init_std": other.config_of(name).init_std})
         assert other.heads[name] == model.heads[name]
         assert np.array_equal(other.logits(*batch), model.logits(*batch, adapter=name))
     config = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
@@ -103,7 +103,7 @@ def test_peft_round_trip(tmp_path):
     assert detect_format(d) == "peft"
     other = tiny_model()
     assert other.load_adapter(d) == "lo"
-    assert other.loras["lo"] == model.loras["lo"]
+    assert other.config_of("lo") == model.config_of("lo")
     batch = tiny_batch()[:3]
     assert np.array_equal(other.logits(*batch), model.logits(*batch, adapter="lo"))
     with pytest.raises(ConfigError, match="not LoRA"):

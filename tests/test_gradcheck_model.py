@@ -6,8 +6,6 @@ cache mixed up between layers, the [CLS]-only last layer, the fused Q|K|V split.
 import numpy as np
 import pytest
 
-import minadapt
-import minadapt.ops
 
 from minadapt import bert
 from minadapt.nn.attention import mask_bias
@@ -127,7 +125,7 @@ def test_cls_only_last_layer_matches_full(train_qkv):
     for k in sorted(model.trainable):
         model.params[k] += 0.3 * rng.standard_normal(model.params[k].shape)
     ids, mask, types, _ = tiny_batch()
-    run = bert.Run(ops=model.ops, trainable=frozenset(trainable), adapter=model.adapters["a"])
+    run = bert.Run(ops=model.ops, trainable=frozenset(trainable), adapter=model.config_of("a"))
     full, full_cache = bert.encoder_forward(model.params, model.qkv, model.cfg, ids, mask, types, run)
     cls, cls_cache = bert.encoder_forward(model.params, model.qkv, model.cfg, ids, mask, types, run,
                                           cls_only=True)
@@ -154,7 +152,7 @@ def test_both_ops_give_the_same_model(ops):
     results = {}
     for name in ("reference", ops):
         model = tiny_model()
-        model.ops, model._inference_ops = minadapt.ops.make(name), minadapt.ops.make(name, True)
+        model.set_ops(name)
         model.add_adapter("a", bottleneck=2, train_layer_norms=True)
         model.add_classification_head("a", num_labels=3)
         _boost_head(model)
@@ -183,7 +181,7 @@ def test_transposed_copies_of_frozen_weights_follow_the_weights():
     ids, mask, types, _ = tiny_batch(B=3)
     with_copies = model.logits(ids, mask, types)
     assert model.ops.linear.copies == 4 * model.cfg.num_hidden_layers  # Q|K|V, Wo, Wi, Wo2
-    model.ops, model._inference_ops = minadapt.ops.reference(), minadapt.ops.reference()
+    model.set_ops("reference")
     np.testing.assert_allclose(model.logits(ids, mask, types), with_copies, rtol=0, atol=1e-12)
     model = tiny_model()
     model.add_classification_head("a")

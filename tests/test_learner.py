@@ -36,7 +36,7 @@ def solutions(replace=None) -> dict:
 def models(ns):
     """The same tiny model twice, with the library's reference ops and with the learner's."""
     ref = tiny_model()
-    ref.ops = ref._inference_ops = Model(ref.cfg, ref.params, ops="reference").ops
+    ref.set_ops("reference")
     mine = Model(ref.cfg, {k: v.copy() for k, v in ref.params.items()}, ops=learner.ops(ns))
     for m in (ref, mine):
         m.add_adapter("t", bottleneck=3).add_classification_head("t", 2)

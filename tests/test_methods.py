@@ -29,7 +29,7 @@ def _inputs(t):
 
 
 def _with_ops(model, ops):
-    model.ops, model._inference_ops = minadapt.ops.make(ops), minadapt.ops.make(ops, inference=True)
+    model.set_ops(ops)
     return model
 
 
@@ -41,10 +41,10 @@ def test_pfeiffer_matches_adapterhub(ref, checkpoint_dir, ops):
     model = minadapt.load_model(checkpoint_dir, dtype="float64", ops=ops)
     model.add_adapter("pf", architecture="pfeiffer", non_linearity="relu")
     model.add_classification_head("pf")
-    assert model.adapters["pf"].bottleneck == 24 and model.method("pf") == "pfeiffer"
+    assert model.config_of("pf").bottleneck == 24 and model.method("pf") == "pfeiffer"
     stored = {k[len("pfeiffer.param."):]: v for k, v in ref.items() if k.startswith("pfeiffer.param.")}
     assert set(stored) == model.trainable_names("pf")
-    model._put(stored)
+    model.put(stored)
     ids, mask, types = _inputs(ref)
     loss, logits, grads = model.loss_and_grads(ids, mask, types, ref["labels"], train=False)
     assert abs(float(loss) - float(ref["pfeiffer.loss"])) < 1e-10
@@ -65,7 +65,7 @@ def test_lora_matches_peft(ref, checkpoint_dir, ops):
     model.add_classification_head("lora")
     stored = {k[len("lora.param."):]: v for k, v in ref.items() if k.startswith("lora.param.")}
     assert set(stored) == model.trainable_names("lora")
-    model._put(stored)
+    model.put(stored)
     ids, mask, types = _inputs(ref)
     h = model.encode(ids, mask, types)
     assert np.abs(h - ref["lora.last_hidden_state"])[mask.astype(bool)].max() < 1e-10
@@ -83,16 +83,16 @@ def test_merged_lora_gives_the_same_logits_on_the_bare_path(ref, checkpoint_dir)
     model.add_lora("lora", r=4, alpha=8, dropout=0.0)
     model.add_classification_head("lora")
     model.add_adapter("other", bottleneck=8)  # another task: merging must leave it and the backbone be
-    model._put({k[len("lora.param."):]: v for k, v in ref.items() if k.startswith("lora.param.")})
+    model.put({k[len("lora.param."):]: v for k, v in ref.items() if k.startswith("lora.param.")})
     ids, mask, types = _inputs(ref)
     before = {k: v.copy() for k, v in model.params.items()}
     merged = model.merge_lora("lora")
     assert all(np.array_equal(model.params[k], v) for k, v in before.items())
-    assert merged.loras == {} and merged.adapters == {} and merged.method("lora") == "probe"
+    assert merged.methods == {} and merged.method("lora") == "probe"
     assert not any("lora_" in k for k in merged.params)  # runs the bare backbone's code
     want = model.logits(ids, mask, types, adapter="lora")
     assert np.abs(merged.logits(ids, mask, types, adapter="lora") - want).max() < 1e-5
-    with pytest.raises(ConfigError, match="no LoRA"):
+    with pytest.raises(ConfigError, match="nothing to merge"):
         model.merge_lora("other")
 
 
@@ -140,7 +140,7 @@ def test_lora_gradients(ops, targets):
 def test_houlsby_paper_preset_gradients_and_init():
     model = tiny_model()
     model.add_adapter("a", preset="houlsby-paper", bottleneck=3)
-    a = model.adapters["a"]
+    a = model.config_of("a")
     assert (a.non_linearity, a.train_layer_norms, a.init, a.init_std) == ("gelu_tanh", True, "truncated_normal", 1e-3)
     for k in model.trainable_names("a"):
         if k.endswith(("adapter_down.0.weight", "adapter_up.weight")):

@@ -35,7 +35,8 @@ DRIVER = textwrap.dedent("""
     import dataclasses, json, os, signal, sys, time
     import numpy as np
     import minadapt
-    from minadapt.train import Interrupted, TrainConfig, train
+    from minadapt.checkpoints import Interrupted
+    from minadapt.train import TrainConfig, train
     from minadapt.parallel.mpi import launched
 
     args = json.loads(sys.argv[1])
@@ -60,7 +61,7 @@ DRIVER = textwrap.dedent("""
             raise Interrupted()  # as Ctrl-C after this step, on every rank
         time.sleep(args.get("sleep", 0))
 
-    cfg = TrainConfig(out=args["out"], max_steps=args["steps"], batch_size=8, bottleneck=8,
+    cfg = TrainConfig(out=args["out"], max_steps=args["steps"], batch_size=8, options={"bottleneck": 8},
                       eval_every=0, lr=1e-2, seed=3)
     r = train(cfg, model=model, data=data, callback=callback, resume=args.get("resume", False),
               progress=False)

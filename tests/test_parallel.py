@@ -82,14 +82,14 @@ def test_workers_run_shards_in_other_processes_that_see_shared_memory():
         probe.private[...] = 7  # ordinary memory does not: the workers keep their copy
         get_threads = parallel.openblas()[1]("get_num_threads")
         before = get_threads()
-        seen = workers.map(probe, "look", [(0,), (1,), (2,)])
+        seen = workers.map(probe, Probe.look, [(0,), (1,), (2,)])
         assert get_threads() == before
         assert [s[0] for s in seen] == [os.getpid(), *workers.pids] and len(set(workers.pids)) == 2
         assert [s[1] for s in seen] == [1, 1, 1]  # single-threaded BLAS in every shard
         assert [s[2] for s in seen] == [[slice(0, 8)]] * 3  # no shards inside a shard
         assert [s[3] for s in seen] == [1, 2, 3]
         assert [s[4] for s in seen] == [7, 0, 0]
-        assert workers.map(probe, "write", [(0,), (1,), (2,)], slots=True) == [0, 1, 2]
+        assert workers.map(probe, Probe.write, [(0,), (1,), (2,)], slots=True) == [0, 1, 2]
         assert workers.slots.tolist() == [[1, 1], [2, 2], [3, 3]]
     finally:
         workers.close()
@@ -102,9 +102,9 @@ def test_a_shards_error_reaches_the_caller_and_the_workers_go_on():
     workers = parallel.Workers(probe, 2)
     try:
         with pytest.raises(ValueError, match="shard 1 failed") as info:
-            workers.map(probe, "fail", [(0,), (1,)])
+            workers.map(probe, Probe.fail, [(0,), (1,)])
         assert "in shard worker process" in "".join(getattr(info.value, "__notes__", ["in shard worker process"]))
-        assert workers.map(probe, "fail", [(0,), (2,)]) == [0, 2]  # the pipes are still in step
+        assert workers.map(probe, Probe.fail, [(0,), (2,)]) == [0, 2]  # the pipes are still in step
     finally:
         workers.close()
 
@@ -124,7 +124,7 @@ def test_a_dead_worker_is_an_error_that_says_so(monkeypatch):
     here = parallel._Shard(model, "a", None, dp.shapes)
     calls = [(False, ids[:2], mask[:2], types[:2], 0.5, None), (True, ids[2:], mask[2:], types[2:], 0.5, None)]
     with pytest.raises(parallel.WorkerError, match="died"):  # ... or during it
-        dp._workers.map(here, "logits", calls)
+        dp._workers.map(here, parallel._Shard.logits, calls)
     dp.close()
 
 

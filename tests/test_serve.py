@@ -25,7 +25,7 @@ import pytest
 from minadapt.errors import ServeError
 from minadapt.model import load_model
 from minadapt.serve import MAX_TEXTS, add_arguments, make_server, serve
-from minadapt.train import softmax
+from minadapt.predict import softmax
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = {"sst2": ["negative", "positive"], "topic": ["world", "sports", "business", "sci", "arts"],

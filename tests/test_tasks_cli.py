@@ -99,7 +99,7 @@ def test_predict_with_several_adapters_names_each_task(tmp_path, checkpoint_dir,
     # both files' tasks are called "custom": predict refuses to mix them up
     code, _, err = run(["predict", "--adapter", str(a), "--adapter", str(b), "--weights",
                         str(checkpoint_dir), "hello"], capsys)
-    assert code == 1 and "already holds a task named 'custom'" in err
+    assert code == 2 and "already holds a task named 'custom'" in err
 
 
 def test_predict_runs_every_task_on_one_backbone(tmp_path, checkpoint_dir, capsys):
@@ -140,7 +140,7 @@ def test_eval_refuses_another_task(tmp_path, checkpoint_dir, capsys):
                 "--out", str(out), *QUICK], capsys)[0] == 0
     code, _, err = run(["eval", "--adapter", str(out / "adapter.safetensors"), "--task", "sst2",
                         "--weights", str(checkpoint_dir)], capsys)
-    assert code == 1 and "trained on task 'custom', not 'sst2'" in err
+    assert code == 2 and "trained on task 'custom', not 'sst2'" in err
 
 
 @pytest.mark.skipif(not (BBC / "train.csv").is_file(), reason="no bbc-news data (../shared/data)")
@@ -177,7 +177,7 @@ def test_a_new_task_never_changes_an_old_one(tmp_path, checkpoint_dir):
     data = {"train": ([t for t, _ in TOPICS], np.array([0, 1, 0, 0, 1, 0])),
             "dev": ([t for t, _ in TOPICS[:2]], np.array([0, 1]))}
     train(TrainConfig(out=str(tmp_path / "b"), adapter_name="b", max_steps=3,
-                      batch_size=4, eval_every=0, train_layer_norms=True), model=model, data=data,
+                      batch_size=4, eval_every=0, options={"train_layer_norms": True}), model=model, data=data,
           progress=False)
     assert set(model.names()) == {"a", "b"}
     assert all(np.array_equal(model.params[k], v) for k, v in before.items())

@@ -10,7 +10,8 @@ import pytest
 
 import minadapt
 from minadapt.errors import MinadaptError, WeightsError
-from minadapt.train import Interrupted, TrainConfig, train
+from minadapt.checkpoints import Interrupted
+from minadapt.train import TrainConfig, train
 
 SENTENCES = ["a gorgeous , witty , seductive movie .", "dull and lifeless", "the best film of the year",
              "an utter waste of time", "charming and funny", "painfully boring", "i loved it",
@@ -20,8 +21,8 @@ DATA = {"train": (SENTENCES, LABELS), "dev": (SENTENCES[:10], LABELS[:10])}
 
 
 def _cfg(tmp_path, **kw):
-    base = dict(out=str(tmp_path / "run"), max_steps=6, batch_size=8, bottleneck=8, eval_every=3,
-                log_every=2, lr=1e-2, seed=1)
+    base = dict(out=str(tmp_path / "run"), max_steps=6, batch_size=8, options={"bottleneck": 8},
+                eval_every=3, log_every=2, lr=1e-2, seed=1)
     return TrainConfig(**{**base, **kw})
 
 
@@ -121,7 +122,7 @@ def test_resume_refuses_other_settings(tmp_path, checkpoint_dir):
     train(_cfg(tmp_path, max_steps=2), model=minadapt.load_model(checkpoint_dir), data=DATA,
           progress=False)
     with pytest.raises(MinadaptError, match="bottleneck"):
-        train(_cfg(tmp_path, max_steps=2, bottleneck=4), model=minadapt.load_model(checkpoint_dir),
+        train(_cfg(tmp_path, max_steps=2, options={"bottleneck": 4}), model=minadapt.load_model(checkpoint_dir),
               data=DATA, resume=True, progress=False)
 
 
@@ -133,7 +134,7 @@ def test_save_load_predict_same_logits(tmp_path, checkpoint_dir):
     fresh = minadapt.load_model(checkpoint_dir)
     name = fresh.load_adapter(r.adapter_path)
     meta = fresh.metadata[name]
-    assert json.loads(meta["training"])["bottleneck"] == 8
+    assert json.loads(meta["training"])["options"] == {"bottleneck": 8}
     assert np.array_equal(fresh.logits(*b), want)
     n = sum(fresh.params[k].size for k in fresh.trainable)  # 12 adapters of 2*8*384+8+384, head
     assert n == 12 * (2 * 8 * 384 + 8 + 384) + 384 * 384 + 384 + 2 * 384 + 2

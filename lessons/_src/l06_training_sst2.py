@@ -317,7 +317,7 @@ code(r'''
 from minadapt.train import train
 
 out = pathlib.Path(tempfile.mkdtemp(prefix="minadapt-lesson6-"))
-cfg = TrainConfig(out=str(out), bottleneck=16, lr=LR, train_subset=SUBSET, max_steps=STEPS,
+cfg = TrainConfig(out=str(out), options={"bottleneck": 16}, lr=LR, train_subset=SUBSET, max_steps=STEPS,
                   eval_every=50, log_every=10, seed=0)
 trained = minadapt.load_model(WEIGHTS, dtype="float32")
 result = train(cfg, model=trained, data=data, progress=False)
@@ -466,7 +466,7 @@ Seeing many times the sentences of this run, it reaches a clearly higher dev acc
 150-step run; the README gives the measured figure with its command and machine.
 '''),
 code(r'''
-print(f"defaults: bottleneck {DEFAULTS.bottleneck}, {DEFAULTS.DEFAULT_EPOCHS:g} epochs ({FULL:,} steps of "
+print(f"defaults: bottleneck {DEFAULTS.method_config().bottleneck}, {DEFAULTS.DEFAULT_EPOCHS:g} epochs ({FULL:,} steps of "
       f"{DEFAULTS.batch_size}), peak rate {DEFAULTS.lr:g}, evaluation and checkpoint every {DEFAULTS.eval_every} steps")
 print(f"that is {FULL * DEFAULTS.batch_size / (STEPS * BATCH):.0f}x the sentences this lesson's run saw")
 '''),

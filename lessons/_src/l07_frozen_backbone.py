@@ -652,7 +652,7 @@ peak rate), for 126 steps of 32, about two passes over the subset, evaluated onc
 code(r'''
 out = pathlib.Path(tempfile.mkdtemp(prefix="minadapt-lesson7-"))
 adapted = minadapt.load_model(WEIGHTS, dtype="float32")
-run_cfg = TrainConfig(out=str(out), bottleneck=16, train_subset=N_PROBE, max_steps=126,
+run_cfg = TrainConfig(out=str(out), options={"bottleneck": 16}, train_subset=N_PROBE, max_steps=126,
                       eval_every=0, log_every=10, seed=0)
 result = train(run_cfg, model=adapted, data=data, progress=False)
 print(f"adapter: {result.steps} steps of {run_cfg.batch_size}, dev accuracy {result.dev_accuracy:.1%}")

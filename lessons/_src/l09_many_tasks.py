@@ -85,7 +85,7 @@ parameters, and the SST-2 logits on a fixed batch of dev sentences: section 3 co
 code(r'''
 model = minadapt.load_model(WEIGHTS, dtype="float32")
 runs = tempfile.TemporaryDirectory()  # train() writes its metrics, plot and adapter file here
-SETTINGS = dict(bottleneck=16, batch_size=16, max_length=48, eval_every=0)  # both runs
+SETTINGS = dict(options={"bottleneck": 16}, batch_size=16, max_length=48, eval_every=0)  # both runs
 STEPS = {"sst2": 60, "bbc": 40}
 SUBSET = {"sst2": 2000, "bbc": 800}  # the first N training examples
 DEV = 300  # the first N dev examples are scored

@@ -6,9 +6,13 @@
     head_config.json        {"config": {"head_type": "classification", "layers": 2, ...}, ... "name"}
     model_head.safetensors  heads.{name}.1.weight, heads.{name}.1.bias, heads.{name}.4.weight, heads.{name}.4.bias
 
-minadapt's parameter names are AdapterHub's without the leading `bert.`, so the tensors move across
-unchanged. Two bottleneck configs have a minadapt architecture: DoubleSeqBnConfig (Houlsby: mh_adapter
-and output_adapter, original_ln_before=False) and SeqBnConfig (Pfeiffer: output_adapter only,
+For BERT, minadapt's parameter names are AdapterHub's without the leading `bert.`; the other
+architectures name them their own way (`roberta.encoder.layer...`, DistilBERT's
+`distilbert.transformer.layer.{i}.{attention_adapters|output_adapters}.adapters.{name}...`), and
+architectures.py renames both ways. The envelope's model_type must be the model's.
+
+Two bottleneck configs have a minadapt architecture: DoubleSeqBnConfig (Houlsby: mh_adapter and
+output_adapter, original_ln_before=False) and SeqBnConfig (Pfeiffer: output_adapter only,
 original_ln_before=True); both with residual_before_ln=True, original_ln_after=True, no adapter
 LayerNorm, scaling 1, no gating, no PHM. Anything else is refused with the field that differs.
 An adapter with trained LayerNorm copies has no AdapterHub config, so it is refused too.
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..methods import AdapterConfig
 from ..errors import ConfigError, WeightsError
 from .weights import read_safetensors, save_tensors
 from .detect import read_json, require_safetensors
@@ -67,9 +72,9 @@ def _head_config(model, name) -> dict:
 
 
 def _envelope(model, name, config) -> dict:
-    return {"config": config, "hidden_size": model.cfg.hidden_size, "model_class": "BertAdapterModel",
-            "model_name": model.backbone.get("name"), "model_type": "bert", "name": name,
-            "version": VERSION}
+    return {"config": config, "hidden_size": model.cfg.hidden_size,
+            "model_class": model.cfg.arch.adapter_model_class, "model_name": model.backbone.get("name"),
+            "model_type": model.cfg.model_type, "name": name, "version": VERSION}
 
 
 def save_adapterhub(model, directory, adapter: str | None = None) -> Path:
@@ -77,8 +82,8 @@ def save_adapterhub(model, directory, adapter: str | None = None) -> Path:
     AdapterHub's `model.load_adapter(directory, use_safetensors=True)` reads, head included.
     Returns the directory."""
     name = model.resolve(adapter)
-    a = model.adapters.get(name)
-    if a is None:
+    a = model.config_of(name)
+    if not isinstance(a, AdapterConfig):
         raise ConfigError(f"task {name!r} is {model.method(name)}, not a bottleneck adapter: AdapterHub's "
                           "format holds bottleneck adapters (use format='peft' for LoRA, 'minadapt' otherwise)")
     if a.train_layer_norms:
@@ -90,9 +95,9 @@ def save_adapterhub(model, directory, adapter: str | None = None) -> Path:
               "non_linearity": NON_LINEARITIES[a.non_linearity],
               "reduction_factor": _reduction_factor(model.cfg.hidden_size, a.bottleneck)}
     (directory / "adapter_config.json").write_text(json.dumps(_envelope(model, name, config), indent=2))
-    state = model.adapter_state(name)
+    state, arch = model.adapter_state(name), model.cfg.arch
     save_tensors(directory / "adapter.safetensors",
-                 {"bert." + k: v for k, v in state.items() if not k.startswith("heads.")}, {})
+                 {arch.prefix + arch.theirs(k): v for k, v in state.items() if not k.startswith("heads.")}, {})
     write_head(model, name, directory)
     return directory
 
@@ -150,14 +155,17 @@ def read_head(directory: Path, name: str, model):
     return head, tensors
 
 
-def load_adapterhub(model, directory) -> str:
+def load_adapterhub(model, directory, rename: str | None = None) -> str:
     """Add the Houlsby or Pfeiffer adapter (and head, when the directory has one) that AdapterHub
-    saved in `directory` to `model`, under the name it was saved with. Returns that name."""
+    saved in `directory` to `model`, under the name it was saved with (or `rename`). Returns it."""
     directory = Path(directory)
     env = read_json(directory / "adapter_config.json")
     where = directory / "adapter_config.json"
     architecture = _architecture(env.get("config"), where)
     name = env.get("name")
+    if env.get("model_type") not in (None, model.cfg.model_type):
+        raise WeightsError(f"{where}: made for a {env['model_type']} model ({env.get('model_class')}), "
+                           f"this model is {model.cfg.model_type}")
     if env.get("hidden_size") not in (None, model.cfg.hidden_size):
         raise WeightsError(f"{where}: made for hidden size {env['hidden_size']}, this model's is "
                            f"{model.cfg.hidden_size}")
@@ -166,12 +174,16 @@ def load_adapterhub(model, directory) -> str:
         raise WeightsError(f"{where}: non_linearity {act!r}; minadapt has {', '.join(FROM_ADAPTERHUB)}")
     path = require_safetensors(directory, "adapter.safetensors", "pytorch_adapter.bin",
                                "model.save_adapter(dir, name, use_safetensors=True)")
-    tensors = {k[len("bert."):] if k.startswith("bert.") else k: v
-               for k, v in read_safetensors(path)[0].items()}
+    tensors = {model.cfg.arch.ours(k): v for k, v in read_safetensors(path)[0].items()}
     down = [v for k, v in tensors.items() if k.endswith("adapter_down.0.weight")]
     if not down:
         raise WeightsError(f"{path}: no adapter_down.0.weight tensor")
-    head, head_tensors = read_head(directory, name, model)
+    if rename and rename != name:
+        from .minadapt_file import _rename
+
+        tensors = {_rename(k, name, rename): v for k, v in tensors.items()}
+    head, head_tensors = read_head(directory, rename or name, model)
+    name = rename or name
 
     def build():
         model.add_adapter(name, int(down[0].shape[0]), FROM_ADAPTERHUB[act], architecture=architecture)

@@ -4,10 +4,12 @@ A safetensors file is an 8-byte header length, a JSON header (name -> dtype, sha
 plus a free-form `__metadata__` of strings), then the raw bytes. It cannot run code on load (unlike
 a pickle), which is why checkpoints and minadapt's adapter files use it.
 
-Checkpoints: any BERT-family `model.safetensors` loads, with or without the `bert.` prefix that
-task models (BertForSequenceClassification, ...) put on the encoder's names, and with or without a
-pooler. Every expected key and shape is checked against the config, so a wrong file fails here with
-a message naming the file, the key and the two shapes, rather than somewhere inside a matmul.
+Checkpoints: a BERT, RoBERTa, XLM-R, DistilBERT or ELECTRA `model.safetensors` loads, with or
+without the prefix (`bert.`, `roberta.`, ...) that task models (BertForSequenceClassification, ...)
+put on the encoder's names, and with or without a pooler or pre-training head. Names are mapped to
+minadapt's (BERT's) at load (architectures.py). Every expected key and shape is checked against the
+config, so a wrong file fails here with a message naming the file, the key as the file spells it and
+the two shapes, rather than somewhere inside a matmul.
 """
 from __future__ import annotations
 
@@ -15,24 +17,33 @@ from pathlib import Path
 
 import numpy as np
 
+from ..architectures import ARCHITECTURES, PROJECTION
 from ..config import BertConfig
 from ..errors import WeightsError
 
-# Keys a checkpoint may carry that the encoder does not use: the pooler (BertModel's tanh layer on
-# [CLS], not used by adapter heads), the position_ids buffer, and pre-training heads (`cls.`).
-OPTIONAL_PREFIXES = ("pooler.", "embeddings.position_ids", "cls.")
+# Keys a BERT checkpoint may carry that the encoder does not use: the pooler (BertModel's tanh layer
+# on [CLS], not used by adapter heads), the position_ids buffer, and pre-training heads (`cls.`).
+# Each architecture lists its own (Architecture.ignored).
+OPTIONAL_PREFIXES = ARCHITECTURES["bert"].ignored
 
 
 def expected_shapes(cfg: BertConfig) -> dict[str, tuple]:
-    """Every encoder parameter's HuggingFace name and shape (torch layout: Linear weights (out, in))."""
+    """Every encoder parameter's minadapt name (BERT's) and shape (torch layout: Linear weights
+    (out, in)). No token-type table where the model has no token types (DistilBERT); ELECTRA's
+    embeddings are E wide, with a projection to H when E != H."""
     H, F = cfg.hidden_size, cfg.intermediate_size
+    E = cfg.embedding_size or H
     shapes = {
-        "embeddings.word_embeddings.weight": (cfg.vocab_size, H),
-        "embeddings.position_embeddings.weight": (cfg.max_position_embeddings, H),
-        "embeddings.token_type_embeddings.weight": (cfg.type_vocab_size, H),
-        "embeddings.LayerNorm.weight": (H,),
-        "embeddings.LayerNorm.bias": (H,),
+        "embeddings.word_embeddings.weight": (cfg.vocab_size, E),
+        "embeddings.position_embeddings.weight": (cfg.max_position_embeddings, E),
+        "embeddings.token_type_embeddings.weight": (cfg.type_vocab_size, E),
+        "embeddings.LayerNorm.weight": (E,),
+        "embeddings.LayerNorm.bias": (E,),
     }
+    if not cfg.type_vocab_size:
+        del shapes["embeddings.token_type_embeddings.weight"]
+    if E != H:
+        shapes[PROJECTION + "weight"], shapes[PROJECTION + "bias"] = (H, E), (H,)
     for i in range(cfg.num_hidden_layers):
         p = f"encoder.layer.{i}."
         for name, shape in [
@@ -84,28 +95,34 @@ def check_finite(tensors: dict, path) -> None:
 
 
 def load_checkpoint(path: str | Path, cfg: BertConfig, dtype=np.float32) -> dict[str, np.ndarray]:
-    """A BERT `model.safetensors` as {HF name: array of `dtype`}, checked against `cfg`."""
+    """A `model.safetensors` of `cfg`'s architecture as {minadapt name: array of `dtype`}, its names
+    mapped to minadapt's (architectures.py) and every key and shape checked against `cfg`."""
     tensors, _ = read_safetensors(path)
     check_finite(tensors, path)
-    params = {}
+    arch = cfg.arch
+    params, key_of = {}, {}  # minadapt name -> array, and -> the file's own key (for messages)
     for key, value in tensors.items():
-        name = key[len("bert."):] if key.startswith("bert.") else key
-        if name.startswith(OPTIONAL_PREFIXES):
-            continue
-        params[name] = value
+        bare = key[len(arch.prefix):] if key.startswith(arch.prefix) else key
+        if bare.startswith(arch.ignored):
+            continue  # the pooler, a pre-training head, the position_ids buffer
+        name = arch.ours(bare)
+        params[name], key_of[name] = value, key
     expected = expected_shapes(cfg)
     missing = [k for k in expected if k not in params]
-    if missing:
-        raise WeightsError(f"{path}: missing key {missing[0]!r} (expected shape {expected[missing[0]]})"
-                           + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
     unexpected = sorted(set(params) - set(expected))
+    if missing:
+        hint = (f"; it has keys a {cfg.model_type} checkpoint does not, such as {key_of[unexpected[0]]!r}: "
+                "is config.json's model_type the checkpoint's?" if unexpected else "")
+        raise WeightsError(f"{path}: missing key {arch.theirs(missing[0])!r} (expected shape "
+                           f"{expected[missing[0]]} for model_type {cfg.model_type!r})"
+                           + (f" and {len(missing) - 1} more" if len(missing) > 1 else "") + hint)
     if unexpected:
-        raise WeightsError(f"{path}: unexpected key {unexpected[0]!r} with shape "
-                           f"{tuple(params[unexpected[0]].shape)}: is this a BERT checkpoint that "
-                           "matches its config.json?")
+        raise WeightsError(f"{path}: unexpected key {key_of[unexpected[0]]!r} with shape "
+                           f"{tuple(params[unexpected[0]].shape)}: is this a {cfg.model_type} checkpoint "
+                           "that matches its config.json (model_type and sizes)?")
     for name, shape in expected.items():
         if tuple(params[name].shape) != shape:
-            raise WeightsError(f"{path}: key {name!r} has shape {tuple(params[name].shape)}, "
+            raise WeightsError(f"{path}: key {key_of[name]!r} has shape {tuple(params[name].shape)}, "
                                f"expected {shape} from config.json")
     return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
 

@@ -145,7 +145,7 @@ class WorkerError(RuntimeError):
 class Workers:
     """n - 1 worker processes forked from this one; with the caller they run n shards at once.
 
-    `map(target, method, calls)` runs getattr(target, method)(*calls[i]) for shard i: shard 0 here,
+    `map(target, fn, calls)` runs fn(target, *calls[i]) for shard i: shard 0 here,
     shard i >= 1 in worker i, whose `target` is its own forked copy of the object. Arguments and
     results travel pickled through a pipe, so they should be small (token ids, labels, losses,
     logits); each shard may also write into its row of `slots`, an (n, slot_size) array in shared
@@ -170,22 +170,23 @@ class Workers:
             self._conns.append(here)
             self._procs.append(proc)
 
-    def map(self, target, method: str, calls: list, slots: bool = False) -> list:
-        """[getattr(target, method)(*args) for args in calls], shard 0 here, the others in the
-        workers, all at once; with slots=True each also gets slot=its row of self.slots."""
+    def map(self, target, fn, calls: list, slots: bool = False) -> list:
+        """[fn(target, *args) for args in calls], shard 0 here, the others in the workers, all at
+        once; with slots=True each also gets slot=its row of self.slots. `fn` is a function of the
+        target's class (it travels to the workers by name, as pickle sends functions)."""
         assert 1 <= len(calls) <= self.n
         results, error = [None] * len(calls), None
         try:
             for conn, proc, args in zip(self._conns, self._procs, calls[1:]):
                 try:
-                    conn.send((method, args, slots))
+                    conn.send((fn, args, slots))
                 except OSError:  # a broken pipe: the worker is gone
                     raise _died(proc) from None
             _INSIDE[0] = True
             try:
                 with one_blas_thread():  # this process's products single-threaded, as the workers'
                     kwargs = {"slot": self.slots[0]} if slots else {}
-                    results[0] = getattr(target, method)(*calls[0], **kwargs)
+                    results[0] = fn(target, *calls[0], **kwargs)
             except Exception as e:  # the workers' answers must still be read (below)
                 error = e
             finally:
@@ -271,10 +272,10 @@ def _serve(target, conn, slot, parent_ends):
             break
         if message is None:
             break
-        method, args, slots = message
+        fn, args, slots = message
         try:
             kwargs = {"slot": slot} if slots else {}
-            reply = ("ok", getattr(target, method)(*args, **kwargs))
+            reply = ("ok", fn(target, *args, **kwargs))
         except Exception as e:
             reply = ("error", (e, traceback.format_exc()))
         try:
@@ -344,8 +345,8 @@ class DataParallel:
             self._finalizer = weakref.finalize(self, self._workers.close)
         return self._workers
 
-    def _map(self, method, batch, extra, rng=None, slots=False):
-        """Run _Shard.method over the shards of `batch` (a tuple of arrays, None kept), at once."""
+    def _map(self, fn, batch, extra, rng=None, slots=False):
+        """Run fn (a _Shard function) over the shards of `batch` (a tuple of arrays, None kept), at once."""
         B = batch[0].shape[0]
         parts = self._shards(B)
         if rng is None:
@@ -360,31 +361,31 @@ class DataParallel:
         if len(parts) == 1:
             here = _Shard(self.model, self.name, None, self.shapes)
             slot = self.model.xp.empty(self.size, self.model.dtype) if slots else None
-            return [getattr(here, method)(*calls[0], **({"slot": slot} if slots else {}))], slot
+            return [fn(here, *calls[0], **({"slot": slot} if slots else {}))], slot
         workers = self._pool()
         if self.size:  # the task's parameters as they are now, for the workers to copy in
             pack(self.model.params, self.names, out=self._params)
-        results = workers.map(_Shard(self.model, self.name, None, self.shapes), method, calls, slots)
+        results = workers.map(_Shard(self.model, self.name, None, self.shapes), fn, calls, slots)
         return results, workers.slots[:len(parts)].sum(axis=0) if slots else None
 
     def loss_and_grads(self, input_ids, attention_mask, token_type_ids, labels, train=True, rng=None):
         """As Model.loss_and_grads for this task. Returns (loss, logits (B, C), grads)."""
         model = self.model
-        batch = model._inputs(input_ids, attention_mask, token_type_ids, labels)
+        batch = model.inputs(input_ids, attention_mask, token_type_ids, labels)
         rng = (rng if rng is not None else model.rng) if train else None
-        results, vector = self._map("loss_and_grads", batch, (train,), rng, slots=True)
+        results, vector = self._map(_Shard.loss_and_grads, batch, (train,), rng, slots=True)
         loss = sum(r[0] for r in results[1:]) + results[0][0]
         logits = results[0][1] if len(results) == 1 else model.xp.concatenate([r[1] for r in results])
         return loss, logits, unpack(vector, self.shapes) if self.size else {}
 
     def logits(self, input_ids, attention_mask, token_type_ids=None):
         """As Model.logits for this task."""
-        results, _ = self._map("logits", self.model._inputs(input_ids, attention_mask, token_type_ids), ())
+        results, _ = self._map(_Shard.logits, self.model.inputs(input_ids, attention_mask, token_type_ids), ())
         return results[0] if len(results) == 1 else self.model.xp.concatenate(results)
 
     def encode(self, input_ids, attention_mask, token_type_ids=None):
         """As Model.encode for this task."""
-        results, _ = self._map("encode", self.model._inputs(input_ids, attention_mask, token_type_ids), ())
+        results, _ = self._map(_Shard.encode, self.model.inputs(input_ids, attention_mask, token_type_ids), ())
         return results[0] if len(results) == 1 else self.model.xp.concatenate(results)
 
     def any_rank(self, flag: bool) -> bool:

@@ -118,7 +118,7 @@ class MPIDataParallel:
         """As Model.loss_and_grads for this task, the batch split over the ranks. Returns (loss,
         logits (B, C), grads), the same on every rank."""
         model = self.model
-        ids, mask, types, labels = model._inputs(input_ids, attention_mask, token_type_ids, labels)
+        ids, mask, types, labels = model.inputs(input_ids, attention_mask, token_type_ids, labels)
         B, C, P = ids.shape[0], model.heads[self.name].num_labels, self.size
         s = self._rows(B)
         rng = (rng if rng is not None else model.rng) if train else None
@@ -141,7 +141,7 @@ class MPIDataParallel:
     def _gathered(self, method, input_ids, attention_mask, token_type_ids):
         """getattr(model, method) on this rank's rows, the rows of all ranks gathered on each."""
         model = self.model
-        ids, mask, types = model._inputs(input_ids, attention_mask, token_type_ids)
+        ids, mask, types = model.inputs(input_ids, attention_mask, token_type_ids)
         B = ids.shape[0]
         s = self._rows(B)
         part = getattr(model, method)(ids[s], mask[s], None if types is None else types[s],
@@ -259,7 +259,7 @@ class NCCLDataParallel(MPIDataParallel):
 
     def loss_and_grads(self, input_ids, attention_mask, token_type_ids, labels, train=True, rng=None):
         model, xp = self.model, self.cupy
-        ids, mask, types, labels = model._inputs(input_ids, attention_mask, token_type_ids, labels)
+        ids, mask, types, labels = model.inputs(input_ids, attention_mask, token_type_ids, labels)
         B, C, P = ids.shape[0], model.heads[self.name].num_labels, self.size
         s = self._rows(B)
         rng = (rng if rng is not None else model.rng) if train else None
@@ -283,7 +283,7 @@ class NCCLDataParallel(MPIDataParallel):
     def _gathered(self, method, input_ids, attention_mask, token_type_ids):
         """Each rank's rows, summed into zeros by NCCL (an all-gather would need equal counts)."""
         model, xp = self.model, self.cupy
-        ids, mask, types = model._inputs(input_ids, attention_mask, token_type_ids)
+        ids, mask, types = model.inputs(input_ids, attention_mask, token_type_ids)
         B = ids.shape[0]
         s = self._rows(B)
         part = getattr(model, method)(ids[:1], mask[:1], None if types is None else types[:1],

@@ -40,6 +40,10 @@ class Examples(NamedTuple):
     pairs: list[str] | None  # N second texts, or None for a single-text task
     labels: np.ndarray  # (N,) int64 indices into Task.labels, or float64 targets for regression
 
+    def head(self, n: int) -> "Examples":
+        """The first n examples."""
+        return Examples(self.texts[:n], None if self.pairs is None else self.pairs[:n], self.labels[:n])
+
 
 def _shorten(value, limit: int = 60) -> str:
     """repr() of a value, cut to `limit` characters, for error messages."""
