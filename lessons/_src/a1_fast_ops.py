@@ -1,4 +1,4 @@
-"""Appendix A (optional): the fast twins of lesson 2's ops, and how they compute the same numbers
+"""Appendix A (optional): the fast twins of lesson 2's ops and of attention (lesson 3), and how they compute the same numbers
 faster (float32 erf by a rational approximation, Horner's rule, cache-sized blocks, W^T copies)."""
 from .cells import SETUP, code, md
 
@@ -15,7 +15,7 @@ SETUP,
 code(r'''
 from minadapt import backend, gradcheck
 from minadapt.fast import numerics
-from minadapt.nn import dropout, gelu, layernorm, linear, swish
+from minadapt.nn import attention, dropout, gelu, layernorm, linear, swish
 
 rng = np.random.default_rng(0)
 big = np.ones((1000, 1000))
@@ -109,5 +109,46 @@ kept, c_drop = fast["dropout"].forward(big, 0.1, np.random.default_rng(0))
 (back,) = fast["dropout"].backward(big, c_drop)
 print(f"fast dropout p=0.1: {np.mean(kept == 0):.3f} dropped, mean {kept.mean():.4f}; backward uses the same "
       f"mask: {np.array_equal(back, kept)}; identity at evaluation: {fast['dropout'].forward(big, 0.1, train=False)[0] is big}")
+'''),
+md(r'''
+## 3. Attention's fast twin
+
+Training does not run lesson 3's `nn/attention.py` but its twin
+[fast/attention.py](../minadapt/fast/attention.py), which computes the same numbers (`tests/test_fast_ops.py` checks it against this one, forward and
+backward, on padded inputs) and changes only how the work is laid out:
+
+* The `(B, nh, Tq, Tk)` scores are turned into probabilities *in place*, one block of sentences at a
+  time (`numerics.blockwise`), so the array stays in the CPU's cache; in training the same pass
+  draws that block's dropout mask.
+* The max-shift uses each *head's* maximum rather than each row's (any shift gives the same
+  softmax, and one maximum over a whole matrix is much cheaper than many over short rows), falling
+  back to row maxima when a row would underflow; the row sums come from a matrix-vector product
+  `s @ 1`, which BLAS does faster than NumPy's reduction over short rows (`numerics.row_sums`).
+* $q$ is divided by $\sqrt{hs}$ while it is copied into a contiguous per-head layout, so the larger
+  scores array never needs a scaling pass; contiguous copies also make the many small matrix
+  products faster.
+* The backward goes through dropout and softmax in one step without the mask: every term of the
+  Jacobian formula multiplies $\bar a_j$ by $a_j$, and $a_j\,\text{mask}_j/(1-p) = \tilde a_j$, so
+  with $t = \bar{\tilde a} \odot \tilde a$, $\;\bar s = t - a \sum_j t_j$.
+
+None of this changes lesson 3's maths; the reference is the one to read and to write yourself.
+The check: on a padded batch in float64, the fast op's context and its three gradients against the reference's.
+'''),
+code(r'''
+import importlib
+
+fast_attention = importlib.import_module("minadapt.fast.attention")
+mask_f = np.ones((3, 9))
+mask_f[1, 6:] = 0  # sentence 1: three [PAD]
+mask_f[2, 2:] = 0  # sentence 2: seven [PAD]
+bias_f = attention.mask_bias(mask_f, np.float64)
+qf, kf, vf, dcf = (rng.standard_normal((3, 9, 24)) for _ in range(4))
+c_ref, cache_ref = attention.forward(qf, kf, vf, bias_f, 4)
+c_fast, cache_fast = fast_attention.forward(qf, kf, vf, bias_f, 4)
+print(f"context: rel_error {gradcheck.rel_error(c_fast, c_ref):.0e}")
+for name, a, b in zip(("dq", "dk", "dv"), fast_attention.backward(dcf, cache_fast), attention.backward(dcf, cache_ref)):
+    print(f"{name}: rel_error {gradcheck.rel_error(a, b):.0e}")
+    assert gradcheck.rel_error(a, b) < 1e-12
+assert gradcheck.rel_error(c_fast, c_ref) < 1e-12
 '''),
 ]
