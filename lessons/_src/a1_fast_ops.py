@@ -33,7 +33,7 @@ does section 2 below.
 md(r'''
 ## 1. erf in float32
 The exact form needs erf, which NumPy lacks. `backend.erf`, which the reference GELU calls, runs
-`math.erf` element by element (exact, and slow: about 50 ns an element). The fast ops use
+`math.erf` element by element (exact, and slow: one Python-level call per element). The fast ops use
 `minadapt/fast/numerics.py` instead: in float32, a rational approximation
 $\operatorname{erf}(x) \approx x\,P(x^2)/Q(x^2)$ on $[-4, 4]$ (the one Eigen and XLA use). The fast
 GELU calls `numerics.normal_cdf`, the same $P/Q$ with the $x/\sqrt2$, the $+1$ and the $/2$ of

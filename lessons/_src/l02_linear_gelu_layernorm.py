@@ -165,8 +165,8 @@ print(f"GELU' ranges from {exact_slope.min():.3f} (at x = {xs[exact_slope.argmin
 md(r'''
 What to look at:
 
-* Left: GELU is a smooth ReLU that lets a little negative signal through and dips to about −0.17
-  near $x \approx -0.75$.
+* Left: GELU is a smooth ReLU that lets a little negative signal through: it dips below zero for
+  negative $x$ before returning to 0.
 * Middle: unlike ReLU's step, GELU's slope is smooth, goes slightly *negative* for $x \lesssim -0.75$
   and overshoots 1 for $x \gtrsim 0.75$: a gradient flowing back through a GELU can be amplified or
   flip sign.
