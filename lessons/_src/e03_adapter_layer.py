@@ -121,4 +121,16 @@ WEIGHTS,
 code(r'''
 exercise.check_adapter_in_model(adapter_forward, adapter_backward, WEIGHTS)
 '''),
+md(r'''
+## Check your understanding
+
+1. Inside the layer the library calls the adapter with `skip=False`. What would go wrong with the skip connection left in?
+2. In the layer backward, why is `ds2` added to `dh`?
+
+<details><summary>Answers</summary>
+
+1. The residual sum already adds the sub-layer's output; the adapter's own `+ h` would add it a second time, and at the identity initialisation the layer would no longer compute what the pretrained one did.
+2. `h` is used twice in the forward: as the feed-forward block's input and in the residual sum `o + h + A(o)`; its gradient is the sum over both uses.
+</details>
+'''),
 ]
