@@ -32,7 +32,7 @@ def blas_runtime() -> dict:
 def gemm_operands(g: Gemm, rng, dtype="float32"):
     """Random operands laid out as the step's code lays them out; returns a function computing the
     product as the step does: cut into shards of the batch that run at once, one single-threaded
-    product per core (parallel.py), or whole where the step runs one shard."""
+    product per core (minadapt/parallel/cores.py), or whole where the step runs one shard."""
     from minadapt.parallel.cores import shards
 
     def r(*shape):
@@ -94,7 +94,7 @@ def on_cores(product, parts, reps: int = 1) -> list:
     """[product(s) for s in parts], each on its own thread (computed `reps` times over, the last
     results returned), OpenBLAS at one thread meanwhile: a single matrix product keeps the GIL
     released from start to end, so threads run these side by side as the step's shard processes
-    do (parallel.py says why a step needs processes). The threads are made once, and `reps` lets a
+    do (minadapt/parallel/cores.py says why a step needs processes). The threads are made once, and `reps` lets a
     caller time many products per hand-over: one hand-over to the threads costs 70-170 us here,
     more than a short length's adapter or per-head products (12 by 32 by 12) take, and timed one
     per hand-over they would understate the ceiling."""

@@ -4,7 +4,7 @@
 
 (a) one process, the batch whole, OpenBLAS threaded over the cores (MINADAPT_THREADS=1);
 (b) parallel.DataParallel: the batch cut into one shard per core, forked workers (the default);
-(c) distributed.MPIDataParallel: `mpiexec -n RANKS`, one rank per core, an Allreduce a step;
+(c) parallel.mpi.MPIDataParallel: `mpiexec -n RANKS`, one rank per core, an Allreduce a step;
 and, for reference, (a1) one process with OpenBLAS at one thread, and (b0) DataParallel drawing
 dropout masks per shard, as it did before masks were drawn per sentence (row_generators.py).
 Each is a subprocess timing the same `--batches` batches of 32 drawn from SST-2's first epoch

@@ -151,7 +151,7 @@ def time_ops(step, steps: int) -> dict:
     Returns {"ms_per_step": {op: ms}, "total_ms": ms per step, "rest_ms": what no op covers
     (residual adds, reshapes, Python, and a shard waiting for the others)}. Unlike cProfile this
     adds one clock read per op call, not per Python call. Where a batch runs as shards
-    (parallel.py), only this process's shard is seen (the workers run theirs at the same time,
+    (minadapt/parallel/cores.py), only this process's shard is seen (the workers run theirs at the same time,
     each on its own core): the figures are per core."""
     spent, originals, stack = {}, [], []  # stack: the open ops' time spent in the ops they called
 

@@ -33,7 +33,7 @@ class BenchError(MinadaptError):
 
 def thread_env(threads: int, openblas_timeout: int = 0) -> dict:
     """The environment variables that fix a subprocess's thread counts: minadapt's shards
-    (parallel.py), BLAS and OpenMP (torch)."""
+    (minadapt/parallel/cores.py), BLAS and OpenMP (torch)."""
     env = {k: str(threads) for k in ("MINADAPT_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                      "MKL_NUM_THREADS")}
     if openblas_timeout:

@@ -43,6 +43,7 @@ SOURCES = {  # notebook file name -> source module in lessons/_src/
     "08_gpu_with_cupy.ipynb": "l08_gpu_with_cupy",
     "09_many_tasks.ipynb": "l09_many_tasks",
     "10_adapters_lora_full_probe.ipynb": "l10_alternatives",
+    "11_prompt_prefix_ia3.ipynb": "l11_family",
     "appendix_a_fast_ops.ipynb": "a1_fast_ops",  # optional: the speed material of lesson 2
 }
 EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lessons/_src/
@@ -50,8 +51,9 @@ EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lesso
     "exercises/02_softmax_attention.ipynb": "e02_softmax_attention",
     "exercises/03_adapter_layer.ipynb": "e03_adapter_layer",
     "exercises/04_head_adamw.ipynb": "e04_head_adamw",
-    "exercises/05_embedding_lora.ipynb": "e05_embedding_lora",
-    "exercises/06_capstone_your_ops_train_bert.ipynb": "e06_capstone",
+    "exercises/05_prefix_gradient.ipynb": "e05_prefix_gradient",
+    "exercises/06_embedding_lora.ipynb": "e06_embedding_lora",
+    "exercises/07_capstone_your_ops_train_bert.ipynb": "e07_capstone",
 }
 SOLVED = LESSONS / "exercises" / ".solved"  # where the exercises run solved (ignored by git)
 

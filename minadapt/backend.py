@@ -31,7 +31,7 @@ def _cupy():
     return cupy
 
 
-_GPU_FOUND = []  # [True] once a device has been seen: asking the driver again costs ~0.1 ms
+_GPU_FOUND = []  # [True] once a device has been seen: the driver is not asked again
 
 
 def gpu_available() -> bool:
@@ -121,8 +121,9 @@ def scatter_add(a, indices, values) -> None:
 
 # --- the error function ---------------------------------------------------------------------------
 # BERT's GELU is the exact form x Phi(x) = x/2 (1 + erf(x / sqrt 2)), and NumPy has no erf: on NumPy
-# the libm erf runs element by element (exact, ~50 ns an element: fine for the reference ops and
-# float64 checks; fast/numerics.py has a float32 approximation for training); CuPy has an exact kernel.
+# the libm erf runs element by element (exact, and slow: fine for the reference ops and float64
+# checks; fast/numerics.py has a float32 approximation for training, benchmarks/numerics_speed.py
+# times the two); CuPy has an exact kernel.
 _ERF = np.frompyfunc(math.erf, 1, 1)
 
 

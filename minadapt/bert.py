@@ -15,7 +15,11 @@ and so on, in torch layout (out, in). One layer, with the adapters where Houlsby
 (Pfeiffer's adapter reads LayerNorm2(o + h) instead of o, and sits after the FFN only: see
 ADAPTER_READS.) The rest of the BERT family runs these same equations (architectures.py): DistilBERT
 has no dropout in `a` (cfg.attention_output_dropout_prob is 0), and the embeddings below the first
-layer differ only in data, and in ELECTRA's projection (embeddings_forward).
+layer differ only in data, and in ELECTRA's projection (embeddings_forward). Prompt tuning, prefix
+tuning and IA3 act inside these same lines, as PEFT places them:
+    prefix tuning    c = attention(q, [Pk; k], [Pv; v], [0; mask])      nn/prefix.py
+    IA3              k and v scaled per channel, and the inputs of Wo and Wo2 (c and f)   nn/ia3.py
+    prompt tuning    n vectors before the sentence's word embeddings (embeddings_forward)  nn/prompt.py
 
 `layer_backward` is this read from the bottom up. The two residual adds are where gradients
 branch: the gradient of `a + x` reaches both `a` and `x`, and the two contributions to `dx` are
@@ -35,7 +39,7 @@ from .architectures import PROJECTION
 from .backend import get_xp
 from .config import BertConfig
 from .nn import attention as reference_attention
-from .nn import embedding
+from .nn import embedding, ia3, prefix, prompt
 
 # Where an architecture's adapters sit: after the attention output ("attention.output") and/or
 # after the feed-forward output ("output"), at the end of that sub-layer where its residual add and
@@ -64,6 +68,31 @@ class Run(NamedTuple):
     adapter: object = None  # the AdapterConfig to run, or None (the bare backbone)
     lora: object = None  # the LoraConfig to run, or None
     trainable: frozenset = frozenset()  # names that get gradients
+    prompt: object = None  # the prompt-tuning config to run (.name, .virtual_tokens), or None
+    prefix: object = None  # the prefix-tuning config (.name, .virtual_tokens, .projection, ...), or None
+    ia3: object = None  # the IA3 config (.name, .sites), or None
+    prefix_kv: tuple = None  # each layer's (Pk, Pv): encoder_forward fills it from the prefix's table
+
+
+# Parameter names, after PEFT's in-memory ones (which call both tables prompt_encoder.{name}):
+# the prompt's table, the prefix's table and MLP, and IA3's scale on a site of layer i
+# (nn/ia3.py SITES; kept flat, (D,), not PEFT's (D, 1) or (1, D)).
+def prompt_name(name: str) -> str:
+    return f"prompt_encoder.{name}.embedding.weight"
+
+
+PREFIX_MLP = ("transform.0.weight", "transform.0.bias", "transform.2.weight", "transform.2.bias")
+
+
+def prefix_names(name: str, projection: bool) -> list[str]:
+    """The table (n, 2 L H), or the embedding (n, H) and the MLP's W1, b1, W2, b2."""
+    p = f"prefix_encoder.{name}."
+    return [p + "embedding.weight"] + ([p + k for k in PREFIX_MLP] if projection else [])
+
+
+def ia3_name(i: int, site: str, name: str) -> str:
+    where = f"attention.self.{site}" if site in QKV else site
+    return f"encoder.layer.{i}.{where}.ia3_l.{name}"
 
 
 def adapter_prefix(i: int, where: str, name: str) -> str:
@@ -198,23 +227,24 @@ def lora_names(i: int, target: str, name: str) -> tuple[str, str]:
 
 def qkv_lora_forward(out, x, params, i, run, first=0):
     """Add the running LoRA's low-rank terms s dropout(x) A^T B^T to the slices of a fused projection
-    output `out` (..., n H) that it targets; the slices are Q, K, V from `first` on (0: Q|K|V).
-    `out` is the projection's own new array, so the terms are added into it in place (no other
-    code holds it). Returns (out (..., n H), cache: [(slice index, target, lora cache)], or None
-    without LoRA)."""
+    output `out` (..., n H) that it targets; the slices are Q, K, V from `first` on (0: Q|K|V):
+        [q | k | v] -> [q + delta_q | k | v + delta_v]        (a LoRA on query and value)
+    (run.ops.lora.add_to_slices: the reference returns a new array, the fast ops add in place).
+    Returns (that (..., n H), cache: [(slice index, target, lora cache)], or None without LoRA)."""
     lo = run.lora
     if lo is None:
         return out, None
     H = x.shape[-1]
-    caches = []
+    deltas, caches = {}, []
     for j, target in enumerate(QKV[first:first + out.shape[-1] // H]):
         if target in lo.targets:
             a, b = lora_names(i, target, lo.name)
-            delta, c = run.ops.lora.delta_forward(x, params[a], params[b], lo.alpha / lo.r,
-                                                  lo.dropout, run.rng, run.train)
-            out[..., j * H:(j + 1) * H] += delta
+            deltas[j], c = run.ops.lora.delta_forward(x, params[a], params[b], lo.alpha / lo.r,
+                                                      lo.dropout, run.rng, run.train)
             caches.append((j, target, c))
-    return out, caches or None
+    if not caches:
+        return out, None
+    return run.ops.lora.add_to_slices(out, deltas), caches
 
 
 def qkv_lora_backward(dout, caches, i, run, grads):
@@ -232,8 +262,77 @@ def qkv_lora_backward(dout, caches, i, run, grads):
 
 
 def qkv_trains(i, run) -> bool:
-    """Whether anything in layer i's Q|K|V projection trains: its weights, or a LoRA on them."""
-    return not qkv_frozen(i, run) or run.lora is not None
+    """Whether anything at or below layer i's attention trains: its Q|K|V weights, a LoRA on them,
+    IA3's scales on k and v, or a prefix joined to them."""
+    return not qkv_frozen(i, run) or run.lora is not None or run.ia3 is not None or run.prefix is not None
+
+
+# --- the rest of the family inside the layer: IA3's scales and the prefix's keys and values ---------
+def ia3_forward(x, params, i, site, run):
+    """x * l where the running IA3 scales `site` (nn/ia3.py SITES) of layer i; elsewhere x itself.
+    Returns (x * l or x, cache or None)."""
+    a = run.ia3
+    if a is None or site not in a.sites:
+        return x, None
+    return ia3.forward(x, params[ia3_name(i, site, a.name)])
+
+
+def ia3_backward(dy, cache, i, site, run, grads):
+    """Backward of ia3_forward: fills the scale's gradient, returns dx."""
+    if cache is None:
+        return dy
+    dx, dl = ia3.backward(dy, cache)
+    grads[ia3_name(i, site, run.ia3.name)] = dl
+    return dx
+
+
+def attention_forward(q, k, v, bias, i, cfg: BertConfig, run: Run):
+    """c = attention(q, k, v, mask), with layer i's prefix joined to k and v where one runs
+    (nn/prefix.py): c = attention(q, [Pk; k], [Pv; v], [0; mask]). Returns (c, cache)."""
+    args = (cfg.num_attention_heads, cfg.attention_probs_dropout_prob, run.rng, run.train)
+    if run.prefix_kv is None:
+        return run.ops.attention.forward(q, k, v, bias, *args)
+    pk, pv = run.prefix_kv[i]
+    return prefix.forward(q, k, v, pk, pv, bias, *args, attention=run.ops.attention)
+
+
+def attention_backward(dc, cache, i, run: Run, grads):
+    """Returns (dq, dk, dv). With a prefix, its dPk and dPv go into grads under ("prefix", i):
+    encoder_backward gathers them into the gradient of the prefix's table."""
+    if not isinstance(cache, prefix.PrefixAttentionCache):
+        return run.ops.attention.backward(dc, cache)
+    dq, dk, dv, dpk, dpv = prefix.backward(dc, cache)
+    grads[("prefix", i)] = (dpk, dpv)
+    return dq, dk, dv
+
+
+def position_offset(run: Run) -> int:
+    """Where the sentence's positions start: after a prompt's n rows; after a prefix's n as PEFT
+    runs it (a key/value cache of length n, after which transformers numbers positions from n), at
+    0 as AdapterHub runs it (shift_positions=False: joined inside attention); 0 without either."""
+    if run.prompt is not None:
+        return run.prompt.virtual_tokens
+    return run.prefix.virtual_tokens if run.prefix is not None and run.prefix.shift_positions else 0
+
+
+def prefix_table_forward(params, run: Run):
+    """PEFT's table P (n, 2 L H): trained itself, or made by the reparameterisation's MLP from its
+    embedding (nn/prefix.py). Returns (P, the MLP's cache or None)."""
+    names = prefix_names(run.prefix.name, run.prefix.projection)
+    if not run.prefix.projection:
+        return params[names[0]], None
+    return prefix.reparam_forward(*(params[k] for k in names))
+
+
+def prefix_table_backward(grads, n_layers, cache, run: Run):
+    """Gathers every layer's ("prefix", i) gradient into the table's, and on through the MLP."""
+    dks, dvs = zip(*(grads.pop(("prefix", i)) for i in range(n_layers)))
+    dtable = prefix.table_grad(list(dks), list(dvs))
+    names = prefix_names(run.prefix.name, run.prefix.projection)
+    if cache is None:
+        grads[names[0]] = dtable
+    else:
+        grads.update(zip(names, prefix.reparam_backward(dtable, cache)))
 
 
 # --- the embeddings -------------------------------------------------------------------------------
@@ -246,24 +345,39 @@ def embeddings_forward(params, cfg: BertConfig, input_ids, token_type_ids, run: 
         e = W_word[ids] + W_pos[s + t] + W_type[types]    s = cfg.position_offset (RoBERTa: pad + 1);
                                                           no W_type term without token types (DistilBERT)
         x = dropout(LayerNorm(e))                         (B, T, E)
-        x = x Wp^T + bp                                   ELECTRA's projection E -> H, when E != H"""
+        x = x Wp^T + bp                                   ELECTRA's projection E -> H, when E != H
+    With a prompt (nn/prompt.py) x is (B, n+T, H): [P; W_word[ids]] + W_pos[s : s+n+T] + W_type[[0]*n; types].
+    With a prompt or a prefix of n the sentence's positions start n later, as in PEFT (position_offset)."""
     w_word, w_pos, w_type = (params.get(k) for k in EMBEDDING_TABLES)
-    e, emb = embedding.forward(input_ids, token_type_ids, w_word, w_pos, w_type, cfg.position_offset)
+    n = position_offset(run)
+    s = cfg.position_offset + n
+    if s + input_ids.shape[1] > w_pos.shape[0]:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{input_ids.shape[1]} tokens after {n} virtual tokens: the checkpoint has "
+                          f"{w_pos.shape[0]} positions (a --max-length of at most {w_pos.shape[0] - s})")
+    e, emb = embedding.forward(input_ids, token_type_ids, w_word, w_pos, w_type, s)  # (B, T, E)
+    prompt_cache = None
+    if run.prompt is not None:  # the prompt's rows are at positions s-n .. s-1, of type 0
+        p = params[prompt_name(run.prompt.name)] + w_pos[s - n:s]
+        e, prompt_cache = prompt.forward(e, p if w_type is None else p + w_type[0])
     x, ln = _ln_forward(e, params, "embeddings.LayerNorm.", cfg, run)
     x, drop = run.ops.dropout.forward(x, cfg.hidden_dropout_prob, run.rng, run.train)
     project = None
     if PROJECTION + "weight" in params:
         x, project = _linear_forward(x, params, PROJECTION, run)  # (B, T, H)
-    return x, (emb, ln, drop, project)
+    return x, (emb, prompt_cache, ln, drop, project)
 
 
 def embeddings_backward(dx, cache, run: Run, grads):
-    """Only for full fine-tuning (adapters never train the embeddings): fills `grads`."""
-    emb, ln, drop, project = cache
+    """For full fine-tuning and prompt tuning (adapters never reach the embeddings): fills `grads`."""
+    emb, prompt_cache, ln, drop, project = cache
     if project is not None:  # x = x Wp^T + bp
         dx = _linear_backward(dx, project, PROJECTION, run, grads)
     (dx,) = run.ops.dropout.backward(dx, drop)
     de = _ln_backward(dx, ln, "embeddings.LayerNorm.", run, grads)
+    if prompt_cache is not None:  # e = [P; w] + positions + types: P gets the first n rows, summed
+        de, grads[prompt_name(run.prompt.name)] = prompt.backward(de, prompt_cache)
     if EMBEDDING_TABLES[0] in run.trainable:
         grads.update((k, g) for k, g in zip(EMBEDDING_TABLES, embedding.backward(de, emb)) if g is not None)
 
@@ -278,6 +392,8 @@ class AfterAttentionCache(NamedTuple):
     ffn_out: object
     drop2: object
     site2: SiteCache  # the feed-forward sub-layer's end
+    ia3_c: object = None  # IA3's cache of c * l on the attention output's input (None without)
+    ia3_f: object = None  # and of f * l on the feed-forward output's input
 
 
 class LayerCache(NamedTuple):
@@ -286,6 +402,8 @@ class LayerCache(NamedTuple):
     lora: object  # qkv_lora_forward's cache (None without LoRA)
     attn: object
     rest: AfterAttentionCache
+    ia3_k: object = None  # IA3's caches of k * l_k and v * l_v (None without)
+    ia3_v: object = None
 
 
 def layer_forward(params, i, x, bias, qkv, cfg: BertConfig, run: Run):
@@ -297,10 +415,11 @@ def layer_forward(params, i, x, bias, qkv, cfg: BertConfig, run: Run):
     qkv_out, qkv_cache = run.ops.linear.forward(x, *qkv, frozen=qkv_frozen(i, run))  # (B, T, 3H)
     qkv_out, lora_cache = qkv_lora_forward(qkv_out, x, params, i, run)  # + s x A^T B^T (LoRA)
     q, k, v = qkv_out[..., :H], qkv_out[..., H:2 * H], qkv_out[..., 2 * H:]
-    c, attn_cache = run.ops.attention.forward(q, k, v, bias, cfg.num_attention_heads,
-                                              cfg.attention_probs_dropout_prob, run.rng, run.train)
+    k, ia3_k = ia3_forward(k, params, i, "key", run)  # k * l_k (IA3)
+    v, ia3_v = ia3_forward(v, params, i, "value", run)
+    c, attn_cache = attention_forward(q, k, v, bias, i, cfg, run)  # with [Pk; k], [Pv; v] (prefix)
     out, rest = after_attention_forward(params, i, c, x, cfg, run)
-    return out, LayerCache(x.shape, qkv_cache, lora_cache, attn_cache, rest)
+    return out, LayerCache(x.shape, qkv_cache, lora_cache, attn_cache, rest, ia3_k, ia3_v)
 
 
 def after_attention_forward(params, i, c, x, cfg: BertConfig, run: Run):
@@ -309,16 +428,19 @@ def after_attention_forward(params, i, c, x, cfg: BertConfig, run: Run):
     p = f"encoder.layer.{i}."
     p_drop = cfg.hidden_dropout_prob
     # a = dropout(c Wo^T + bo);  h = LayerNorm1(a + x), with the adapter there (sublayer_end_forward)
+    c, ia3_c = ia3_forward(c, params, i, "attention.output.dense", run)  # c * l (IA3)
     a, attn_out = _linear_forward(c, params, p + "attention.output.dense.", run)
     a, drop1 = run.ops.dropout.forward(a, cfg.attention_output_dropout_prob, run.rng, run.train)
     h, site1 = sublayer_end_forward(a, x, params, i, "attention.output", cfg, run)
     # f = gelu(h Wi^T + bi);  o = dropout(f Wo2^T + bo2);  out = LayerNorm2(o + h), with its adapter
     f, ffn_in = _linear_forward(h, params, p + "intermediate.dense.", run)  # (B, T', F)
     f, gelu_cache = run.ops.gelu.forward(f)
+    f, ia3_f = ia3_forward(f, params, i, "output.dense", run)  # f * l (IA3)
     o, ffn_out = _linear_forward(f, params, p + "output.dense.", run)
     o, drop2 = run.ops.dropout.forward(o, p_drop, run.rng, run.train)
     out, site2 = sublayer_end_forward(o, h, params, i, "output", cfg, run)
-    return out, AfterAttentionCache(attn_out, drop1, site1, ffn_in, gelu_cache, ffn_out, drop2, site2)
+    return out, AfterAttentionCache(attn_out, drop1, site1, ffn_in, gelu_cache, ffn_out, drop2, site2,
+                                    ia3_c, ia3_f)
 
 
 def after_attention_backward(dout, cache: AfterAttentionCache, i, run: Run, grads, need_dc=True):
@@ -331,17 +453,21 @@ def after_attention_backward(dout, cache: AfterAttentionCache, i, run: Run, grad
     # o = dropout(f Wo2^T + bo2)
     (do,) = run.ops.dropout.backward(do, cache.drop2)
     df = _linear_backward(do, cache.ffn_out, p + "output.dense.", run, grads)
+    df = ia3_backward(df, cache.ia3_f, i, "output.dense", run, grads)  # f * l
     # f = gelu(h Wi^T + bi)
     (df,) = run.ops.gelu.backward(df, cache.gelu)
     dh = _linear_backward(df, cache.ffn_in, p + "intermediate.dense.", run, grads)
     dh = dh + dh_res  # the residual branch of `o + h`
     # h = LayerNorm1(a + x (+ adapter)): again the gradient branches into a and the residual x
     da, dx_res = sublayer_end_backward(dh, cache.site1, i, "attention.output", run, grads)
+    need_dc = need_dc or cache.ia3_c is not None  # IA3's scale on c needs c's gradient
     if not need_dc and p + "attention.output.dense.weight" not in run.trainable:
         return None, dx_res  # nothing further down trains: the adapters' gradients are all we owe
     # a = dropout(c Wo^T + bo)
     (da,) = run.ops.dropout.backward(da, cache.drop1)
     dc = _linear_backward(da, cache.attn_out, p + "attention.output.dense.", run, grads, need_dc)
+    if dc is not None:
+        dc = ia3_backward(dc, cache.ia3_c, i, "attention.output.dense", run, grads)  # c * l
     return dc, dx_res
 
 
@@ -353,8 +479,11 @@ def layer_backward(dout, cache: LayerCache, i, run: Run, need_dx=True):
                                           need_dc=need_dx or qkv_trains(i, run))
     if dc is None:
         return None, grads
-    # c = attention(q, k, v, mask)
-    dq, dk, dv = run.ops.attention.backward(dc, cache.attn)
+    # c = attention(q, k, v, mask), with the prefix's keys and values where one runs
+    dq, dk, dv = attention_backward(dc, cache.attn, i, run, grads)
+    # k * l_k, v * l_v (IA3)
+    dk = ia3_backward(dk, cache.ia3_k, i, "key", run, grads)
+    dv = ia3_backward(dv, cache.ia3_v, i, "value", run, grads)
     # q|k|v = x Wqkv^T + bqkv (+ the LoRA terms on their slices)
     dqkv = get_xp(dq).concatenate([dq, dk, dv], axis=-1)
     dx = qkv_backward(dqkv, cache.qkv, i, 0, run, grads, need_dx)
@@ -371,6 +500,7 @@ class EncoderCache(NamedTuple):
     embeddings: tuple
     layers: list
     cls_only: bool  # the last layer's cache is fast/cls_layer.py's
+    prefix: object = None  # the prefix MLP's cache (reparameterised prefix tuning), else None
 
 
 def encoder_forward(params, qkv, cfg: BertConfig, input_ids, attention_mask, token_type_ids,
@@ -383,7 +513,14 @@ def encoder_forward(params, qkv, cfg: BertConfig, input_ids, attention_mask, tok
     if token_type_ids is None:
         token_type_ids = xp.zeros_like(input_ids)
     x, emb_cache = embeddings_forward(params, cfg, input_ids, token_type_ids, run)
+    if run.prompt is not None:  # the prompt is never padding
+        attention_mask = prompt.extend_mask(attention_mask, run.prompt.virtual_tokens)
     bias = reference_attention.mask_bias(attention_mask, dtype)
+    prefix_cache = None
+    if run.prefix is not None:  # each layer's keys and values from the one table
+        table, prefix_cache = prefix_table_forward(params, run)
+        run = run._replace(prefix_kv=tuple(prefix.layer_kv(table, i, cfg.hidden_size)
+                                           for i in range(cfg.num_hidden_layers)))
     caches = []
     last = cfg.num_hidden_layers - 1
     cls_layer = run.ops.cls_layer if cls_only else None
@@ -391,7 +528,7 @@ def encoder_forward(params, qkv, cfg: BertConfig, input_ids, attention_mask, tok
         forward = cls_layer.forward if (cls_layer is not None and i == last) else layer_forward
         x, cache = forward(params, i, x, bias, qkv[i], cfg, run)
         caches.append(cache)
-    return x, EncoderCache(emb_cache, caches, cls_layer is not None)
+    return x, EncoderCache(emb_cache, caches, cls_layer is not None, prefix_cache)
 
 
 def encoder_backward(dh, cache: EncoderCache, run: Run, lowest=0, return_dx=False):
@@ -407,6 +544,9 @@ def encoder_backward(dh, cache: EncoderCache, run: Run, lowest=0, return_dx=Fals
         need_dx = i > bottom or lowest < 0 or return_dx
         dh, layer_grads = backward(dh, cache.layers[i], i, run, need_dx=need_dx)
         grads.update(layer_grads)
+    if run.prefix is not None:  # every layer's ("prefix", i): the table's gradient, and the MLP's
+        assert bottom == 0, "a prefix trains in every layer: backward must reach layer 0"
+        prefix_table_backward(grads, len(cache.layers), cache.prefix, run)
     if lowest < 0:
         embeddings_backward(dh, cache.embeddings, run, grads)
     return dh, grads

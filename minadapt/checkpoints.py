@@ -133,7 +133,10 @@ def out_lock(out: Path):
     try:
         yield lock
     finally:
-        lock.unlink(missing_ok=True)
+        try:
+            lock.unlink(missing_ok=True)
+        except OSError:  # a filesystem gone read-only: the error that stopped the run is the one to say
+            pass
 
 
 # --- interruption ----------------------------------------------------------------------------------

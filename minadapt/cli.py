@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 # OpenBLAS's idle worker threads spin for ~0.1 s after each multi-threaded matmul before they
-# sleep, burning a core that the data-parallel shard processes (parallel.py) want next. A short
+# sleep, burning a core that the data-parallel shard processes (parallel/cores.py) want next. A short
 # timeout lets them sleep at once. It only takes effect before NumPy is loaded, hence here, first;
 # a value the user set is kept. (The library itself changes nothing in the process.)
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")

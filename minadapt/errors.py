@@ -41,3 +41,10 @@ class DeviceError(MinadaptError, RuntimeError):
 class ServeError(MinadaptError):
     """`minadapt serve` cannot listen where it was asked: the port is in use, the address is not
     this machine's, or a port below 1024 needs privileges."""
+
+
+class StorageError(MinadaptError):
+    """A file could not be saved: the disk is full, a quota is reached, the filesystem is
+    read-only, or writing there is not allowed. The message names the file and the cause; the
+    previous version of the file is kept. `safetensors`' own SafetensorError is not an OSError, so
+    io.weights turns it into this too."""

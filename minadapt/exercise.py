@@ -747,7 +747,7 @@ def check_lr_schedule(schedule):
     print("lr schedule: pass (two runs, every step equals minadapt.optim.lr_schedule)")
 
 
-# --- exercise 5: the embeddings' scatter-add, LoRA ---------------------------------------------
+# --- exercise 6: the embeddings' scatter-add, LoRA ---------------------------------------------
 def check_embedding(forward, backward):
     """forward(input_ids, token_type_ids, w_word (V, H), w_pos (P, H), w_type (2, H)) -> (e, cache),
     e (B, T, H); backward(de, cache) -> (dw_word, dw_pos, dw_type). The ids repeat (as real text
@@ -805,3 +805,27 @@ def check_lora(forward, backward):
     _check_pair("lora", lambda x, w, b, lora_a, lora_b: forward(x, w, b, lora_a, lora_b, scale), backward,
                 inputs, ref_forward, ref_backward, ("x", "lora_a", "lora_b"), batch=N,
                 forward_candidates=forward_candidates, backward_candidates=backward_candidates)
+
+
+# --- exercise 5: prefix tuning's attention and the prefix's gradient (lesson 11) ------------------
+def check_prefix(forward, backward, n_heads=2):
+    """forward(q, k, v, pk, pv, bias) -> (c, cache): attention of q (B, T, H) over [pk; k] and
+    [pv; v] (pk, pv (n, H), the same for every sentence), with the mask bias (B, 1, 1, T) extended
+    for the prefix; backward(dc, cache) -> (dq, dk, dv, dpk, dpv). No dropout (evaluation)."""
+    from .nn import prefix
+
+    r = _rng()
+    B, T, n, H = 2, 4, 3, 4
+    inputs = {t: r.standard_normal((B, T, H)) for t in "qkv"}
+    inputs.update(pk=r.standard_normal((n, H)), pv=r.standard_normal((n, H)),
+                  bias=attention.mask_bias(np.array([[1, 1, 1, 1], [1, 1, 0, 0]]), np.float64))
+
+    def ref_forward(q, k, v, pk, pv, bias):
+        return prefix.forward(q, k, v, pk, pv, bias, n_heads)
+
+    def forward_candidates(q, k, v, pk, pv, bias):
+        return {"the prefix is masked out: every query must see it (zeros in front of the mask)":
+                attention.forward(q, k, v, bias, n_heads)[0]}
+
+    _check_pair("prefix", forward, backward, inputs, ref_forward, prefix.backward,
+                ("q", "k", "v", "pk", "pv"), batch=B, forward_candidates=forward_candidates)

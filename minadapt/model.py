@@ -186,8 +186,9 @@ class Model:
                     init: str = "near_identity"):
         """Bottleneck adapters for task `name` (minadapt.methods.bottleneck): architecture
         "houlsby" (two per layer) or "pfeiffer" (one per layer, after the feed-forward block).
-        bottleneck: m, default 64 for Houlsby and H/16 for Pfeiffer (AdapterHub's reduction factor
-        16). preset="houlsby-paper": google-research/adapter-bert's choices (bottleneck.PRESETS).
+        bottleneck: m, default 64 for Houlsby (minadapt's own choice: AdapterHub's DoubleSeqBnConfig
+        factor 16 would give H/16; methods/bottleneck.py) and H/16 for Pfeiffer (SeqBnConfig's
+        reduction factor 16). preset="houlsby-paper": google-research/adapter-bert's choices (bottleneck.PRESETS).
         init: "near_identity" (W_down ~ N(0, init_std^2), W_up = 0: exactly the identity) or
         "truncated_normal" (both ~ N(0, init_std^2) truncated at 2 std)."""
         if bottleneck is None:
@@ -306,8 +307,10 @@ class Model:
         """The lowest layer holding one of the task's trainable parameters: backward stops there.
         -1: the embeddings train too; None: no encoder parameter trains (a linear probe)."""
         trainable = self.trainable_names(adapter)
-        if any(k.startswith("embeddings.") for k in trainable):
-            return -1
+        if any(k.startswith(("embeddings.", "prompt_encoder.")) for k in trainable):
+            return -1  # the embeddings, or a prompt before them
+        if any(k.startswith("prefix_encoder.") for k in trainable):
+            return 0  # a prefix joins every layer's attention
         layers = [int(k.split(".")[2]) for k in trainable if k.startswith("encoder.layer.")]
         return min(layers) if layers else None
 

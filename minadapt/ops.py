@@ -5,9 +5,16 @@
 
 bert.py calls every op through `run.ops` (`run.ops.gelu.forward(f)`), so the encoder's equations
 are written once. An ops bundle has: linear, attention, gelu, layernorm, dropout, adapter,
-non_linearities (name -> module, for the adapter), lora (nn.lora: its low-rank term) and cls_layer (a [CLS]-only last layer, or None:
-the reference computes every row and the head reads one); optionally head and cross_entropy (model.py
-uses heads.py and nn.loss where a bundle has none). A learner's bundle (learner.py) is passed as is.
+non_linearities (name -> module, for the adapter), lora (its low-rank term, and how that is added
+to the fused Q|K|V output) and cls_layer (a [CLS]-only last layer, or None).
+
+The reference bundle is the maths as written: every op from minadapt.nn, no op's output changed in
+place by the next, and cls_layer None, so the last layer computes every row and the head reads one. The speed
+routes are the fast bundle's: minadapt.fast's ops, LoRA's terms added into the projection's own
+output (fast/lora.py), and the last layer for the [CLS] row alone when only that row is read
+(fast/cls_layer.py, from bert.py's own pieces).
+A bundle may also bring head and cross_entropy (model.py uses heads.py and nn.loss where it has
+none); a learner's bundle (learner.py) is passed through make() as it is.
 """
 from __future__ import annotations
 
@@ -29,11 +36,11 @@ def reference() -> SimpleNamespace:
 def fast(inference: bool = False, linear=None) -> SimpleNamespace:
     """The ops of minadapt.fast. inference=True: no backward will follow, so GELU keeps no cache.
     `linear` may be an existing fast.linear.Linear, to share its W^T copies."""
-    from .fast import attention, cls_layer, dropout, gelu, layernorm, swish
+    from .fast import attention, cls_layer, dropout, gelu, layernorm, lora, swish
     from .fast.linear import Linear
 
     return SimpleNamespace(
-        name="fast", linear=linear or Linear(), attention=attention, lora=nn.lora,
+        name="fast", linear=linear or Linear(), attention=attention, lora=lora,
         gelu=_GeluWithoutCache if inference else gelu, layernorm=layernorm, dropout=dropout,
         adapter=nn.adapter, non_linearities={"swish": swish, "gelu": gelu, "relu": nn.relu,
                                              "gelu_tanh": nn.gelu_tanh},

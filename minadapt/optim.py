@@ -46,7 +46,7 @@ class AdamW:
     When the parameters are views that tile one vector (`Model` packs its trainable parameters so),
     m and v are laid out the same way and a step that updates every parameter is one pass of
     whole-vector operations: the same arithmetic, element for element, in ~15 operations instead of
-    ~15 per array (backend.pack says why that matters on a GPU).
+    ~15 per array (packed.py says why that matters on a GPU).
     """
 
     def __init__(

@@ -4,7 +4,7 @@ An optimiser's update is elementwise, so it does not care how values are grouped
 the trainable parameters (and their gradients) lie end to end in one vector, AdamW is a dozen
 whole-vector operations instead of a dozen per array (on a GPU each operation is a kernel launch,
 whatever the array's size), and the gradients of a data-parallel step are one vector to add up
-across processes (parallel.py).
+across processes (parallel/cores.py, parallel/mpi.py).
 """
 from __future__ import annotations
 

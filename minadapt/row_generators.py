@@ -1,7 +1,7 @@
 """Dropout masks drawn per sentence, so that a training run does not depend on how its batches are cut.
 
-Data parallelism cuts each global batch of B sentences into shards (cores: parallel.py; processes
-on one or several machines: distributed.py). If each shard drew its masks from one generator, the
+Data parallelism cuts each global batch of B sentences into shards (cores: parallel/cores.py; processes
+on one or several machines: parallel/mpi.py). If each shard drew its masks from one generator, the
 mask a sentence gets would depend on which shard it landed in and on what else is there: the
 same seed would give a different run on 1, 2 or 4 processes. Instead, every row b of the global
 batch gets its own generator, seeded from the step's parent generator:

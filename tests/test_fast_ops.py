@@ -13,6 +13,7 @@ from minadapt.fast import cls_attention
 from minadapt.fast import dropout as fast_dropout
 from minadapt.fast import gelu as fast_gelu
 from minadapt.fast import layernorm as fast_layernorm
+from minadapt.fast import lora as fast_lora
 from minadapt.fast import swish as fast_swish
 from minadapt.fast.linear import Linear
 from minadapt.gradcheck import check, rel_error
@@ -219,12 +220,39 @@ def test_cls_attention_with_dropout(rng, Tq):
     assert np.all(dx[2, -5:] == 0)  # padded tokens get no gradient
 
 
+def test_lora_terms_added_in_place_equal_the_reference(rng):
+    """fast.lora.add_to_slices writes into y itself; nn.lora.add_to_slices returns a new array and
+    leaves y as it was (the reference path changes no op's output in place)."""
+    y = rng.normal(size=(3, 7, 12))  # three 4-wide slices side by side, as Q|K|V
+    deltas = {0: rng.normal(size=(3, 7, 4)), 2: rng.normal(size=(3, 7, 4))}
+    y_before = y.copy()
+    want = nn.lora.add_to_slices(y, deltas)
+    assert want is not y and np.array_equal(y, y_before)
+    assert np.array_equal(want[..., 4:8], y[..., 4:8])  # no term on the middle slice
+    assert np.array_equal(want[..., 8:], y[..., 8:] + deltas[2])
+    got = fast_lora.add_to_slices(y, deltas)
+    assert got is y and np.array_equal(got, want)
+
+
+def test_fast_ops_share_the_reference_caches_and_maths():
+    """Where a fast op keeps what its reference keeps, it uses the reference's cache type, and its
+    docstring carries the reference's maths instead of a copy of it."""
+    for fast_op, ref_op, cache in [(fast_layernorm, nn.layernorm, "LayerNormCache"),
+                                   (fast_swish, nn.swish, "SwishCache"),
+                                   (fast_gelu, nn.gelu, "GeluCache"),
+                                   (fast_dropout, nn.dropout, "DropoutCache"),
+                                   (fast_lora, nn.lora, "LoraCache")]:
+        assert getattr(fast_op, cache) is getattr(ref_op, cache)
+        if fast_op is not fast_lora:
+            assert fast_op.__doc__.endswith(ref_op.__doc__)
+
+
 def test_every_fast_op_module_is_tested():
     """A new module in minadapt/fast needs its test here (or a reason in this list)."""
     import pkgutil
 
-    tested = {"attention", "cls_attention", "dropout", "gelu", "layernorm", "linear", "swish"}
+    tested = {"attention", "cls_attention", "dropout", "gelu", "layernorm", "linear", "lora", "swish"}
     not_ops = {"numerics", "cuda_kernels"}  # helpers of the ops above, and their GPU kernels
-    elsewhere = {"cls_layer"}  # a whole layer: tests/test_model.py holds it against bert.layer_forward
+    elsewhere = {"cls_layer"}  # a whole layer: tests/test_gradcheck_model.py holds it against bert.layer_forward
     found = {m.name for m in pkgutil.iter_modules(fast.__path__)}
     assert found == tested | not_ops | elsewhere, found ^ (tested | not_ops | elsewhere)

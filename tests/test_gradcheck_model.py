@@ -165,6 +165,48 @@ def test_both_ops_give_the_same_model(ops):
         assert rel_error(g1[k], g2[k]) < 1e-12, k
 
 
+def test_the_reference_ops_run_no_fast_code():
+    """ops="reference" takes no speed route: training steps (dropout on) and predictions of an
+    adapter task, a LoRA task and prompt, prefix and IA3 tasks call no function of minadapt/fast,
+    and the fast ops do (so the trace sees what it looks for)."""
+    import sys
+    from pathlib import Path
+
+    import minadapt.fast
+
+    fast_dir = str(Path(minadapt.fast.__file__).parent)
+
+    def fast_calls(name):
+        model = tiny_model()
+        model.set_ops(name)
+        model.add_adapter("a", bottleneck=2)
+        model.add_classification_head("a", num_labels=2)
+        model.add_lora("l", r=2, alpha=4.0, dropout=0.1, targets=("query", "key", "value"))
+        model.add_classification_head("l", num_labels=2)
+        for task, method in (("pt", "prompt"), ("px", "prefix"), ("ia", "ia3")):
+            options = {"virtual_tokens": 2} if method != "ia3" else {}
+            model.add(task, method, **options)
+            model.add_classification_head(task, num_labels=2)
+        ids, mask, types, labels = tiny_batch()
+        seen = set()
+
+        def trace(frame, event, arg):
+            if event == "call" and frame.f_code.co_filename.startswith(fast_dir):
+                seen.add(frame.f_code.co_name)
+
+        sys.setprofile(trace)
+        try:
+            for task in ("a", "l", "pt", "px", "ia"):
+                model.loss_and_grads(ids, mask, types, labels, adapter=task, train=True)
+                model.logits(ids, mask, types, adapter=task)
+        finally:
+            sys.setprofile(None)
+        return seen
+
+    assert fast_calls("reference") == set()
+    assert {"add_to_slices", "forward"} <= fast_calls("fast")
+
+
 def test_query_key_value_train_together():
     model = tiny_model()
     model.add_classification_head("a")

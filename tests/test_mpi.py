@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI (distributed.py), with `mpiexec` from the `mpich` wheel.
+"""Data-parallel training over MPI (minadapt/parallel/mpi.py), with `mpiexec` from the `mpich` wheel.
 
 mpiexec -n 1, 2 and 4 at the same global batch and seed give the same losses and dev accuracy (to
 float32 rounding: the masks are drawn per sentence); a checkpoint written with N ranks resumes

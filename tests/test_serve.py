@@ -154,7 +154,7 @@ def test_concurrent_requests_for_one_task_share_forwards(server, adapters):
         forwards.append(len(args[0]))
         if len(forwards) == 1:  # hold the first forward until the other requests are queued
             deadline = time.monotonic() + 10
-            while batcher.queue.qsize() < 7 and time.monotonic() < deadline:
+            while len(batcher.waiting) < 7 and time.monotonic() < deadline:
                 time.sleep(0.005)
         return real(*args, **kw)
 
@@ -230,12 +230,18 @@ def test_bad_requests_get_a_4xx_and_json_error_and_serving_goes_on(server, metho
     assert call(server, "/health")[0] == 200
 
 
-def test_a_request_without_content_length_gets_411(server):
+def test_a_post_without_content_length_gets_411_and_a_chunked_one_is_read(server):
     host, port = server.server_address[:2]
     with socket.create_connection((host, port), timeout=10) as s:
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         reply = s.makefile("rb").read().decode()
-    assert reply.startswith("HTTP/1.0 411") and "Content-Length" in reply.split("\r\n\r\n", 1)[1]
+    assert reply.startswith("HTTP/1.1 411") and "Content-Length" in reply.split("\r\n\r\n", 1)[1]
+    body = json.dumps({"task": "sst2", "texts": ["ok"]}).encode()
+    with socket.create_connection((host, port), timeout=30) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: "
+                  b"chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+        reply = s.makefile("rb").read().decode()
+    assert reply.startswith("HTTP/1.1 200") and '"label"' in reply
     assert call(server, "/health")[0] == 200
 
 

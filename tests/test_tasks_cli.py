@@ -143,6 +143,7 @@ def test_eval_refuses_another_task(tmp_path, checkpoint_dir, capsys):
     assert code == 2 and "trained on task 'custom', not 'sst2'" in err
 
 
+@pytest.mark.slow  # two runs, each evaluated on the whole BBC News dev split (long articles)
 @pytest.mark.skipif(not (BBC / "train.csv").is_file(), reason="no bbc-news data (../shared/data)")
 def test_your_own_files_give_what_the_built_in_task_gives(tmp_path, checkpoint_dir):
     """`train --train-file bbc-news/train.csv --dev-file .../dev.csv` is `train bbc-news` with the

@@ -9,7 +9,7 @@ md(r'''
 As before: write the marked cells; the cell after each checks them against the reference
 (`minadapt/nn/loss.py`, `minadapt/heads.py`, `minadapt/nn/dropout.py`, `minadapt/nn/adamw.py`,
 `minadapt/optim.py`) and prints `pass` or the mistake it looks like. Lesson 6 puts them together in
-the training loop, and the capstone (exercise 6) trains BERT with yours.
+the training loop, and the capstone (exercise 7) trains BERT with yours.
 '''),
 SETUP,
 code(r'''

@@ -57,7 +57,8 @@ def _softmax_block(s, bias):
     # all is well; otherwise (a padded key 0, or scores never seen in practice) use the rows' maxima.
     # And when no head's maximum is above _FAR_BELOW and no row's first score below -_FAR_BELOW,
     # c = 0 is just as good: no exp overflows, no row's largest underflows, and the pass s - c is
-    # saved (a broadcast pass over these short rows costs ~2x a plain one). Trained BERTs' scores
+    # saved (a broadcast pass over these short rows costs more than a plain one: benchmarks/README.md,
+    # "The softmax skips two broadcast passes"). Trained BERTs' scores
     # sit within +-20, so this is the usual case.
     c = s.max(axis=(-2, -1), keepdims=True)  # (..., 1, 1)
     first = s[..., :1]

@@ -22,8 +22,10 @@ class ClsLayerCache(NamedTuple):
     q_lora: object  # bert.qkv_lora_forward's cache for the query (None without LoRA on it)
     kv: object  # linear cache of k|v (None on the cls_attention route)
     kv_lora: object  # the same for k|v
-    attn: object  # cls_attention's cache, or attention's
+    attn: object  # cls_attention's cache, or attention's (with the prefix: nn/prefix.py's)
     rest: bert.AfterAttentionCache
+    ia3_k: object = None  # IA3's caches of k * l_k and v * l_v (None without)
+    ia3_v: object = None
 
 
 def forward(params, i, x, bias, qkv, cfg, run):
@@ -36,18 +38,19 @@ def forward(params, i, x, bias, qkv, cfg, run):
     q, q_cache = run.ops.linear.forward(x_cls, w[:H], b[:H], frozen=frozen)
     q, q_lora = bert.qkv_lora_forward(q, x_cls, params, i, run, first=0)
     lora_kv = run.lora is not None and ({"key", "value"} & set(run.lora.targets))
-    kv_lora = None
-    if frozen and not lora_kv:  # keys and values never formed
+    kv_lora = ia3_k = ia3_v = None
+    if frozen and not lora_kv and run.ia3 is None and run.prefix is None:  # keys and values never formed
         c, attn = cls_attention.forward(q, x, w[H:2 * H], w[2 * H:], b[2 * H:], bias, nh, p_attn,
                                         run.rng, run.train)
         kv_cache = None
     else:  # K and V (or a LoRA on them) train: form them for every token, their dW needs them
         kv, kv_cache = run.ops.linear.forward(x, w[H:], b[H:], frozen=frozen)  # (B, T, 2H)
         kv, kv_lora = bert.qkv_lora_forward(kv, x, params, i, run, first=1)
-        c, attn = run.ops.attention.forward(q, kv[..., :H], kv[..., H:], bias, nh, p_attn,
-                                            run.rng, run.train)
+        k, ia3_k = bert.ia3_forward(kv[..., :H], params, i, "key", run)  # k * l_k (IA3)
+        v, ia3_v = bert.ia3_forward(kv[..., H:], params, i, "value", run)
+        c, attn = bert.attention_forward(q, k, v, bias, i, cfg, run)  # with the prefix, if any
     out, rest = bert.after_attention_forward(params, i, c, x_cls, cfg, run)
-    return out, ClsLayerCache(x.shape, q_cache, q_lora, kv_cache, kv_lora, attn, rest)
+    return out, ClsLayerCache(x.shape, q_cache, q_lora, kv_cache, kv_lora, attn, rest, ia3_k, ia3_v)
 
 
 def backward(dout, cache: ClsLayerCache, i, run, need_dx=True):
@@ -60,7 +63,9 @@ def backward(dout, cache: ClsLayerCache, i, run, need_dx=True):
     if cache.kv is None:  # c = attention of the [CLS] query against keys and values never formed
         dq, dx = cls_attention.backward(dc, cache.attn)
     else:  # c = attention(q, k, v); k|v = x Wkv^T + bkv
-        dq, dk, dv = run.ops.attention.backward(dc, cache.attn)
+        dq, dk, dv = bert.attention_backward(dc, cache.attn, i, run, grads)
+        dk = bert.ia3_backward(dk, cache.ia3_k, i, "key", run, grads)
+        dv = bert.ia3_backward(dv, cache.ia3_v, i, "value", run, grads)
         dkv = bert.get_xp(dk).concatenate([dk, dv], axis=-1)
         dx = bert.qkv_backward(dkv, cache.kv, i, 1, run, grads, need_dx)
         dx_lora = bert.qkv_lora_backward(dkv, cache.kv_lora, i, run, grads)

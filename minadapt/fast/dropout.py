@@ -1,27 +1,21 @@
-"""Inverted dropout.
+"""Inverted dropout as nn/dropout.py defines it (the maths is its docstring, which `help()` shows
+below this one), with a cheaper mask. The cache is the reference's.
 
-Forward (training):  keep each element with probability 1 - p, scale kept ones by 1 / (1 - p),
-                     so the expected output equals the input and evaluation needs no rescaling.
-Backward:            dx = dy * mask / (1 - p)   (the same mask: dropout is linear in x)
-At evaluation (train=False) or p = 0 it is the identity and the cache is None.
-
-On NumPy the mask is drawn as 16 random bits per element (backend.keep_mask), about three times as
-fast as a float32 uniform draw; so p is rounded to a multiple of 1/65536 (0.1 becomes 0.100006) and
-the scale uses that rounded p, which keeps E[y] = x exact. On CuPy: float32 uniforms, then mask and
-product in one kernel.
+On NumPy the mask is drawn as 16 random bits per element (numerics.keep_mask) rather than a float32
+uniform each (benchmarks/README.md has the timing); so p is rounded to a multiple of 1/65536 (0.1
+becomes 0.100006) and the scale uses that rounded p, which keeps E[y] = x exact. On CuPy: float32
+uniforms, then mask and product in one kernel.
 """
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import get_xp
+from ..nn import dropout as reference
+from ..nn.dropout import DropoutCache, backward  # noqa: F401  (backward is the reference's)
 from .numerics import keep_mask
 
-
-class DropoutCache(NamedTuple):
-    scale: object  # mask / (1 - p): 0 where dropped, 1/(1-p) where kept
+__doc__ += "\n" + reference.__doc__
 
 
 def make_scale(shape, p, rng, dtype, xp):
@@ -45,10 +39,3 @@ def forward(x, p, rng=None, train=True, scale=None):
     if scale is None:
         scale = make_scale(x.shape, p, rng, x.dtype, xp)
     return x * scale, DropoutCache(scale)
-
-
-def backward(dy, cache):
-    """Returns (dx,)."""
-    if cache is None:
-        return (dy,)
-    return (dy * cache.scale,)

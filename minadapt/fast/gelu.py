@@ -1,32 +1,28 @@
-"""GELU, the exact (erf) form that BERT's checkpoint was trained with.
+"""GELU as nn/gelu.py computes it, the exact (erf) form (the maths is its docstring, which `help()`
+shows below this one), in cache-sized row blocks.
 
-Forward:   y = x Phi(x),   Phi(x) = (1 + erf(x / sqrt 2)) / 2     (the standard normal CDF)
-Backward:  dy/dx = Phi(x) + x phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)   (its density)
-
-The tanh approximation 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))) differs by up to ~1e-3 and
-would drift away from the checkpoint: we keep erf (backend.normal_cdf: exact in float64, a
-float32-accurate rational approximation of erf in float32).
+Phi(x) comes from numerics.normal_cdf: exact in float64, a float32-accurate rational approximation
+of erf in float32 (NumPy has no erf of its own). The tanh form is another function (nn/gelu_tanh.py),
+not a stand-in: BERT's checkpoint was trained with erf. The cache is the reference's.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import get_xp
+from ..nn import gelu as reference
+from ..nn.gelu import GeluCache
 from .numerics import blockwise, normal_cdf
+
+__doc__ += "\n" + reference.__doc__
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-class GeluCache(NamedTuple):
-    x: object  # the input
-    cdf: object  # Phi(x), reused by backward
-
-
 def forward(x, grad=True):
-    """Inputs: x of any shape. Returns (y, cache), y of the same shape.
+    """As nn.gelu.forward: x of any shape -> (y, GeluCache), y of the same shape.
     grad=False: no backward follows (inference), so the cache is None and Phi(x) is computed in
     y's own memory instead of an array of its own (one large array fewer to write and read)."""
     xp = get_xp(x)
@@ -56,7 +52,7 @@ def _forward_block_no_cache(x, y):
 
 
 def backward(dy, cache):
-    """Inputs: dy like x. Returns (dx,)."""
+    """As nn.gelu.backward: dy like x -> (dx,)."""
     x, cdf = cache
     if get_xp(dy) is not np:
         from .cuda_kernels import elementwise

@@ -1,36 +1,24 @@
-"""Layer normalisation over the last (hidden) axis.
+"""Layer normalisation as nn/layernorm.py computes it, in cache-sized row blocks (the maths,
+forward and backward, is nn/layernorm.py's docstring, which `help()` shows below this one).
 
-Dimensions: N = rows (batch x tokens), H = hidden size.
-
-Forward:   mu = mean(x),  var = mean((x - mu)^2),  rstd = 1 / sqrt(var + eps)
-           xhat = (x - mu) rstd,   y = gamma * xhat + beta
-Backward:  with g = dy * gamma (the gradient reaching xhat),
-           dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
-           dgamma = sum over rows of dy * xhat,   dbeta = sum over rows of dy
-The two means are what is left of differentiating mu and var: every x_j moves every y_i of its row.
-
-Both directions run in cache-sized row blocks (`backend.blockwise`): about eight
-passes over a row each, which would otherwise each stream the whole (N, H) array through memory.
+Both directions run in cache-sized row blocks (`numerics.blockwise`): about eight passes over a
+row each, which would otherwise each stream the whole (N, H) array through memory. Each row's
+means are BLAS matrix-vector products (`numerics.row_sums`). The cache is the reference's.
 """
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import get_xp
+from ..nn import layernorm as reference
+from ..nn.layernorm import LayerNormCache
 from .numerics import blockwise, row_sums
 
-
-class LayerNormCache(NamedTuple):
-    xhat: object  # (..., H) normalised input
-    rstd: object  # (..., 1) 1 / standard deviation of each row
-    gamma: object  # (H,)
-    trainable: bool
+__doc__ += "\n" + reference.__doc__
 
 
 def forward(x, gamma, beta, eps=1e-12, trainable=False):
-    """Inputs: x (..., H), gamma (H,), beta (H,). Returns (y (..., H), cache)."""
+    """As nn.layernorm.forward: x (..., H), gamma (H,), beta (H,) -> (y (..., H), LayerNormCache)."""
     xp = get_xp(x)
     if xp is not np:  # on a GPU: the same maths in one kernel (cuda_kernels.py says why)
         from .cuda_kernels import layernorm_forward
@@ -58,7 +46,7 @@ def forward(x, gamma, beta, eps=1e-12, trainable=False):
 
 
 def backward(dy, cache):
-    """Inputs: dy (..., H). Returns (dx, dgamma, dbeta); the last two are None when frozen."""
+    """As nn.layernorm.backward: dy (..., H) -> (dx, dgamma, dbeta), the last two None when frozen."""
     xhat, rstd, gamma, trainable = cache
     xp = get_xp(dy)
     dy_rows, xhat_rows = dy.reshape(-1, dy.shape[-1]), xhat.reshape(-1, dy.shape[-1])

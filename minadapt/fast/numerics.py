@@ -19,14 +19,13 @@ from ..row_generators import RowGenerators
 def keep_freed_memory() -> None:
     """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the OS.
 
-    A training step allocates and frees ~1 GB of activations. By default glibc serves each large
+    A training step allocates and frees all of its activations. By default glibc serves each large
     array with a fresh mmap (or trims the heap after a free), so the next step's arrays land on
-    new pages, and the kernel must fault in and zero every 4 KB page again: ~10% of a step here
-    (benchmarks/README.md). Keeping arrays up to 32 MB (glibc's limit) on the heap and
-    never trimming it makes each step reuse the last step's pages. Peak memory is unchanged.
-    "Never" must be meant: with a 1 GB trim threshold, a step at L=128 (1.2 GB of activations)
-    still gave 170 MB back at its end and faulted it in again in the next: 1.7-3.3 s a step
-    instead of 1.5-1.7 s."""
+    new pages, and the kernel must fault in and zero every 4 KB page again. Keeping arrays up to
+    32 MB (glibc's limit) on the heap and never trimming it makes each step reuse the last step's
+    pages. Peak memory is unchanged. "Never" must be meant: with a large but finite trim threshold,
+    a step at long lengths still gave memory back at its end and faulted it in again in the next
+    (benchmarks/README.md, "Never trimming the heap", has the measurements)."""
     try:
         import ctypes
 
@@ -42,9 +41,9 @@ def keep_freed_memory() -> None:
 def keep_mask(rng, shape, p, xp=np):
     """Boolean mask, True with probability 1 - p, and the p actually used.
 
-    On NumPy: 16 random bits per element compared with round(p * 2^16), about three times as fast
-    as drawing float32 uniforms; p is thereby rounded to a multiple of 2^-16. On CuPy: uniform
-    floats."""
+    On NumPy: 16 random bits per element compared with round(p * 2^16), faster than drawing float32
+    uniforms (benchmarks/numerics_speed.py); p is thereby rounded to a multiple of 2^-16. On CuPy:
+    uniform floats."""
     if xp is np:
         # the bit generator's raw 64-bit output read as four 16-bit numbers: faster than
         # rng.integers(0, 65536, dtype=uint16), from the same (checkpointed) generator state
@@ -62,7 +61,7 @@ def keep_mask(rng, shape, p, xp=np):
 #  * float64 (gradient checks, reference comparisons) and CuPy: backend.erf, exact;
 #  * float32 on NumPy (training): a rational approximation erf(x) ~ x P(x^2) / Q(x^2) on [-4, 4]
 #    (the one in Eigen and XLA), accurate to a few float32 ulps, and much faster than libm's erf
-#    called element by element.
+#    called element by element (benchmarks/numerics_speed.py).
 _ERF_ALPHA = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
               -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
               -1.60960333262415e-02)
@@ -144,9 +143,9 @@ def row_sums(x, scale=1.0):
     """x (..., n) -> (..., 1): each row's sum (times `scale`), as the matrix-vector product x @ 1.
 
     For many short rows (n = 64 to 384) NumPy's reduction x.sum(axis=-1) spends more time per row
-    than on the additions; BLAS does the same sums as one product several times faster
-    (benchmarks/README.md). The result is the same up to
-    rounding (a different order of additions)."""
+    than on the additions; BLAS does the same sums as one product, faster
+    (benchmarks/numerics_speed.py). The result is the same up to rounding (a different order of
+    additions)."""
     xp = get_xp(x)
     return x @ xp.full((x.shape[-1], 1), scale, x.dtype)
 
@@ -154,10 +153,10 @@ def row_sums(x, scale=1.0):
 # --- blockwise elementwise work -------------------------------------------------------------------
 # An elementwise chain like GELU's (a dozen ufuncs) over a (B*T, F) array reads and writes the whole
 # array a dozen times; at 12 MB per pass that is memory traffic, not arithmetic. Cutting the rows
-# into blocks of 2^18 elements (1 MB of float32, the best size measured) keeps the chain's
-# temporaries in the CPU's cache. (The cores are used one level up: each runs its own shard of
-# the batch, see parallel.py.) On CuPy there is no such gain to have: the function runs once on
-# the whole arrays.
+# into blocks of 2^18 elements (1 MB of float32; benchmarks/README.md has the sizes tried) keeps
+# the chain's temporaries in the CPU's cache. (The cores are used one level up: each runs its own
+# shard of the batch, see parallel/cores.py.) On CuPy there is no such gain to have: the function
+# runs once on the whole arrays.
 _BLOCK_ELEMENTS = 1 << 18
 
 

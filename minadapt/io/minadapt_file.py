@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .. import bert, methods
 from ..errors import WeightsError
+from .check import check_adapter_file
 from .weights import check_finite, read_safetensors, save_tensors
 
 FORMAT = "minadapt-adapter/1"
@@ -71,6 +72,7 @@ def stored_method(meta: dict, path) -> tuple:
 
 def load_minadapt(model, path, check_backbone: bool = True, name: str | None = None) -> str:
     """Add the task stored in minadapt file `path` to `model` (as `name`, default the stored name)."""
+    check_adapter_file(path, model.cfg, FORMAT)  # header and metadata, before anything is read or built
     tensors, meta = read_safetensors(path)
     check_finite(tensors, path)
     if meta.get("format") != FORMAT:

@@ -22,6 +22,7 @@ from ..methods import LoraConfig
 from ..errors import ConfigError, WeightsError
 from .weights import read_safetensors, save_tensors
 from .adapterhub import read_head, write_head
+from .peft_family import PEFT_TYPES, load_family, save_family
 from .detect import read_json, require_safetensors
 
 PREFIX = "base_model.model."
@@ -35,9 +36,11 @@ def save_peft(model, directory, adapter: str | None = None) -> Path:
     AdapterHub's head files). Returns the directory."""
     name = model.resolve(adapter)
     lo = model.config_of(name)
+    if model.method(name) in PEFT_TYPES.values():  # prompt, prefix, IA3: peft_family.py
+        return save_family(model, directory, name)
     if not isinstance(lo, LoraConfig):
-        raise ConfigError(f"task {name!r} is {model.method(name)}, not LoRA: PEFT's format holds LoRA "
-                          "(use format='adapterhub' or 'minadapt')")
+        raise ConfigError(f"task {name!r} is {model.method(name)}, not LoRA, prompt, prefix or IA3: "
+                          "PEFT's format holds those (use format='adapterhub' or 'minadapt')")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     arch = model.cfg.arch
@@ -65,8 +68,11 @@ def load_peft(model, directory, name: str | None = None) -> str:
     directory = Path(directory)
     where = directory / "adapter_config.json"
     c = read_json(where)
+    if c.get("peft_type") in PEFT_TYPES:  # prompt, prefix, IA3: peft_family.py
+        return load_family(model, directory, c, name)
     if c.get("peft_type") != "LORA":
-        raise WeightsError(f"{where}: peft_type {c.get('peft_type')!r}; minadapt reads LoRA only")
+        raise WeightsError(f"{where}: peft_type {c.get('peft_type')!r}; minadapt reads LORA, "
+                           f"{', '.join(PEFT_TYPES)}")
     for k, v in SEMANTIC.items():
         if (c.get(k) or v) != v:  # absent, null or empty counts as the default
             raise WeightsError(f"{where}: {k}={c.get(k)!r}; minadapt implements {k}={v!r} only")

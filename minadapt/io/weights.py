@@ -13,13 +13,16 @@ the two shapes, rather than somewhere inside a matmul.
 """
 from __future__ import annotations
 
+import errno
+import os
+import secrets
 from pathlib import Path
 
 import numpy as np
 
 from ..architectures import ARCHITECTURES, PROJECTION
 from ..config import BertConfig
-from ..errors import WeightsError
+from ..errors import StorageError, WeightsError
 
 # Keys a BERT checkpoint may carry that the encoder does not use: the pooler (BertModel's tanh layer
 # on [CLS], not used by adapter heads), the position_ids buffer, and pre-training heads (`cls.`).
@@ -127,13 +130,117 @@ def load_checkpoint(path: str | Path, cfg: BertConfig, dtype=np.float32) -> dict
     return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
 
 
-def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> None:
-    """Write NumPy arrays to `path` atomically (a temporary file, then a rename), so an interrupted
-    save never leaves a half-written file under the real name."""
-    from safetensors.numpy import save_file
+# Temporary files are named .<name>.tmp-<pid>-<random>, beside the file they will become: a rename
+# is atomic only within one filesystem, and the pid says whether the writer can still be alive.
+TMP_INFIX = ".tmp-"
 
+
+def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> None:
+    """Write NumPy arrays to `path` as safetensors, atomically and durably (see atomic_write)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import save
+
+    try:
+        data = save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata)
+    except SafetensorError as e:  # not an OSError: said here, with the file's name
+        raise StorageError(f"{path}: not saved: {e}") from None
+    atomic_write(path, data)
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """`data` into `path` so that `path` is always either its old content or all of `data`:
+
+        write .<name>.tmp-<pid>-<random> in the same folder, fsync it, rename it over `path`,
+        fsync the folder (so the rename itself survives a power cut)
+
+    The file's mode follows the umask (0644 under the usual 022), as any new file's does.
+    Leftovers of a writer that was killed (its pid gone) are removed first. A full disk, a quota,
+    a read-only filesystem or a refused permission is a StorageError naming `path` and the cause;
+    the old `path`, if any, is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _storage_error(path, e) from None
+    remove_leftovers(folder)
+    tmp = folder / f".{path.name}{TMP_INFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode & ~umask
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_folder(folder)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only filesystem keeps it; the next run removes it
+        raise _storage_error(path, e) from None
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # a platform that cannot open folders (Windows): the rename is what it has
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):  # some filesystems cannot fsync a folder
+            raise
+    finally:
+        os.close(fd)
+
+
+def _storage_error(path: Path, e: OSError) -> StorageError:
+    cause = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "free some space"
+    elif e.errno == errno.EROFS:
+        hint = "the filesystem is read-only"
+    elif e.errno in (errno.EACCES, errno.EPERM):
+        hint = "no permission to write there"
+    else:
+        hint = "the storage failed"
+    kept = "the previous file is kept" if path.exists() else "nothing was written"
+    return StorageError(f"{path}: not saved: {cause} ({hint}; {kept})")
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Remove the temporary files (see atomic_write) in `folder` whose writer is no longer running:
+    what a save killed half way left. Returns what it removed."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(".") or TMP_INFIX not in name:
+            continue
+        pid = name.rsplit(TMP_INFIX, 1)[1].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            os.unlink(Path(folder) / name)
+            removed.append(Path(folder) / name)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -5,6 +5,9 @@ command line, the training loop, `compare` and the file formats read.
     bottleneck.py  bottleneck adapters: "houlsby" (two per layer) and "pfeiffer" (one per layer)
     lora.py        low-rank updates of the query and value weights
     full.py        every backbone weight
+    prompt.py      n trained vectors before every sentence (prompt tuning)
+    prefix.py      n trained keys and values before every attention's own (prefix tuning)
+    ia3.py         a learned scale per channel of keys, values and the output projections' inputs
 
 Each declares a `Method` (base.py): its config, how it adds its parameters, its options and
 default learning rate, what `compare` sweeps, how a file stores it. A new method is a new file here
@@ -14,10 +17,14 @@ from ..errors import ConfigError
 from .base import Method, Option
 from .bottleneck import HOULSBY, PFEIFFER, AdapterConfig
 from .full import FULL
+from .ia3 import IA3, IA3Config
 from .lora import LORA, LoraConfig
+from .prefix import PREFIX, PrefixConfig
 from .probe import PROBE
+from .prompt import PROMPT, PromptConfig
 
-METHODS: dict[str, Method] = {m.name: m for m in (PROBE, HOULSBY, PFEIFFER, LORA, FULL)}
+METHODS: dict[str, Method] = {m.name: m for m in (PROBE, HOULSBY, PFEIFFER, LORA, FULL,
+                                                        PROMPT, PREFIX, IA3)}
 
 
 def get(name: str) -> Method:
@@ -36,4 +43,5 @@ def all_options() -> dict[str, tuple[Option, list[str]]]:
     return found
 
 
-__all__ = ["METHODS", "Method", "Option", "AdapterConfig", "LoraConfig", "get", "all_options"]
+__all__ = ["METHODS", "Method", "Option", "AdapterConfig", "LoraConfig", "PromptConfig", "PrefixConfig",
+           "IA3Config", "get", "all_options"]

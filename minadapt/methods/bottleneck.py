@@ -8,9 +8,11 @@ houlsby   AdapterHub's DoubleSeqBnConfig: two per layer, after the attention and
 pfeiffer  AdapterHub's SeqBnConfig: one per layer after the feed-forward block, reading
           LayerNorm(o + h) (bert.ADAPTER_READS says how).
 
-Width: bottleneck m = 64 by default for both. That is minadapt's own choice, not AdapterHub's:
-its reduction factors (16 for DoubleSeqBnConfig and for SeqBnConfig) give m = H/16 = 24 on the
-384-wide MiniLM; adapter-bert (Houlsby et al.'s code) uses 64.
+Width: `minadapt train` and `compare` use bottleneck m = 64 for both, minadapt's own choice
+(adapter-bert, Houlsby et al.'s code, uses 64). AdapterHub's reduction factor 16 (DoubleSeqBnConfig
+and SeqBnConfig) gives m = H/16 = 24 on the 384-wide MiniLM: that is what
+`Model.add_adapter(name, architecture="pfeiffer")` gives when no bottleneck is named, as AdapterHub
+would.
 """
 from __future__ import annotations
 

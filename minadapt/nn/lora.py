@@ -15,7 +15,8 @@ first step (dB = g^T t, and t = xd A^T is not zero). For inference the term fold
 W' = W + s B A, and the layer is a plain linear again (model.merge_lora).
 
 `delta_forward`/`delta_backward` are the low-rank term alone: bert.py adds it to the query and
-value slices of its fused Q|K|V matmul, which computes x W^T + b for all three at once.
+value slices of its fused Q|K|V matmul, which computes x W^T + b for all three at once
+(`add_to_slices`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..backend import get_xp
 from . import dropout, linear
 
 
@@ -69,6 +71,16 @@ def delta_backward(dy, cache):
     da = dt.T @ xd
     (dx,) = dropout.backward((dt @ a).reshape(*dy.shape[:-1], a.shape[1]), drop)
     return dx, da, db
+
+
+def add_to_slices(y, deltas):
+    """y (..., n O), the outputs of n projections side by side, plus a low-rank term on some of them:
+    deltas {j: delta_j (..., O)} gives [y_0 + delta_0 | y_1 | ...] (a slice without a term is
+    unchanged). Returns a new array; y is left as it was."""
+    O = next(iter(deltas.values())).shape[-1]
+    parts = [y[..., j * O:(j + 1) * O] for j in range(y.shape[-1] // O)]  # views
+    return get_xp(y).concatenate([p + deltas[j] if j in deltas else p for j, p in enumerate(parts)],
+                                 axis=-1)
 
 
 def forward(x, w, bias, a, b, scale, p=0.0, rng=None, train=False):

@@ -8,20 +8,20 @@ parallelism of multi-GPU training (DistributedDataParallel: one process per devi
 micro-batch, gradients summed), with cores for devices.
 
 Why cut the batch rather than let BLAS use the cores: OpenBLAS threads only the matrix products.
-Everything between them (GELU, softmax, LayerNorm, residual adds; about a third of a step) would run on
-one core while the other waits. With shards every line of the step runs on every core.
+Everything between them (GELU, softmax, LayerNorm, residual adds: a good share of a step, see
+benchmarks/README.md's profile) would run on one core while the other waits. With shards every
+line of the step runs on every core.
 
 Why processes, not threads. NumPy releases Python's GIL inside each ufunc and matmul, so threads
 do run shards side by side; but every NumPy call must take the GIL back to start and to return,
-and a step makes thousands of calls. With two busy threads each hand-over costs microseconds
-(GELU's chain of ufuncs ran at less than half its one-thread speed on each of two threads;
-benchmarks/README.md, which also times processes against threads). Processes share no GIL. Shard 0 runs in the calling process;
-shards 1..n-1 in worker processes forked from it, so each worker starts with the model already in
-its memory (the frozen backbone is never written, so its pages stay shared with the parent). What
-changes between steps travels through shared memory (`shared_empty`): the task's trainable
-parameters, which the parent writes and each worker copies in before its shard, and one gradient
-slot per shard, which the caller sums. That is the packed trainable vector, the only thing a
-data-parallel adapter step has to exchange: distributed.py, the same layer over MPI processes on
+and a step makes thousands of calls, so with two busy threads the hand-overs add up
+(benchmarks/README.md, "Shard workers are processes, not threads", times both). Processes share
+no GIL. Shard 0 runs in the calling process; shards 1..n-1 in worker processes forked from it,
+so each worker starts with the model already in its memory (the frozen backbone is never written,
+so its pages stay shared with the parent). What changes between steps travels through shared
+memory (`shared_empty`): the task's trainable parameters, which the parent writes and each worker
+copies in before its shard, and one gradient slot per shard, which the caller sums. That is the packed trainable vector, the only thing a
+data-parallel adapter step has to exchange: parallel/mpi.py, the same layer over MPI processes on
 one machine or several, all-reduces it.
 
 Shards are used on NumPy only (a GPU is one device), on Linux with OpenBLAS (its thread count can be
@@ -316,12 +316,12 @@ class DataParallel:
     The results equal the model's own (up to the rounding of summing the shards' gradients). On
     the CPU, dropout draws each sentence's masks from its own generator (row_generators.py), so a
     training run's masks do not depend on the number of shards, nor on the processes of
-    distributed.py: the same seed gives the same run on 1, 2 or 4 of either. Made for one task of a model as it stands: the task's
+    parallel/mpi.py: the same seed gives the same run on 1, 2 or 4 of either. Made for one task of a model as it stands: the task's
     parameters may change (they are sent to the workers before every call), but a model given
     another adapter, head or trainable set needs a new DataParallel. With one shard (one core, a
     GPU, a batch of one) everything runs here, in this process."""
 
-    rank, world_size = 0, 1  # one process (distributed.MPIDataParallel: one of several)
+    rank, world_size = 0, 1  # one process (mpi.MPIDataParallel: one of several)
 
     def __init__(self, model, adapter: str | None = None, n: int | None = None):
         self.model = model

@@ -1,7 +1,7 @@
 """Data parallelism over MPI processes, on one machine or several: `mpiexec -n N minadapt train ...`.
 
 Each of the N processes (ranks) holds the whole model and takes its rows of every global batch:
-rank r computes rows [B r / N, B (r+1) / N). As in parallel.py, the batch's mean loss is the
+rank r computes rows [B r / N, B (r+1) / N). As in parallel/cores.py, the batch's mean loss is the
 ranks' losses weighted by their share, L = sum_r (B_r / B) L_r, so each rank's gradients are
 weighted by B_r / B and one Allreduce (a sum) gives every rank the batch's gradient. Every rank
 then takes the same clipping and the same AdamW step on the same numbers, so their parameters
@@ -27,10 +27,19 @@ an error would leave the others waiting in their next Allreduce, and itself wait
 MPI_Finalize: so an error on any rank aborts the whole job (`abort`, and an excepthook for
 uncaught exceptions). Ctrl-C on mpiexec reaches every rank; they agree (`any_rank`) to stop after
 the same step, and rank 0 saves the checkpoint.
+
+A rank that stops answering (SIGSTOP, a hung driver, a lost machine) neither dies nor fails: the
+others would wait in their next collective forever. So every collective here is nonblocking, and
+a rank waits for it at most MINADAPT_MPI_TIMEOUT seconds (default 60; longer than any step's
+imbalance between ranks), then says so and aborts the job (mpiexec ends every rank, the stopped
+one too). While a rank waits it runs Python's signal handlers (a blocking MPI call would not), and
+once SIGINT or SIGTERM has come the wait is cut to SIGNAL_GRACE_S: Ctrl-C on a job with a stuck
+rank ends it within seconds.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -43,6 +52,70 @@ from ..row_generators import RowGenerators
 _ENV = (("PMI_RANK", "PMI_SIZE"),  # MPICH (hydra), Intel MPI
         ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),  # Open MPI
         ("PMIX_RANK", "PMIX_SIZE"))  # PMIx launchers (srun --mpi=pmix)
+
+
+TIMEOUT_S = 60.0  # default of MINADAPT_MPI_TIMEOUT: seconds a rank waits in one collective
+SIGNAL_GRACE_S = 10.0  # after SIGINT / SIGTERM, seconds a rank still waits for the others
+
+
+def collective_timeout() -> float:
+    """MINADAPT_MPI_TIMEOUT (seconds, > 0), or TIMEOUT_S."""
+    text = os.environ.get("MINADAPT_MPI_TIMEOUT", "")
+    if not text:
+        return TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"MINADAPT_MPI_TIMEOUT={text!r}: expected seconds, a number > 0")
+    return value
+
+
+def wait(request, comm, what: str, timeout: float | None = None) -> None:
+    """Wait for nonblocking MPI `request`; after `timeout` seconds (MINADAPT_MPI_TIMEOUT), or
+    SIGNAL_GRACE_S after a SIGINT / SIGTERM, say which rank gave up waiting and abort the job."""
+    timeout = collective_timeout() if timeout is None else timeout
+    start = time.monotonic()
+    signalled = []
+    previous = {}
+    if _main_thread():  # note a signal, then let the handler in place do what it does
+        def note(signum, frame):
+            signalled.append(time.monotonic())
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+        for s in (signal.SIGINT, signal.SIGTERM):
+            previous[s] = signal.signal(s, note)
+    try:
+        pause = 0.0
+        while not request.Test():
+            now = time.monotonic()
+            late = now - start > timeout
+            if signalled and now - signalled[0] > SIGNAL_GRACE_S:
+                late, timeout = True, SIGNAL_GRACE_S
+            if late:
+                print(f"minadapt: rank {comm.Get_rank()} of {comm.Get_size()}: no answer from the "
+                      f"other ranks in {what} within {timeout:g} s (a rank stopped, hung or lost): "
+                      "ending the job (MINADAPT_MPI_TIMEOUT sets the limit)",
+                      file=sys.stderr, flush=True)
+                _let_mpiexec_forward_output()
+                comm.Abort(3)
+            time.sleep(pause)  # a short spin, then at most 2 ms between tests
+            pause = min(0.002, pause + 0.0001)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def launched() -> tuple[int, int]:
@@ -134,7 +207,8 @@ class MPIDataParallel:
                 buffer[:P] *= weight
             buffer[P] = loss * weight
             buffer[P + 1 + s.start * C:P + 1 + s.stop * C] = logits.reshape(-1)
-        self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
+        wait(self.comm.Iallreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM), self.comm,
+             "the gradients' Allreduce")
         grads = unpack(buffer[:P], self.shapes) if P else {}
         return buffer[P].copy(), buffer[P + 1:].reshape(B, C), grads
 
@@ -146,15 +220,22 @@ class MPIDataParallel:
         s = self._rows(B)
         part = getattr(model, method)(ids[s], mask[s], None if types is None else types[s],
                                       adapter=self.name) if s.stop > s.start else None
-        row_shape = part.shape[1:] if part is not None else None
-        row_shape = next(r for r in self.comm.allgather(row_shape) if r is not None)
+        mine = np.zeros(4, np.int64)  # [has rows, dims of a row, its sizes (at most 2)]
+        if part is not None:
+            mine[0], mine[1] = 1, part.ndim - 1
+            mine[2:1 + part.ndim] = part.shape[1:]
+        shapes = np.empty((self.world_size, 4), np.int64)  # every rank's, so one with no rows learns it
+        wait(self.comm.Iallgather(mine, shapes), self.comm, f"{method}'s row shapes")
+        r = next(r for r in shapes if r[0])
+        row_shape = tuple(int(d) for d in r[2:2 + r[1]])
         if part is None:
             part = np.empty((0, *row_shape), model.dtype)
         per_row = int(np.prod(row_shape))
         counts = [(rows(B, r, self.world_size).stop - rows(B, r, self.world_size).start) * per_row
                   for r in range(self.world_size)]
         out = np.empty((B, *row_shape), model.dtype)
-        self.comm.Allgatherv(np.ascontiguousarray(part), [out, counts])
+        wait(self.comm.Iallgatherv(np.ascontiguousarray(part), [out, counts]), self.comm,
+             f"{method}'s Allgatherv")
         return out
 
     def logits(self, input_ids, attention_mask, token_type_ids=None):
@@ -168,7 +249,10 @@ class MPIDataParallel:
     def any_rank(self, flag: bool) -> bool:
         """True on every rank when `flag` is true on any (e.g. a Ctrl-C seen by one rank first):
         all ranks stop after the same step."""
-        return bool(self.comm.allreduce(bool(flag), op=self.MPI.LOR))
+        flags = np.array([int(bool(flag))], np.int64)
+        wait(self.comm.Iallreduce(self.MPI.IN_PLACE, flags, op=self.MPI.MAX), self.comm,
+             "the agreement to stop")
+        return bool(flags[0])
 
     def close(self):
         """Nothing to stop: the ranks live as long as the job."""

@@ -1,9 +1,9 @@
-"""Exercise 5: the embeddings' scatter-add backward, and LoRA (lessons 4 and 10)."""
+"""Exercise 6: the embeddings' scatter-add backward, and LoRA (lessons 4 and 10)."""
 from .cells import SETUP, code, md, stub
 
 CELLS = [
 md(r'''
-# Exercise 5 — The embeddings' backward, and LoRA
+# Exercise 6 — The embeddings' backward, and LoRA
 
 Two more pairs, as before: write the marked cells; the cell after each checks them against the
 reference (`minadapt/nn/embedding.py`, `minadapt/nn/lora.py`) and finite differences.

@@ -1,10 +1,10 @@
-"""Exercise 6, the capstone: the learner's own functions from exercises 1-4 run the pretrained BERT
+"""Exercise 7, the capstone: the learner's own functions from exercises 1-4 run the pretrained BERT
 and train an adapter on SST-2 past 80% dev accuracy, with the learner's AdamW and schedule."""
 from .cells import SETUP, WEIGHTS, code, md
 
 CELLS = [
 md(r'''
-# Exercise 6 — Capstone: your code trains BERT
+# Exercise 7 — Capstone: your code trains BERT
 
 Everything you wrote in exercises 1–4 now replaces the library's maths inside the real pretrained
 all-MiniLM-L6-v2 (lesson 0 introduces it), frozen: every linear layer (Q|K|V, the
@@ -159,6 +159,6 @@ md(r'''
 - Swap one of your ops back for the library's (`model.ops.gelu = minadapt.nn.gelu`) and time a step:
   which of yours is slowest, and why (lesson 2's appendix on the fast ops has the answers)?
 - Train with `bottleneck=8`: how much accuracy do 8 numbers per adapter keep?
-- Your LoRA pair (exercise 5) is one more op: `minadapt/nn/lora.py` is what bert.py calls for it.
+- Your LoRA pair (exercise 6) is one more op: `minadapt/nn/lora.py` is what bert.py calls for it.
 '''),
 ]
