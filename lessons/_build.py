@@ -32,6 +32,7 @@ import nbformat
 
 LESSONS = pathlib.Path(__file__).resolve().parent
 SOURCES = {  # notebook file name -> source module in lessons/_src/
+    "00_bert_primer.ipynb": "l00_bert_primer",
     "01_adapters_in_five_minutes.ipynb": "l01_adapters_in_five_minutes",
     "02_linear_gelu_layernorm.ipynb": "l02_linear_gelu_layernorm",
     "03_attention.ipynb": "l03_attention",
@@ -44,6 +45,7 @@ SOURCES = {  # notebook file name -> source module in lessons/_src/
     "10_adapters_lora_full_probe.ipynb": "l10_alternatives",
     "11_prompt_prefix_ia3.ipynb": "l11_family",
     "12_composing_adapters.ipynb": "l12_composition",
+    "appendix_a_fast_ops.ipynb": "a1_fast_ops",  # optional: the speed material of lesson 2
 }
 EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lessons/_src/
     "exercises/01_linear_gelu_layernorm.ipynb": "e01_linear_gelu_layernorm",
@@ -51,7 +53,19 @@ EXERCISES = {  # exercise notebook, under lessons/ -> its source module in lesso
     "exercises/03_adapter_layer.ipynb": "e03_adapter_layer",
     "exercises/04_head_adamw.ipynb": "e04_head_adamw",
     "exercises/05_prefix_gradient.ipynb": "e05_prefix_gradient",
+    "exercises/06_embedding_lora.ipynb": "e06_embedding_lora",
+    "exercises/07_capstone_your_ops_train_bert.ipynb": "e07_capstone",
 }
+SOLVED = LESSONS / "exercises" / ".solved"  # where the exercises run solved (ignored by git)
+
+
+def solved_folder() -> pathlib.Path:
+    """Write every exercise, solved, into exercises/.solved/ and return that folder: an exercise runs
+    solved from there, so the capstone's `%run 01_...ipynb` finds the solved siblings."""
+    SOLVED.mkdir(exist_ok=True)
+    for name, module in EXERCISES.items():
+        nbformat.write(build(name, module, solved=True), SOLVED / pathlib.Path(name).name)
+    return SOLVED
 
 
 def build(name: str, module: str, solved: bool = False) -> nbformat.NotebookNode:
@@ -99,12 +113,14 @@ def keep_outputs(nb: nbformat.NotebookNode, path: pathlib.Path) -> bool:
 
 
 def run(nb: nbformat.NotebookNode, figures: pathlib.Path | None, stem: str,
-        where: pathlib.Path = LESSONS) -> float:
+        where: pathlib.Path = LESSONS, timeout: int = 600) -> float:
+    """Execute `nb` in a kernel from the folder `where`, keeping its outputs; `timeout` seconds per
+    cell. Returns the seconds it took."""
     from nbclient import NotebookClient
 
     metadata = copy.deepcopy(nb.metadata)
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(where)}}).execute()
     seconds = time.perf_counter() - t0
     nb.metadata = metadata  # the kernel's version details would change the file on every run
@@ -132,11 +148,11 @@ def main(argv=None):
             continue
         nb = build(name, module)
         line = f"wrote {name}"
-        if args.run:  # an exercise runs solved, from its own folder, and is written unsolved
-            where = (LESSONS / name).parent
+        if args.run:  # an exercise runs solved, beside its solved siblings, and is written unsolved
+            where = solved_folder() if name in EXERCISES else LESSONS
             stem = name.removesuffix(".ipynb").replace("/", "_")
             executed = build(name, module, solved=True)
-            seconds = run(executed, args.figures, stem, where)
+            seconds = run(executed, args.figures, stem, where, timeout=3600 if name in EXERCISES else 600)
             if name in SOURCES:
                 nb = executed
             total += seconds

@@ -42,9 +42,10 @@ def init_params(name, hidden, num_labels, rng, dtype, std=0.02):
     }
 
 
-def forward(h_cls, params, name, p_drop=0.1, rng=None, train=False, dropout=dropout):
+def forward(h_cls, params, name, p_drop=0.1, rng=None, train=False, dropout=dropout, linear=linear):
     """Inputs: h_cls (B, H) the final hidden state of [CLS]; `dropout` the dropout op (nn's, or
-    the fast one). Returns (logits (B, C), cache)."""
+    the fast one); `linear` the linear op (nn's, or a learner's: minadapt.learner).
+    Returns (logits (B, C), cache)."""
     w1, b1, w4, b4 = (params[k] for k in head_names(name))
     x, drop0 = dropout.forward(h_cls, p_drop, rng, train)
     z, dense1 = linear.forward(x, w1, b1)
@@ -54,7 +55,7 @@ def forward(h_cls, params, name, p_drop=0.1, rng=None, train=False, dropout=drop
     return logits, HeadCache(drop0, dense1, tanh_cache, drop3, dense4)
 
 
-def backward(dlogits, cache, name, dropout=dropout):
+def backward(dlogits, cache, name, dropout=dropout, linear=linear):
     """Inputs: dlogits (B, C). Returns (dh_cls (B, H), grads dict keyed by parameter name)."""
     w1, b1, w4, b4 = head_names(name)
     grads = {}

@@ -346,8 +346,9 @@ class Model:
         head = self.heads[name]
         h, enc_cache = bert.encoder_forward(self.params, self.qkv, self.cfg, input_ids,
                                             attention_mask, token_type_ids, run, cls_only=True)
-        logits, head_cache = heads.forward(h[:, 0], self.params, name, head.dropout, run.rng,
-                                           run.train, run.ops.dropout)
+        head_op = getattr(run.ops, "head", heads)  # a learner's ops bundle brings its own (learner.py)
+        logits, head_cache = head_op.forward(h[:, 0], self.params, name, head.dropout, run.rng,
+                                             run.train, run.ops.dropout)
         return logits, (enc_cache, head_cache, h.shape)
 
     def loss_and_grads(self, input_ids, attention_mask, token_type_ids, labels,
@@ -364,11 +365,11 @@ class Model:
         name = self.resolve(adapter)
         run = self._run(name, train, rng if train else None)
         logits, (enc_cache, head_cache, h_shape) = self._forward(name, ids, mask, types, run)
-        loss_op = mse if self.heads[name].regression else cross_entropy
+        loss_op = mse if self.heads[name].regression else getattr(run.ops, "cross_entropy", cross_entropy)
         loss, loss_cache = loss_op.forward(logits, labels)
         # backward: the forward read bottom-up
         (dlogits,) = loss_op.backward(1.0, loss_cache)
-        dcls, grads = heads.backward(dlogits, head_cache, name, run.ops.dropout)
+        dcls, grads = getattr(run.ops, "head", heads).backward(dlogits, head_cache, name, run.ops.dropout)
         lowest = self.lowest_trainable_layer(name)
         if lowest is not None:
             dh = self.xp.zeros(h_shape, dcls.dtype)  # only [CLS] reaches the head

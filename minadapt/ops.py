@@ -13,6 +13,8 @@ place by the next, and cls_layer None, so the last layer computes every row and 
 routes are the fast bundle's: minadapt.fast's ops, LoRA's terms added into the projection's own
 output (fast/lora.py), and the last layer for the [CLS] row alone when only that row is read
 (fast/cls_layer.py, from bert.py's own pieces).
+A bundle may also bring head and cross_entropy (model.py uses heads.py and nn.loss where it has
+none); a learner's bundle (learner.py) is passed through make() as it is.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def reference() -> SimpleNamespace:
     return SimpleNamespace(name="reference", linear=nn.linear, attention=nn.attention, gelu=nn.gelu,
                            layernorm=nn.layernorm, dropout=nn.dropout, adapter=nn.adapter,
                            non_linearities=dict(nn.adapter.NON_LINEARITIES), lora=nn.lora,
-                           cls_layer=None)
+                           cls_layer=None, adamw=nn.adamw)
 
 
 def fast(inference: bool = False, linear=None) -> SimpleNamespace:
@@ -45,8 +47,11 @@ def fast(inference: bool = False, linear=None) -> SimpleNamespace:
         cls_layer=cls_layer)
 
 
-def make(name: str, inference: bool = False, linear=None) -> SimpleNamespace:
-    """ops by name: "reference" or "fast"."""
+def make(name, inference: bool = False, linear=None) -> SimpleNamespace:
+    """ops by name: "reference" or "fast"; or a bundle itself (a learner's: minadapt.learner.ops),
+    used as it is."""
+    if not isinstance(name, str):
+        return name
     if name == "reference":
         return reference()
     if name == "fast":

@@ -282,3 +282,41 @@ def test_model_packs_its_trainable_parameters(tmp_path):
     assert packed_offsets({k: other.params[k] for k in other.trainable}) is not None
     for k in model.trainable:
         np.testing.assert_array_equal(other.params[k], model.params[k])
+
+
+def test_packed_adamw_equals_the_plain_one():
+    """minadapt.optim.AdamW (in place, over one packed vector when the parameters tile one) gives
+    the same parameters as nn/adamw.py's plain update, step after step, decay and no-decay names
+    alike, with a changing learning rate and gradients from 1e-7 to 1e2."""
+    from minadapt.nn import adamw
+    from minadapt.optim import default_no_decay
+    from minadapt.packed import pack
+
+    base = make_params(3)
+    names = sorted(base)
+    vector, views = pack(base, names)  # the layout Model gives its trainable parameters
+    packed = dict(views)
+    opt = AdamW(packed, lr=1e-2, weight_decay=0.1)
+    assert opt._packed is not None  # the whole-vector path is the one under test
+    plain = {k: v.copy() for k, v in base.items()}
+    state = {k: adamw.init(v) for k, v in plain.items()}
+    rng = np.random.default_rng(7)
+    for step in range(6):
+        lr = 1e-2 * (step + 1) / 6
+        grads = {k: rng.normal(size=p.shape) * 10.0 ** rng.integers(-7, 3, size=p.shape) for k, p in base.items()}
+        opt.step(packed, grads, lr=lr)
+        for k in names:
+            wd = 0.0 if default_no_decay(k) else 0.1
+            plain[k], state[k] = adamw.update(plain[k], grads[k], state[k], lr, weight_decay=wd)
+    for k in names:
+        np.testing.assert_allclose(packed[k], plain[k], rtol=1e-12, atol=1e-15, err_msg=k)
+        np.testing.assert_allclose(opt.m[k], state[k].m, rtol=1e-12, atol=1e-300)
+
+
+def test_plain_adamw_sign_and_decay_matter():
+    """The comparison above can fail: a flipped step sign or an L2 decay moves the parameters."""
+    from minadapt.nn import adamw
+
+    p, g = np.ones(3), np.array([1.0, -2.0, 3.0])
+    right, _ = adamw.update(p, g, adamw.init(p), 0.1, weight_decay=0.1)
+    np.testing.assert_allclose(right, 0.99 - 0.1 * np.sign(g), rtol=1e-6)  # first step: lr * sign(g)

@@ -101,4 +101,18 @@ def layernorm_backward(dy, cache):
 code(r'''
 exercise.check_layernorm(layernorm_forward, layernorm_backward)
 '''),
+md(r'''
+## Check your understanding
+
+1. Your linear check passes with `x` of shape `(N, D)`. What changes, if anything, for `(B, T, D)`?
+2. The check feeds LayerNorm one row of variance about $10^{-6}$. Which mistake does that row expose, and why only there?
+3. Why must a backward never write into `dy`?
+
+<details><summary>Answers</summary>
+
+1. Nothing in the maths: flatten to `(B*T, D)` rows, as the library's `linear` does, and $\bar W$ and $\bar b$ sum over all $B\cdot T$ rows.
+2. Putting $\epsilon$ outside the square root (or leaving it out): with $\sigma^2 \gg \epsilon$ the three forms agree to many digits; near $\sigma^2 \approx \epsilon$ they differ.
+3. The caller may still need it: at a residual sum the same upstream gradient feeds two branches, and an in-place edit in one corrupts the other.
+</details>
+'''),
 ]

@@ -78,4 +78,16 @@ def attention_backward(dc, cache):
 code(r'''
 exercise.check_attention(attention_forward, attention_backward)
 '''),
+md(r'''
+## Check your understanding
+
+1. Subtracting the row's maximum changes nothing mathematically. Why does subtracting the maximum of the whole array fail on the check's input?
+2. Where in your attention backward does the padding mask appear?
+
+<details><summary>Answers</summary>
+
+1. The check has one row near 800: shifted by that, every other row's exponentials underflow to 0, and $0/0$ gives nan.
+2. Nowhere explicitly: it is a constant added to the scores, and its effect arrives through $a_j = 0$ for padded keys.
+</details>
+'''),
 ]

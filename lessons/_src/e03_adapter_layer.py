@@ -22,7 +22,8 @@ md(r'''
 $$z = h W_\text{down}^\top + b_\text{down}, \qquad u = \operatorname{swish}(z), \qquad
 y = h + u W_\text{up}^\top + b_\text{up}$$
 
-`h` is `(N, H)`, `w_down` `(m, H)`, `w_up` `(H, m)`. Compose it from the library's `linear` and
+`h` is `(..., H)`: `(N, H)` rows in the check below, `(B, T, H)` in the model of §3 (the library's
+`linear` takes either), `w_down` `(m, H)`, `w_up` `(H, m)`. Compose it from the library's `linear` and
 `swish` pairs (you wrote linear in exercise 1): the point here is the order of the pieces and the
 skip connection. Return `(dh, dw_down, db_down, dw_up, db_up)`. (The check uses a random
 $W_\text{up}$, not the zero of the identity init, so that every gradient is non-trivial.)
@@ -70,7 +71,9 @@ bottleneck only.
 '''),
 code(r'''
 print(inspect.getsource(bert.after_attention_forward))
-print(bert.LayerCache._fields, bert.AfterAttentionCache._fields)
+print("LayerCache:", bert.LayerCache._fields)
+print("AfterAttentionCache (cache.rest):", bert.AfterAttentionCache._fields)
+print("SiteCache (cache.rest.site1, .site2):", bert.SiteCache._fields)
 '''),
 md(r'''
 Write its backward with the library's op pairs (`layernorm`, `adapter`, `linear`, `gelu`,
@@ -117,5 +120,17 @@ gradient must come out the same. (The checkpoint is fetched into `weights/` if i
 WEIGHTS,
 code(r'''
 exercise.check_adapter_in_model(adapter_forward, adapter_backward, WEIGHTS)
+'''),
+md(r'''
+## Check your understanding
+
+1. Inside the layer the library calls the adapter with `skip=False`. What would go wrong with the skip connection left in?
+2. In the layer backward, why is `ds2` added to `dh`?
+
+<details><summary>Answers</summary>
+
+1. The residual sum already adds the sub-layer's output; the adapter's own `+ h` would add it a second time, and at the identity initialisation the layer would no longer compute what the pretrained one did.
+2. `h` is used twice in the forward: as the feed-forward block's input and in the residual sum `o + h + A(o)`; its gradient is the sum over both uses.
+</details>
 '''),
 ]

@@ -20,9 +20,16 @@ This lesson shows the point first:
    steps on movie-review sentiment (SST-2), watch the loss go down, predict two sentences, save the
    adapter and look at its size.
 
+To run it yourself: `pip install -e ".[dev]"` in the repository root (the one install line for all
+the lessons and exercises), then `jupyter lab lessons/`. The checkpoint is fetched on first use.
+
 Then it opens the first box: how the library writes every layer as a forward/backward pair, and how
 each backward is checked against finite differences, in float64. The later lessons build each piece:
-the ops (2, 3), the encoder (4), the adapter (5), training (6), what freezing saves (7), the GPU (8).
+what BERT is and how it was pretrained (0, if you have not met it), the ops (2, 3), the encoder (4),
+the adapter (5), training (6), many tasks on one backbone (9), and the other ways of adapting (10).
+Lessons 7 (what freezing saves, and speed on a CPU) and 8 (the GPU) are optional appendices. The
+exercises (`exercises/`) ask you to write each op before you read its answer, and the last one
+trains BERT on your own code.
 '''),
 SETUP,
 WEIGHTS,
@@ -127,26 +134,40 @@ model computes precisely what the pretrained encoder computed.
 ## 2. Five minutes end to end
 
 **The data.** SST-2 (GLUE's Stanford Sentiment Treebank): snippets of film reviews labelled
-negative (0) or positive (1). `find_sst2()` finds its folder (`$MINADAPT_DATA/sst2`, else minadapt's
-cache, downloading it there once). We train on the first 3,200 training sentences and measure
-accuracy on the 872 sentences of the dev set. `encode_split` turns sentences into token ids, and
-`bucketed_batches` cuts them into batches of 32 sentences of similar length (lesson 6 says why).
+negative (0) or positive (1). `load_task("sst2")` reads it from the folder `MINADAPT_DATA` names
+(one holding `sst2/`), or else from minadapt's cache, downloading it there once. Set that folder in
+the cell below if you have the data elsewhere: a notebook's kernel does not see an `export` typed in
+a terminal after it started.
 '''),
 code(r'''
-from minadapt.tasks.sst2 import bucketed_batches, find_sst2, load_sst2
-from minadapt.train import encode_split, evaluate
+import os
 
-data = load_sst2(find_sst2())
-sentences, labels = data["train"]
-print(f"{len(sentences):,} training sentences, e.g. {sentences[3]!r} -> {labels[3]}")
+# os.environ["MINADAPT_DATA"] = "/path/to/data"   # a folder holding sst2/ (train.tsv, dev.tsv)
+print("MINADAPT_DATA =", os.environ.get("MINADAPT_DATA", "(not set: minadapt's cache, downloading SST-2 once)"))
+'''),
+md(r'''
+We train on the first 3,200 training sentences and measure accuracy on the 872 sentences of the dev
+set. The tokenizer turns sentences into token ids, and `bucketed_batches` cuts them into batches of
+32 sentences of similar length (lesson 6 says why).
+'''),
+code(r'''
+from minadapt.tasks import load_task
+from minadapt.tasks.batching import bucketed_batches
+from minadapt.train import evaluate
+
+data = load_task("sst2")
+sentences, labels = data["train"].texts, data["train"].labels
+print(f"{len(sentences):,} training sentences, e.g. {sentences[3]!r} -> {labels[3]}; "
+      f"{len(data['dev'].texts)} dev sentences")
 
 SUBSET, STEPS = 3200, 100
-train_ids, train_len = encode_split(model.tokenizer, sentences[:SUBSET])
-dev_ids, _ = encode_split(model.tokenizer, data["dev"][0])
+train_ids = model.tokenizer.ids(sentences[:SUBSET])
+train_len = np.array([len(s) for s in train_ids])
+dev_ids = model.tokenizer.ids(data["dev"].texts)
 batches = bucketed_batches(train_len, 32, np.random.default_rng(0))
 print(f"{len(batches)} batches of 32; the first has shape {model.tokenizer.pad([train_ids[i] for i in batches[0]]).input_ids.shape}")
 
-dev_before, _ = evaluate(model, dev_ids, data["dev"][1], adapter="sst2")
+dev_before, _ = evaluate(model, dev_ids, data["dev"].labels, adapter="sst2")
 print(f"dev accuracy before training: {dev_before:.1%} (the head is random: a coin toss)")
 '''),
 md(r'''
@@ -174,11 +195,13 @@ for step in range(STEPS):
     optim.clip_grad_norm(grads, max_norm=1.0)
     opt.step(model.params, grads, lr=optim.lr_schedule(step, STEPS, warmup_steps=6, base_lr=2e-3))
     losses.append(float(loss))
+    if step % 20 == 0 or step == STEPS - 1:  # progress: a CPU step takes a second or more
+        print(f"step {step:3d}/{STEPS}  loss {np.mean(losses[-20:]):.3f}  {time.perf_counter() - t0:4.0f} s", flush=True)
 print(f"{STEPS} steps in {time.perf_counter() - t0:.0f} s")
 print("the frozen backbone is bit-identical after training:",
       np.array_equal(model.params[frozen_name], frozen_before))
 
-dev_after, _ = evaluate(model, dev_ids, data["dev"][1], adapter="sst2")
+dev_after, _ = evaluate(model, dev_ids, data["dev"].labels, adapter="sst2")
 print(f"dev accuracy: {dev_before:.1%} before, {dev_after:.1%} after {STEPS} steps")
 
 fig, ax = plt.subplots(figsize=(8, 3.2))
@@ -220,8 +243,9 @@ print(f"{path.name}: {size / 1e6:.1f} MB; the backbone it plugs into: {backbone_
       f"({backbone_size / size:.0f}x larger, and shared by every task)")
 '''),
 md(r'''
-That is the whole product: a few minutes on a CPU, a file of about 3 MB, and a frozen backbone
-shared by every task. (A hundred steps see 3,200 sentences, a twentieth of SST-2; the full run,
+That is the whole product: a training run of the length printed above on this CPU (yours will
+differ), a file of the size printed
+just above, and a frozen backbone shared by every task. (A hundred steps see 3,200 sentences, a twentieth of SST-2; the full run,
 `minadapt train sst2`, is lesson 6.)
 
 What ran inside `loss_and_grads` is the rest of this course: a forward pass through a dozen small
@@ -480,5 +504,19 @@ plenty: lesson 4 shows the float32 model agreeing with
 PyTorch's float64 numbers to a few millionths.
 
 **Next:** lesson 2 derives the backward of the linear layer, GELU and LayerNorm, and checks each.
+'''),
+md(r'''
+## Check your understanding
+
+1. After training, how do you get the original pretrained model back?
+2. Why are gradient checks done in float64, not float32?
+3. What does a cache hold, and what does a frozen linear's cache leave out?
+
+<details><summary>Answers</summary>
+
+1. Drop the adapter and the head: the backbone's arrays are bit-identical to the checkpoint (the lesson checks one), because the optimiser was never given them.
+2. A centred difference has a truncation error of order $h^2$ and a rounding error of order $\epsilon/h$. With float32's $\epsilon \approx 10^{-7}$ no $h$ makes both small; float64's $10^{-16}$ leaves room for agreement to many digits.
+3. What the backward needs and cannot cheaply recompute. A frozen linear never computes $\bar W = \bar y^\top x$, so it does not keep $x$.
+</details>
 '''),
 ]

@@ -18,10 +18,7 @@ gradient arriving from above (`dy` in the code).
 '''),
 SETUP,
 code(r'''
-import inspect
-
-from minadapt import backend, gradcheck
-from minadapt.fast import numerics
+from minadapt import gradcheck
 from minadapt.nn import dropout, gelu, layernorm, linear, loss, mse, relu, swish, tanh
 
 rng = np.random.default_rng(0)
@@ -92,23 +89,14 @@ The product rule gives the backward in one line:
 $$\frac{d}{dx}\,x\,\Phi(x) = \Phi(x) + x\,\varphi(x) \qquad\Rightarrow\qquad \bar x = \bar y\,\big(\Phi(x) + x\,\varphi(x)\big).$$
 
 The forward already computes $\Phi(x)$, the expensive part, so the cache keeps it (`GeluCache(x, cdf)`);
-$\varphi(x)$ is one `exp` and is recomputed. Read the file, printed below: the backward is
-$\bar y\,(\Phi + x\varphi)$ written as one expression, which makes a *fresh* array; it never
-edits the upstream gradient `dy` in place (that would silently corrupt a gradient that another
-branch still needs).
-'''),
-code(r'''
-print(inspect.getsource(gelu))  # the whole file: docstring, forward, backward
-'''),
-md(r'''
-This is the *reference* GELU, the one the lessons read. Training runs its fast twin,
-[fast/gelu.py](../minadapt/fast/gelu.py), which computes the same numbers with less memory traffic: each step of
-$\bar y\,(\Phi + x\varphi)$ is done in place on one fresh output array, the rows are cut into
-blocks that stay in the CPU's cache (`numerics.blockwise`), and in float32 $\Phi$ comes from a
-rational approximation instead of `math.erf` element by element (below). On an array of millions
-of elements a dozen whole-array passes cost far more than the arithmetic, which is why it is
-worth having; `tests/test_fast_ops.py` checks it against this file, forward and backward, and so
-does section 5 below.
+$\varphi(x)$ is one `exp` and is recomputed. Write the backward as one expression,
+$\bar y\,(\Phi + x\varphi)$, which makes a *fresh* array: never edit the upstream gradient `dy` in
+place (that would silently corrupt a gradient that another branch still needs).
+
+**Your turn, before reading the answer.** Exercise 1 (`exercises/01_linear_gelu_layernorm.ipynb`)
+asks for linear, this GELU and LayerNorm (section 3 below derives it): write them now, and let its
+checks tell you which mistake yours looks like, if any. Then compare with the library's
+[nn/gelu.py](../minadapt/nn/gelu.py), the answer, which the rest of this lesson calls.
 '''),
 code(r'''
 xg = rng.standard_normal((4, 6)) * 2
@@ -121,8 +109,9 @@ md(r'''
 **erf, and why not the tanh approximation.** Many codebases use
 $\tfrac12 x\left(1+\tanh\!\big(\sqrt{2/\pi}\,(x+0.044715\,x^3)\big)\right)$, which avoids erf.
 It is *not* the function the checkpoint was trained with (`hidden_act: "gelu"` means the erf form).
-The figure compares the two, and their derivatives; the approximation is written out here only for
-the comparison (the library does not contain it).
+The figure compares the two, and their derivatives. The library has the approximation too, as
+`nn/gelu_tanh.py`: one of the non-linearities an *adapter* may use (`non_linearity="gelu_tanh"`),
+never the encoder's own GELU.
 '''),
 code(r'''
 def gelu_tanh(x):
@@ -176,8 +165,8 @@ print(f"GELU' ranges from {exact_slope.min():.3f} (at x = {xs[exact_slope.argmin
 md(r'''
 What to look at:
 
-* Left: GELU is a smooth ReLU that lets a little negative signal through and dips to about −0.17
-  near $x \approx -0.75$.
+* Left: GELU is a smooth ReLU that lets a little negative signal through: it dips below zero for
+  negative $x$ before returning to 0.
 * Middle: unlike ReLU's step, GELU's slope is smooth, goes slightly *negative* for $x \lesssim -0.75$
   and overshoots 1 for $x \gtrsim 0.75$: a gradient flowing back through a GELU can be amplified or
   flip sign.
@@ -185,28 +174,10 @@ What to look at:
   compounds through six layers of 1536 GELUs per token: a model using the approximation does not
   reproduce the checkpoint's numbers (lesson 4 matches them to $10^{-14}$ in float64).
 
-The exact form needs erf, which NumPy lacks. `backend.erf`, which the reference GELU calls, runs
-`math.erf` element by element (exact, and slow: about 50 ns an element). The fast ops use
-`minadapt/fast/numerics.py` instead: in float32, a rational approximation
-$\operatorname{erf}(x) \approx x\,P(x^2)/Q(x^2)$ on $[-4, 4]$ (the one Eigen and XLA use). The fast
-GELU calls `numerics.normal_cdf`, the same $P/Q$ with the $x/\sqrt2$, the $+1$ and the $/2$ of
-$\Phi(x) = (1+\operatorname{erf}(x/\sqrt2))/2$ folded into its coefficients: three passes over a
-large array fewer. Both polynomials are also divided by $Q$'s leading coefficient, so that $Q$'s
-first Horner step is a single addition $x^2 + b_1$. Every multiply and every add of Horner's rule
-is one NumPy call that reads and writes the whole array: that count, not the arithmetic, is what
-the fast GELU costs ([fast/numerics.py](../minadapt/fast/numerics.py)). How close is the
-approximation, in units of float32's own resolution?
-'''),
-code(r'''
-x32 = np.linspace(-5, 5, 100_001, dtype=np.float32)
-err = np.abs(numerics.erf(x32).astype(np.float64) - backend.erf(x32.astype(np.float64)))
-print(f"float32 erf (fast/numerics.py): max abs error {err.max():.1e}, "
-      f"i.e. {err.max() / np.spacing(np.float32(1)):.1f} float32 ulps near 1")
-from minadapt.fast import gelu as fast_gelu
 
-g32, _ = fast_gelu.forward(x32)  # the fast op, float32
-g64, _ = gelu.forward(x32.astype(np.float64))  # the reference, float64
-print(f"fast float32 GELU vs reference float64 GELU: max abs difference {np.abs(g32 - g64).max():.1e}")
+The exact form needs erf, which NumPy lacks: `backend.erf`, which the reference GELU calls, runs
+`math.erf` element by element (exact, and slow). How the fast ops compute it instead (a rational
+approximation, in cache-sized blocks) is the optional appendix A, `appendix_a_fast_ops.ipynb`.
 '''),
 md(r'''
 ## 3. LayerNorm
@@ -390,63 +361,23 @@ print(f"dropout p=0.1: {np.mean(kept == 0):.3f} of entries dropped, mean of outp
 print("dropout at evaluation is the identity:", dropout.forward(big, 0.1, train=False)[0] is big)
 '''),
 md(r'''
-## 5. The fast versions, checked against these
-
-Every op above is the reference: the plainest NumPy that states the maths, the code the exercises
-ask you to write. Training runs faster twins from `minadapt/fast/`, which must compute the same
-numbers. What each changes, and why:
-
-* [fast/linear.py](../minadapt/fast/linear.py): a frozen weight's forward multiplies by a
-  contiguous copy of $W^\top$, made once. BLAS first copies its second operand into blocks, and
-  from the transposed view `W.T` that copy is a strided gather; a frozen weight is a constant, so
-  the copy never goes stale. The backward is the reference's.
-* [fast/gelu.py](../minadapt/fast/gelu.py): the same formulas computed in place on one fresh
-  output, in row blocks that stay in the CPU's cache, and in float32 $\Phi$ from the rational
-  approximation above. An elementwise op costs its passes over memory, not its arithmetic.
-* [fast/swish.py](../minadapt/fast/swish.py): on the CPU, the reference's formulas; on a GPU, one
-  fused kernel instead of five launches (lesson 8).
-* [fast/layernorm.py](../minadapt/fast/layernorm.py): the same formulas, in row blocks, for the
-  same reason: each formula makes several passes over a row.
-* [fast/dropout.py](../minadapt/fast/dropout.py): the mask from 16 random bits per element, cheaper
-  to draw than a float; its masks differ from the reference's, so it is checked by what dropout
-  must do (drop about $p$, keep the mean, use the same mask backward) rather than element by element.
-
-The check, in float64, forward and backward:
-'''),
-code(r'''
-import importlib
-
-fast = {name: importlib.import_module(f"minadapt.fast.{name}") for name in ("gelu", "swish", "layernorm", "dropout")}
-from minadapt.fast.linear import Linear
-
-x5 = rng.standard_normal((3, 7, 300)) * 2  # (B, T, H): several of the fast ops' row blocks
-dy5 = rng.standard_normal(x5.shape)
-w5, b5 = rng.standard_normal((20, 300)), rng.standard_normal(20)
-g5, beta5 = 1 + 0.3 * rng.standard_normal(300), 0.1 * rng.standard_normal(300)
-dyl5 = rng.standard_normal((3, 7, 20))
-pairs = {
-    "linear (frozen)": (lambda: Linear().forward(x5, w5, b5, frozen=True), lambda: linear.forward(x5, w5, b5, frozen=True),
-                        Linear.backward, linear.backward, dyl5),
-    "gelu": (lambda: fast["gelu"].forward(x5), lambda: gelu.forward(x5), fast["gelu"].backward, gelu.backward, dy5),
-    "swish": (lambda: fast["swish"].forward(x5), lambda: swish.forward(x5), fast["swish"].backward, swish.backward, dy5),
-    "layernorm": (lambda: fast["layernorm"].forward(x5, g5, beta5, trainable=True),
-                  lambda: layernorm.forward(x5, g5, beta5, trainable=True),
-                  fast["layernorm"].backward, layernorm.backward, dy5),
-}
-for name, (fast_fwd, ref_fwd, fast_bwd, ref_bwd, d) in pairs.items():
-    (y_f, c_f), (y_r, c_r) = fast_fwd(), ref_fwd()
-    err_b = max(gradcheck.rel_error(a, b) for a, b in zip(fast_bwd(d, c_f), ref_bwd(d, c_r)) if a is not None)
-    print(f"fast {name:16s} vs reference: forward {gradcheck.rel_error(y_f, y_r):.0e}, backward {err_b:.0e}")
-    assert gradcheck.rel_error(y_f, y_r) < 1e-12 and err_b < 1e-12
-
-kept, c_drop = fast["dropout"].forward(big, 0.1, np.random.default_rng(0))
-(back,) = fast["dropout"].backward(big, c_drop)
-print(f"fast dropout p=0.1: {np.mean(kept == 0):.3f} dropped, mean {kept.mean():.4f}; backward uses the same "
-      f"mask: {np.array_equal(back, kept)}; identity at evaluation: {fast['dropout'].forward(big, 0.1, train=False)[0] is big}")
+Of the files in `minadapt/nn/`, you have now seen `linear`, `gelu`, `layernorm`, `relu`, `swish`,
+`tanh`, `dropout`, `loss` and `mse`, and met `gelu_tanh` (the approximation above). The others:
+`attention` (lesson 3), `embedding` (lesson 4), `adapter` (lesson 5), `adamw` (the plain optimiser
+update, lesson 6 and exercise 4) and `lora` (lesson 10).
 '''),
 md(r'''
-Of the files in `minadapt/nn/`, you have now seen `linear`, `gelu`, `layernorm`, `relu`, `swish`,
-`tanh`, `dropout`, `loss` and `mse`. Three remain: `attention` (lesson 3), `embedding` (lesson 4) and
-`adapter` (lesson 5).
+## Check your understanding
+
+1. Why is $\bar b$ the sum of $\bar y$ over the rows?
+2. Why does LayerNorm's $\bar x$ sum to zero along each row?
+3. GELU's cache keeps $\Phi(x)$ but recomputes $\varphi(x)$. Why that way round?
+
+<details><summary>Answers</summary>
+
+1. The same $b$ is added to every row, so every row's output depends on it; the chain rule adds the contributions of all its uses.
+2. Adding a constant to a whole row does not change the output (the mean is subtracted), so the gradient has no component along the all-ones direction.
+3. $\Phi$ needs erf, the expensive part, already computed in the forward; $\varphi$ is one `exp`.
+</details>
 '''),
 ]

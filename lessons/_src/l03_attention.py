@@ -16,7 +16,6 @@ likewise $k$, $v$ (computed by *one* fused matmul in `bert.py`, see lesson 4), e
 '''),
 SETUP,
 code(r'''
-import inspect
 import math
 
 from minadapt import gradcheck
@@ -76,10 +75,8 @@ md(r'''
 **The softmax, safely.** $\operatorname{softmax}(s)_j = e^{s_j}/\sum_u e^{s_u}$ is unchanged by
 subtracting any constant from the row, and subtracting the row's *maximum* makes every exponent
 $\le 0$, so `exp` cannot overflow (the largest term becomes exactly $e^0 = 1$). That is the whole
-of the library's `softmax`:
-'''),
-code(r'''
-print(inspect.getsource(attention.softmax))
+of the library's `softmax` (two lines: write them yourself in exercise 2 §1 before reading
+`attention.softmax` in [nn/attention.py](../minadapt/nn/attention.py)).
 '''),
 md(r'''
 Without any shift, large scores overflow:
@@ -147,54 +144,14 @@ batched matmuls):
 The padded keys therefore receive **zero gradient**, in $\bar k$ (through $\bar s_j = 0$) and in
 $\bar v$ (through $a_j = 0$ in $a^\top \bar c$): exactly what "they do not take part" should mean.
 
-Here are `forward` and `backward`. Read them side by side: the backward's comments quote the
-forward line each block differentiates, and each block is one of the bullets above. The cache keeps
+**Your turn, before reading the answer.** Exercise 2 §2 asks for exactly this forward and backward
+(heads already split, no dropout): write them from the bullets above, and let its check name your
+mistake if there is one. Then read the library's `forward` and `backward` in
+[nn/attention.py](../minadapt/nn/attention.py) side by side: the backward's comments quote the
+forward line each block differentiates, and each block is one of the bullets above. Its cache keeps
 the per-head `q`, `k`, `v`, the probabilities before dropout (`a`, for the softmax Jacobian) and
-after it (`a_drop`, for $\bar v$), and dropout's own cache.
-'''),
-code(r'''
-print(inspect.getsource(attention.forward))
-print(inspect.getsource(attention.backward))
-'''),
-md(r'''
-**The fast version.** Training does not run this file but its twin
-[fast/attention.py](../minadapt/fast/attention.py), which computes the same numbers (`tests/test_fast_ops.py` checks it against this one, forward and
-backward, on padded inputs) and changes only how the work is laid out:
-
-* The `(B, nh, Tq, Tk)` scores are turned into probabilities *in place*, one block of sentences at a
-  time (`numerics.blockwise`), so the array stays in the CPU's cache; in training the same pass
-  draws that block's dropout mask.
-* The max-shift uses each *head's* maximum rather than each row's (any shift gives the same
-  softmax, and one maximum over a whole matrix is much cheaper than many over short rows), falling
-  back to row maxima when a row would underflow; the row sums come from a matrix-vector product
-  `s @ 1`, which BLAS does faster than NumPy's reduction over short rows (`numerics.row_sums`).
-* $q$ is divided by $\sqrt{hs}$ while it is copied into a contiguous per-head layout, so the larger
-  scores array never needs a scaling pass; contiguous copies also make the many small matrix
-  products faster.
-* The backward goes through dropout and softmax in one step without the mask: every term of the
-  Jacobian formula multiplies $\bar a_j$ by $a_j$, and $a_j\,\text{mask}_j/(1-p) = \tilde a_j$, so
-  with $t = \bar{\tilde a} \odot \tilde a$, $\;\bar s = t - a \sum_j t_j$.
-
-None of this changes the maths above; the reference is the one to read and to write yourself.
-The check, once here (section 4 then checks the reference against finite differences): on a padded
-batch in float64, the fast op's context and its three gradients against the reference's.
-'''),
-code(r'''
-import importlib
-
-fast_attention = importlib.import_module("minadapt.fast.attention")
-mask_f = np.ones((3, 9))
-mask_f[1, 6:] = 0  # sentence 1: three [PAD]
-mask_f[2, 2:] = 0  # sentence 2: seven [PAD]
-bias_f = attention.mask_bias(mask_f, np.float64)
-qf, kf, vf, dcf = (rng.standard_normal((3, 9, 24)) for _ in range(4))
-c_ref, cache_ref = attention.forward(qf, kf, vf, bias_f, 4)
-c_fast, cache_fast = fast_attention.forward(qf, kf, vf, bias_f, 4)
-print(f"context: rel_error {gradcheck.rel_error(c_fast, c_ref):.0e}")
-for name, a, b in zip(("dq", "dk", "dv"), fast_attention.backward(dcf, cache_fast), attention.backward(dcf, cache_ref)):
-    print(f"{name}: rel_error {gradcheck.rel_error(a, b):.0e}")
-    assert gradcheck.rel_error(a, b) < 1e-12
-assert gradcheck.rel_error(c_fast, c_ref) < 1e-12
+after it (`a_drop`, for $\bar v$), and dropout's own cache. (Training runs a faster twin,
+`minadapt/fast/attention.py`, with the same numbers: the optional appendix A shows how.)
 '''),
 md(r'''
 First the softmax step alone, against the explicit Jacobian $\operatorname{diag}(a) - a a^\top$ for
@@ -319,5 +276,19 @@ What to look at:
 `forward` (scores, bias, softmax, dropout, context) and `backward` (the same lines read
 bottom-up, with the one-line softmax Jacobian).
 Lesson 4 puts it inside a full BERT layer.
+'''),
+md(r'''
+## Check your understanding
+
+1. Why divide the scores by $\sqrt{hs}$?
+2. Why does a padded key get zero gradient in $\bar k$ and $\bar v$?
+3. Why is the mask bias the dtype's minimum rather than $-\infty$?
+
+<details><summary>Answers</summary>
+
+1. A dot product of two vectors of $hs$ independent unit-variance entries has variance $hs$; without the scaling, scores grow with the head size and the softmax saturates, with vanishing gradients.
+2. Its probability $a_j$ is 0, so $\bar s_j = a_j(\ldots) = 0$ and $\bar v_j = \sum_i a_{ij}\bar c_i = 0$.
+3. A row whose keys are all padding would compute $-\infty - (-\infty)$ = nan in the max-shift; a finite minimum keeps numbers.
+</details>
 '''),
 ]

@@ -184,8 +184,8 @@ for j, name in enumerate(("word", "pos", "type")):
     print(f"rel_error dW_{name}: {gradcheck.check(f, tables[j], de, grads[j]):.1e}")
 '''),
 md(r'''
-(Adapters, LoRA and probes leave the embeddings frozen; full fine-tuning trains them through this
-backward, which `encoder_backward` reaches only when told to.)
+(Adapters, LoRA and probes leave the embeddings frozen; full fine-tuning, `--method full`, trains
+them through this backward: `encoder_backward` reaches it only when an embedding table is trainable.)
 
 ## 4. One encoder layer, by hand
 
@@ -444,5 +444,19 @@ context on, which the fast [CLS]-only last layer shares), and `encoder_forward`/
 (with `cls_only` and `lowest`). The helpers `_linear_forward`, `_ln_forward`, `qkv_frozen` and
 `qkv_backward` only look parameters up by name and decide "frozen or not" from `run.trainable`;
 `_adapter_forward` and `layer_norm_prefix` are lesson 5.
+'''),
+md(r'''
+## Check your understanding
+
+1. Why fuse $W_Q$, $W_K$, $W_V$ into one matrix?
+2. Why can the backward stop at the lowest layer that holds an adapter?
+3. Which of the model's parameters never receive a gradient in adapter training?
+
+<details><summary>Answers</summary>
+
+1. One product of $(N, H)$ by $(H, 3H)$ instead of three of $(H, H)$: the input is read once and one large matrix product runs more efficiently than three smaller ones.
+2. Below it nothing trains: no gradient is needed there, not even $\bar x$.
+3. All of the backbone's: embeddings, attention and feed-forward weights, LayerNorms (unless `train_layer_norms`); only the adapters and the head are trainable.
+</details>
 '''),
 ]

@@ -33,19 +33,16 @@ $$\bar u = \bar y\,W_\text{up},\quad \bar W_\text{up} = \bar y^\top u,\quad \bar
 \qquad \bar z = f'(z) \odot \bar u;$$
 $$\bar h = \underbrace{\bar y}_{\text{skip}} + \bar z\,W_\text{down},\quad \bar W_\text{down} = \bar z^\top h,\quad \bar b_\text{down} = \textstyle\sum_n \bar z_n .$$
 
-In the code, each line is a call to `linear` or to the non-linearity's own pair, and the skip
-connection is the one explicit `+ dy` in the last line. The non-linearity is passed in as a
-module with its own forward/backward pair (`act=`; `adapter.NON_LINEARITIES` names them):
+**Your turn, before reading the answer.** Exercise 3 §1 asks you to compose this pair from the
+`linear` and `swish` pairs: each line is one call, read bottom-up in the backward, and the skip
+connection is one explicit `+ dy`. Write it, let its check pass, then read the library's
+[nn/adapter.py](../minadapt/nn/adapter.py): there the non-linearity is passed in as a module with
+its own forward/backward pair (`act=`; `adapter.NON_LINEARITIES` names them).
 '''),
 code(r'''
-import inspect
-
 import minadapt
 from minadapt import gradcheck
 from minadapt.nn import adapter
-
-print(inspect.getsource(adapter.forward))
-print(inspect.getsource(adapter.backward))
 '''),
 md(r'''
 **Gradient check** for all five gradients, with each non-linearity. $W_\text{up}$ is made non-zero
@@ -135,12 +132,15 @@ after = model.encode(*batch, adapter="sst2")
 print("adapters held:", model.adapters)
 print("hidden states exactly equal before and after:", np.array_equal(before, after))
 
-# The adapters really are in the computation: nudge one up-projection and the output moves.
+# The adapters really are in the computation: give one up-projection small random values and the
+# output moves. (Not a constant: a constant W_up adds the same number to every hidden unit of a row,
+# and the LayerNorm right after subtracts each row's mean, which removes it again.)
 name = "encoder.layer.3.output.adapters.sst2.adapter_up.weight"
 saved = model.params[name].copy()
-model.params[name][...] = 1e-3
-print("after setting one W_up to 1e-3, max |change| =",
-      float(np.abs(model.encode(*batch, adapter="sst2") - before).max()))
+model.params[name][...] = 1e-2 * np.random.default_rng(1).standard_normal(saved.shape)
+moved = float(np.abs(model.encode(*batch, adapter="sst2") - before).max())
+print(f"after giving one W_up random values of size 1e-2, max |change| = {moved:.1e} "
+      f"(values of size {float(np.abs(before).mean()):.2f})")
 model.params[name][...] = saved
 '''),
 md(r'''
@@ -346,5 +346,19 @@ adds those to its trainable set, so training it leaves every other adapter's mod
 (AdapterHub's `train_adapter` does not train them, hence the default).
 
 **Next:** lesson 6 trains this adapter on SST-2, and lesson 7 measures what the frozen backbone buys.
+'''),
+md(r'''
+## Check your understanding
+
+1. An adapter has $W_\text{up} = 0$ at the start. Why is $W_\text{down}$ not zero too?
+2. How many parameters does one adapter of bottleneck $m$ on width $H$ have?
+3. Why does the adapter sit before the residual sum and the LayerNorm?
+
+<details><summary>Answers</summary>
+
+1. With both zero, $u = f(0) = 0$ and $\bar W_\text{up} = \bar y^\top u = 0$: apart from $b_\text{up}$ nothing would move. The small random $W_\text{down}$ breaks that, and makes the $m$ units differ.
+2. $2mH + m + H$: two matrices and two biases.
+3. There it adjusts the sub-layer's output before the layer's own residual sum and normalisation, and at its identity initialisation the layer computes exactly what it did before (section 3).
+</details>
 '''),
 ]

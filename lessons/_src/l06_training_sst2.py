@@ -360,7 +360,8 @@ another, rounding in a different BLAS can shift them a little):
 
 * The loss leaves $\ln 2$ within the first few dozen steps and then falls slowly and noisily: each
   point is a mean over only 10 batches of 32.
-* Dev accuracy is well above 75% after the first 50 steps and still rising at the end: 150 steps see 4,800 sentences, 7% of one epoch. (Each
+* Dev accuracy (the middle panel; its last point is the eval line printed above the figure) rises
+  over the run and is still rising at the end: 150 steps see 4,800 sentences, 7% of one epoch. (Each
   evaluation runs all 872 dev sentences, as much work as about 20 training steps, so this run
   evaluates only three times; one dev sentence is 0.11%.)
 * The gradient norm (logged every 10th step) is mostly below the threshold of 1 and sometimes
@@ -448,8 +449,9 @@ for s, p in zip(mine, probs):
     print(f"{['negative', 'positive'][label]:8s} {p[label]:6.1%}   {s}")
 '''),
 md(r'''
-With 150 steps the model is confident about plainly worded sentences; a double negative such as
-"not bad" is where a short run is least sure of itself (look at its probability).
+With 150 steps the model is confident about plainly worded sentences. "not bad at all" is a
+**wrong** prediction (it is praise, and the run calls it negative): a double negative is where a
+short run goes wrong, and its probability is the lowest of the five.
 
 ## 9. The full run
 
@@ -471,5 +473,19 @@ print(f"that is {FULL * DEFAULTS.batch_size / (STEPS * BATCH):.0f}x the sentence
 md(r'''
 **Next:** lesson 7 counts what the frozen backbone saves in such a step (FLOPs and memory),
 and compares the adapter with a linear probe on frozen features.
+'''),
+md(r'''
+## Check your understanding
+
+1. What does clipping the gradient norm protect against?
+2. Why batch sentences of similar length together?
+3. Why do biases and LayerNorm parameters get no weight decay?
+
+<details><summary>Answers</summary>
+
+1. One unusual batch with a very large gradient throwing the adapters far in one step; clipped steps keep the direction and shrink the length.
+2. Each batch is padded to its longest sentence, and the cost grows with that padded length; similar lengths mean little padding.
+3. Decay pulls weights towards zero to keep the function simple; a bias or a LayerNorm gain at zero is not "simpler", just different (a gain of 0 switches a unit off). BERT's recipe, and HuggingFace's, exempt them.
+</details>
 '''),
 ]

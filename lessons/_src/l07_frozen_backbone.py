@@ -260,8 +260,10 @@ print(f"max |difference| on [CLS]: {np.abs(h_all[:, 0] - h_cls[:, 0]).max():.1e}
       f"{model.encode(ids, mask, adapter='sst2').shape}")
 '''),
 md(r'''
-The two agree to float32 rounding (about $10^{-7}$; the products add their terms in a different
-order, so they are not bit-identical).
+The two agree to float32 rounding (the printed differences, against values of the size printed
+beside them: a few parts in $10^{6}$, near float32's resolution of $6\cdot10^{-8}$ per operation
+accumulated over six layers; the products add their terms in a different order, so they are not
+bit-identical).
 
 The [CLS] query still attends to every token, so it seems to need every token's key and value,
 $k = x W_k^\top + b_k$ and $v = x W_v^\top + b_v$: $4LH^2$ FLOPs a sentence for what one query
@@ -394,8 +396,10 @@ for name, names in (("adapters", model.trainable_names("sst2")), ("full fine-tun
           + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in sorted(kept[name].items(), key=lambda kv: -kv[1])))
 '''),
 md(r'''
-The only difference is the `Linear` row: the inputs of the backbone's linears, which full fine-tuning
-must keep and adapter training need not. Everything else is kept both ways, because $\bar x$ needs it
+Two rows differ. `Linear`: the inputs of the backbone's linears, which full fine-tuning must keep
+and adapter training need not. And attention: adapter training runs the last layer for [CLS]
+alone (`ClsAttention`, section 3), which keeps one query row's probabilities per sentence instead of
+all of them; full fine-tuning needs every row of that layer. Everything else is kept both ways, because $\bar x$ needs it
 too: GELU's input and $\Phi(x)$, the attention probabilities (per head, $L\times L$ per sentence),
 LayerNorm's $\hat x$, the dropout masks. A whole step's memory adds the gradients and AdamW's two
 moments, one number each per *trainable* parameter, where the gap is two orders of magnitude:

@@ -265,7 +265,10 @@ for name, (fwd, bwd) in pairs.items():
 md(r'''
 The effect of both changes, from the GPU results the repository commits
 (`benchmarks/results/gpu_h100_unfused.json`, a run before both changes, and `gpu_h100.json`, after;
-each also times PyTorch + AdapterHub on the same GPU in the same run). Each file records the
+each also times PyTorch + AdapterHub on the same GPU in the same run). Both were measured on an
+earlier version of the code than the one this lesson imports (before the redesign that split the
+methods into `minadapt/methods/`); they are the record of those runs, not a measurement of today's
+code, and have not been re-measured since. Each file records the
 machine it ran on and the settings it ran with, printed below as the `minadapt bench` command they
 stand for; `benchmarks/README.md` says how each was made:
 '''),

@@ -206,8 +206,8 @@ The parameters are the part of the memory that grows with the number of tasks. A
 process holds more than its parameters: the interpreter and its libraries, and the activations of
 the batch it is running, which do not grow with the number of tasks held (a call runs one task).
 `benchmarks/many_adapters.py` measures the process's resident memory as it loads one task after
-another; the cell below prints a committed measurement of it if the repository has one, with the
-command and machine that made it, and otherwise how to make one.
+another. The repository commits such a measurement in `benchmarks/README.md` (with its command and
+machine); the cell below prints it from there, and any JSON result under `benchmarks/results/`.
 '''),
 code(r'''
 measured = sorted((ROOT / "benchmarks" / "results").glob("many_adapters*.json"))
@@ -217,9 +217,13 @@ if measured:
         print(f"{path.relative_to(ROOT)}: command {result.get('command')!r}, machine {result.get('machine')!r}")
         for row in result.get("rows", []):
             print("  ", row)
-else:
-    print("no committed measurement of memory with many adapters in benchmarks/results/;")
-    print("measure it on your machine with:  python benchmarks/many_adapters.py --tasks 5")
+readme = (ROOT / "benchmarks" / "README.md").read_text().split("\n")
+heading = next(i for i, line in enumerate(readme) if line.startswith("**Memory of N tasks in one process**"))
+section = next(i for i in range(heading, 0, -1) if readme[i].startswith("## "))
+end = next(i for i in range(heading + 3, len(readme)) if readme[i - 1].startswith("|") and not readme[i].startswith("|"))
+print("benchmarks/README.md:\n")
+print("\n".join(readme[section:section + 3] + readme[heading:end]))
+print("\nmeasure it on your machine with:  python benchmarks/many_adapters.py --tasks 5")
 '''),
 md(r'''
 ## 6. Two small files, one fresh model
@@ -388,5 +392,17 @@ What the bars show:
 
 **Next:** lesson 10 puts the bottleneck adapter beside the other ways to adapt the same backbone:
 a probe, Pfeiffer's single adapter, LoRA and full fine-tuning.
+'''),
+md(r'''
+## Check your understanding
+
+1. Training the second task leaves the first task's logits bit-identical. Why is that guaranteed, not just likely?
+2. Why does one process serve many tasks for little more memory than one?
+
+<details><summary>Answers</summary>
+
+1. The second task's trainable set holds only its own adapter and head; the backbone and the first task's arrays are never handed to its optimiser, so no byte of them is written.
+2. The backbone is held once; each task adds only its adapter and head, a small file's worth of numbers.
+</details>
 '''),
 ]

@@ -418,4 +418,16 @@ md(r'''
   its own. Kept apart from the backbone, adapters (and unmerged LoRAs) let one backbone serve many
   tasks at once (lesson 9).
 '''),
+md(r'''
+## Check your understanding
+
+1. Why can a trained LoRA be merged into $W$, and a bottleneck adapter not?
+2. Order the methods by how many parameters they train: probe, bottleneck adapter, LoRA, full fine-tuning.
+
+<details><summary>Answers</summary>
+
+1. LoRA's change is linear, $x(W + sBA)^\top$; the adapter has a non-linearity between its projections, which no matrix reproduces.
+2. The probe trains only the head, full fine-tuning every weight; the adapter and LoRA sit in between (the lesson prints their counts for the settings it uses).
+</details>
+'''),
 ]
