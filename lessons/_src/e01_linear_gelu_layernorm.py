@@ -20,7 +20,7 @@ Try it on paper first; `minadapt/nn/linear.py`, `gelu.py` and `layernorm.py` are
 SETUP,
 code(r'''
 from minadapt import exercise
-from minadapt.backend import erf  # NumPy has no erf: this one takes and returns arrays
+from minadapt.fast.numerics import erf  # NumPy has no erf: this one takes and returns arrays (exact in float64, float32-accurate in float32)
 '''),
 md(r'''
 ## 1. Linear: $y = xW^\top + b$
