@@ -383,7 +383,7 @@ def run_cli(*argv, cwd=None):
 
 def test_small_minadapt_bench_runs(tiny_checkpoint):
     r = subprocess.run([sys.executable, "-m", "minadapt.cli", "bench", "--weights", str(tiny_checkpoint),
-                        "--lengths", "8", "--steps", "1", "--warmup", "0"],
+                        "--lengths", "8", "--steps", "1", "--warmup-steps", "0"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()

@@ -199,6 +199,7 @@ def test_concurrent_requests_for_several_tasks_share_one_forward(server, adapter
     bodies = [{"task": ("sst2", "topic", "sts")[i % 3], **({"pairs": PAIRS[:2]} if i % 3 == 2 else
                                                            {"texts": TEXTS[:1 + i % 2]})} for i in range(6)]
     answers = [None] * 6
+    batches_before = batcher.batches
     try:
         def client(i):
             answers[i] = call(server, "/predict", bodies[i])
@@ -210,9 +211,14 @@ def test_concurrent_requests_for_several_tasks_share_one_forward(server, adapter
             t.join(30)
     finally:
         del model.logits
-    # the first alone; then the texts of sst2 and topic as one forward, the sts pairs as another
-    assert len(calls) == 3 and all(isinstance(c, list) for c in calls), calls
-    assert {frozenset(c) for c in calls[1:]} == {frozenset({"sst2", "topic"}), frozenset({"sts"})}
+    # Which requests the first batch catches depends on the threads' timing; whatever it is, a
+    # batch runs its single texts (sst2 and topic together) as one forward and the sts pairs as
+    # another: never a forward per task.
+    batches = batcher.batches - batches_before
+    assert all(isinstance(c, list) for c in calls), calls
+    assert len(calls) <= 2 * batches and batches < 6, (calls, batches)
+    assert all(set(c) <= {"sst2", "topic"} or set(c) == {"sts"} for c in calls), calls
+    assert any({"sst2", "topic"} <= set(c) for c in calls), calls  # the two tasks did share one
     for body, (status, answer) in zip(bodies, answers):
         assert status == 200
         if body["task"] == "sts":
