@@ -167,14 +167,11 @@ def method_list(text: str) -> list[str]:
 # --- one run ---
 def spec(job: Job, args, out: Path, validation_size: int) -> dict:
     """What the child (compare_run.py) runs: TrainConfig's fields, the held-out slice, evaluations."""
-    train = {"task": args.task or "custom", "data_dir": args.data_dir, "train_file": args.train_file,
-             "dev_file": args.dev_file, "text_column": args.text_column,
-             "text_pair_column": args.text_pair_column, "label_column": args.label_column,
-             "regression": args.regression, "max_length": args.max_length, "weights": args.weights,
+    train = {**data_fields(args), "max_length": args.max_length, "weights": args.weights,
              "out": str(out / job.folder), "method": job.config.method,
              "options": job.config.options(), "epochs": args.epochs, "max_steps": args.steps,
-             "batch_size": args.batch_size, "lr": job.lr, "eval_every": 0,
-             "train_subset": args.train_subset, "seed": job.seed, "device": args.device}
+             "batch_size": args.batch_size, "lr": job.lr, "eval_every": 0, "seed": job.seed,
+             "device": args.device}
     return {"train": train, "validation_size": validation_size, "split_seed": args.split_seed,
             "evals": args.evals}
 
@@ -204,13 +201,18 @@ def run_child(argv: list[str], log: Path) -> tuple[int, float, int]:
     return child.returncode, time.perf_counter() - t0, usage.ru_maxrss
 
 
+def count_params(path: Path) -> int:
+    """The numbers in a safetensors file, from its header alone (8 bytes of length, then JSON):
+    reading the tensors of a fully fine-tuned model would put it in compare's own memory."""
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+
+
 def collect(job: Job, folder: Path, wall_s: float, peak_kib: int, backbone: int) -> dict:
     """What compare reports of one finished run, read from its folder."""
-    from .io.weights import read_safetensors
-
     adapter = folder / "adapter.safetensors"
-    tensors, _ = read_safetensors(adapter)
-    params = sum(int(v.size) for v in tensors.values())
+    params = count_params(adapter)
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     kept = [r for r in records if r["kind"] == "eval"][-1]
     c = job.config
@@ -435,25 +437,33 @@ def add_arguments(c):
     _common(c)
 
 
-def _data(args):
-    """(the Task, its training Examples (after --train-subset), its dev Examples)."""
-    from .tasks import load_task
-    from .train import TrainConfig, as_examples
+def data_fields(args) -> dict:
+    """TrainConfig's fields that say which data a run reads."""
+    return {"task": args.task or "custom", "data_dir": args.data_dir, "train_file": args.train_file,
+            "dev_file": args.dev_file, "text_column": args.text_column,
+            "text_pair_column": args.text_pair_column, "label_column": args.label_column,
+            "regression": args.regression, "train_subset": args.train_subset}
 
-    cfg = TrainConfig(task=args.task or "custom", data_dir=args.data_dir, train_file=args.train_file,
-                      dev_file=args.dev_file, text_column=args.text_column,
-                      text_pair_column=args.text_pair_column, label_column=args.label_column,
-                      regression=args.regression)
-    task = cfg.resolve_task()
-    data = load_task(task, args.data_dir)
-    train = as_examples(data["train"])
-    return task, train.head(args.train_subset) if args.train_subset else train, as_examples(data["dev"])
+
+def prepare(args, out: Path) -> dict:
+    """The training set's size, the held-out slice's and the baseline's row (compare_run.prepare),
+    from a child process: compare itself never holds the data (its memory would floor every run's)."""
+    want = {"train": data_fields(args), "validation_size": args.validation_size,
+            "split_seed": args.split_seed, "baseline": args.baseline}
+    (out / "prepare.json").write_text(json.dumps(want, indent=2) + "\n")
+    code, _, _ = run_child([sys.executable, "-m", "minadapt.compare_run", "--prepare",
+                            str(out / "prepare.json"), str(out / "data.json")], out / "prepare.log")
+    log = (out / "prepare.log").read_text(errors="replace").strip().splitlines()
+    if code != 0:
+        raise MinadaptError(log[-1].removeprefix("error: ") if log else f"reading the data failed (exit {code})")
+    for line in log:  # the baseline's one line when it was skipped
+        print(line)
+    return json.loads((out / "data.json").read_text())
 
 
 def main(args, argv: list[str]) -> int:
     """Train every configuration that has no finished result yet; print a row per configuration."""
     from .checkpoints import prepare_out
-    from .compare_run import default_validation_size, holdout
 
     own = args.train_file is not None or args.dev_file is not None
     if args.task is None and not own:
@@ -465,10 +475,10 @@ def main(args, argv: list[str]) -> int:
         raise ConfigError("--train-file and --dev-file: give both")
     task_name = args.task or "custom"
     out = prepare_out(args.out or f"runs/compare-{task_name}")
-    task, train, dev = _data(args)
-    validation_size = args.validation_size or default_validation_size(len(train.labels))
-    rest, validation = holdout(train, validation_size, args.split_seed)
-    steps = args.steps or max(1, round(args.epochs * math.ceil(len(rest.labels) / args.batch_size)))
+    data = prepare(args, out)
+    validation_size, baseline = data["validation_size"], data["baseline"]
+    steps = args.steps or max(1, round(args.epochs * math.ceil(
+        (data["train_size"] - validation_size) / args.batch_size)))
     backbone, num_layers = backbone_params(args.weights)
     values = {flag: getattr(args, sweep_dest(flag)) for flag in sweeps()}
     configs = plan(args.methods, values, args.adapter_layers or (), num_layers)
@@ -492,13 +502,8 @@ def main(args, argv: list[str]) -> int:
           f"(batch {args.batch_size}, seeds {','.join(map(str, seeds))}, max length "
           f"{args.max_length}); {validation_size} training examples held out for validation; in "
           f"{out}/", flush=True)
-    baseline = None
-    if args.baseline:
-        from .baseline import tfidf_logreg
-
-        baseline = tfidf_logreg(task, rest, validation, dev)
-        if baseline is not None:
-            print(f"baseline {baseline['config']}: dev {_score(baseline)} (C={baseline['C']:g}, "
+    if baseline is not None:
+        print(f"baseline {baseline['config']}: dev {_score(baseline)} (C={baseline['C']:g}, "
                   f"{baseline['train_s']:.0f} s)", flush=True)
     rows, seed_runs = [], []
 

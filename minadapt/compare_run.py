@@ -8,6 +8,9 @@ The reported dev set must not choose anything, so the run holds out a slice of t
     at the end               the best step's parameters back into the model, then the dev metrics
                              once, the adapter file (that step's parameters) and an eval record
 
+`python -m minadapt.compare_run --prepare SPEC.json OUT.json` is the step before (prepare): the
+data's size and the baseline.
+
 The loop is train.py's own helpers (set_up, train_step, log); its `dev` is the validation slice.
 SPEC.json (compare writes it) holds {"train": TrainConfig's fields, "validation_size": N,
 "split_seed": S, "evals": E}. metrics.jsonl gets the train records, a "validation" record per
@@ -49,6 +52,30 @@ def default_validation_size(n_train: int) -> int:
     """A tenth of the training set, at most 1,000 examples (enough to rank steps; each
     evaluation costs a forward pass over it)."""
     return max(1, min(1000, n_train // 10))
+
+
+def prepare(spec: dict) -> dict:
+    """What compare needs of the data before any run, in a child process of its own so that compare
+    itself stays small (see compare.py): the training set's size, the held-out slice's, and the
+    TF-IDF baseline's row when spec["baseline"]. spec: {"train": TrainConfig's data fields,
+    "validation_size": N or None, "split_seed": S, "baseline": bool}."""
+    from .tasks import load_task
+    from .train import TrainConfig, as_examples
+
+    cfg = TrainConfig(**spec["train"])
+    task = cfg.resolve_task()
+    data = load_task(task, cfg.data_dir)
+    train = as_examples(data["train"])
+    if cfg.train_subset:
+        train = train.head(cfg.train_subset)
+    size = spec["validation_size"] or default_validation_size(len(train.labels))
+    rest, validation = holdout(train, size, spec["split_seed"])
+    baseline = None
+    if spec["baseline"]:
+        from .baseline import tfidf_logreg
+
+        baseline = tfidf_logreg(task, rest, validation, as_examples(data["dev"]))
+    return {"train_size": len(train.labels), "validation_size": size, "baseline": baseline}
 
 
 def run(spec: dict) -> dict:
@@ -106,6 +133,10 @@ def main(argv=None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[0] == "--prepare":  # --prepare SPEC.json OUT.json
+            result = prepare(json.loads(Path(argv[1]).read_text()))
+            Path(argv[2]).write_text(json.dumps(result, indent=2) + "\n")
+            return 0
         record = run(json.loads(Path(argv[0]).read_text()))
     except MinadaptError as e:
         print(f"error: {e}", file=sys.stderr)
