@@ -291,3 +291,20 @@ def test_baseline_row(data):
     assert row["config"] == "tfidf-logreg" and row["dev_metric"] == "accuracy" and 0 <= row["dev_score"] <= 1
     assert row["C"] in (1.0, 10.0, 100.0) and row["trainable_params"] == row["features"] + 1
     assert "C=" in compare.baseline_row(row)
+
+
+def test_plot_with_depth_rows_error_bars_and_the_baseline(tmp_path):
+    from minadapt.compare_plot import plot
+
+    common = {"dev_metric": "accuracy", "size": 64, "dev_std": 0.01, "dev_scores": [0.9, 0.92]}
+    rows = [{**common, "config": "houlsby-64", "method": "houlsby", "layers": None,
+             "trainable_params": 743810, "dev_score": 0.91, "train_s": 100.0},
+            {**common, "config": "houlsby-64-top2", "method": "houlsby", "layers": 2,
+             "trainable_params": 300000, "dev_score": 0.89, "train_s": 40.0},
+            {**common, "config": "probe", "method": "probe", "layers": None, "size": None,
+             "trainable_params": 148610, "dev_score": 0.7, "train_s": 20.0}]
+    header = {"task": "t", "backbone_params": 22565376,
+              "settings": {"epochs": 3.0, "max_steps": None, "steps": 90, "batch_size": 32,
+                           "max_length": 128, "seeds": [0, 1], "validation_size": 100}}
+    path = plot(rows, header, tmp_path / "c.png", {"dev_score": 0.95})
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
