@@ -112,10 +112,11 @@ def run(spec: dict) -> dict:
                         "validation_score": vm[first], "seconds_training": r.seconds_training})
                 if best is None or vm[first] > best[0]:
                     best = (vm[first], r.step, {k: to_numpy(model.params[k]).copy() for k in names})
-        r.runner.close()
         model.put(best[2])
         ids, types, _ = encode_examples(model.tokenizer, as_examples(data["dev"]))
-        metrics = evaluate(model, task, ids, types, as_examples(data["dev"]).labels, cfg.adapter_name)[0]
+        metrics = evaluate(model, task, ids, types, as_examples(data["dev"]).labels, cfg.adapter_name,
+                           r.runner)[0]
+        r.runner.close()
         record = {**_eval_record(best[1], metrics), "kept_step": best[1], "total_steps": r.total,
                   "validation_score": best[0], "seconds_training": r.seconds_training}
         log(r, record)
