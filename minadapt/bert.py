@@ -158,7 +158,9 @@ def sublayer_end_forward(o, res, params, i, where, cfg, run):
     ln_prefix = layer_norm_prefix(i, where, run.adapter)
     s = o + res
     a = run.adapter
-    reads = ADAPTER_READS[a.architecture] if a is not None and where in ADAPTER_SITES[a.architecture] else None
+    here = (a is not None and where in ADAPTER_SITES[a.architecture]
+            and i in a.layers(cfg.num_hidden_layers))  # adapter_layers: some layers have none
+    reads = ADAPTER_READS[a.architecture] if here else None
     ln_in = adapter_cache = None
     if reads == "sublayer":
         d, adapter_cache = _adapter_forward(o, params, i, where, run)

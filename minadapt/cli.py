@@ -230,12 +230,8 @@ def _train_parser(sub):
 
 def _compare_parser(sub):
     """`minadapt compare`: every method on one task, side by side."""
-    from .methods import METHODS
-    from .tasks import TASKS
-    from .train import TrainConfig
-
-    d, rule = TrainConfig(), TrainConfig.RULES  # an option takes its field's rule as its type
     from . import compare
+    from .methods import METHODS
 
     c = sub.add_parser("compare", help="train every method on one task; tabulate and plot the results",
                        formatter_class=_RawDefaultsHelp,
@@ -243,33 +239,22 @@ def _compare_parser(sub):
                            "Train each configuration (every --methods method, at each value of its "
                            "swept setting: " + "; ".join(
                                f"{m.name} {m.sweep[0]} {','.join(map(str, m.sweep[1]))}"
-                               for m in METHODS.values() if m.sweep) + ") "
-                           "on the same data, seed, step budget and batch size, each "
-                           "as `minadapt train` in its own process. Prints a row per finished run "
-                           "(trainable parameters, their share of the backbone's, file size, dev "
-                           "metric, training time, peak resident memory) and writes "
+                               for m in METHODS.values() if m.sweep) + "; and with --adapter-layers "
+                           "at each depth) on the same data, budget and batch size, each in its own "
+                           "process, at a few learning rates on the first seed and at the best of "
+                           "them (chosen on a held-out slice of the training data, never on dev) on "
+                           "the other seeds; each run keeps its best step on that slice. Prints a row "
+                           "per configuration (trainable parameters, their share of the backbone's, "
+                           "file size, the lr chosen, the dev metric's mean and standard deviation "
+                           "over seeds, training time, peak resident memory) and writes "
                            "OUT/compare.json, OUT/compare.md and OUT/compare.png (dev metric "
-                           "against trainable parameters). Each run keeps its folder, OUT/<run>/; "
-                           "after Ctrl-C the same command again skips the runs that finished.", 90),
-                       epilog="example:\n  minadapt compare sst2 --steps 300 --max-length 64\n"
-                       "  minadapt compare bbc-news --methods probe,houlsby --bottlenecks 16,64 --steps 50")
-    add_data_options(c)
-    c.add_argument("--methods", type=compare.method_list,
-                   default=",".join(m.name for m in METHODS.values() if m.compare),
-                   metavar="M,M,...", help="which methods: " + ", ".join(METHODS))
-    for flag, takers in compare.sweeps().items():
-        m = METHODS[takers[0]]
-        c.add_argument(flag, type=compare.positive_ints, dest=compare.sweep_dest(flag),
-                       default=",".join(map(str, m.sweep[1])), metavar="V,V,...",
-                       help=f"the {m.sweep[0]} values of {' and '.join(takers)} to sweep")
-    c.add_argument("--max-steps", "--max_steps", "--steps", dest="steps", type=rule["max_steps"],
-                   default=300, help="training steps of every run")
-    c.add_argument("--batch-size", "--per_device_train_batch_size", dest="batch_size",
-                   type=rule["batch_size"], default=d.batch_size, help="sentences per step")
-    c.add_argument("--seed", type=rule["seed"], default=d.seed, help="the seed of every run")
-    c.add_argument("--out", "--output_dir", dest="out", default=None,
-                   help="output folder (default: runs/compare-TASK)")
-    _common(c)
+                           "against trainable parameters and against training time). Each run keeps "
+                           "its folder, OUT/<config>/lr<lr>-s<seed>/; after Ctrl-C the same command "
+                           "again skips the runs that finished.", 90),
+                       epilog="example:\n  minadapt compare bbc-news --baseline --adapter-layers 1,2,3,6\n"
+                       "  minadapt compare sst2 --methods probe,houlsby --bottlenecks 16,64 --epochs 1 "
+                       "--seeds 2 --lrs houlsby=1e-3,2e-3")
+    compare.add_arguments(c)
 
 
 def _eval_parser(sub):

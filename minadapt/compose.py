@@ -201,8 +201,9 @@ class ApplyCache(NamedTuple):
 
 def apply_forward(block, h, res, params, i, where, cfg, run):
     """h' = block(h) at site `where` of layer i (see the module docstring). Returns (h', cache)."""
-    if not _sits_here(block, where):
-        return h, ApplyCache("identity", block, ())
+    if not _sits_here(block, where) or (not isinstance(block, Block) and
+                                        i not in block.layers(cfg.num_hidden_layers)):
+        return h, ApplyCache("identity", block, ())  # (adapter_layers: a layer without this adapter)
     if not isinstance(block, Block):  # an adapter: h' = h + A(u(h))
         u, ln = _read_forward(block, h, res, params, i, where, cfg, run)
         d, c = _bottleneck_forward(block, u, params, i, where, run)

@@ -183,18 +183,19 @@ class Model:
     def add_adapter(self, name: str, bottleneck: int | None = None, non_linearity: str = "swish",
                     seed: int = 0, train_layer_norms: bool = False, init_std: float = 1e-2,
                     architecture: str = "houlsby", preset: str | None = None,
-                    init: str = "near_identity"):
+                    init: str = "near_identity", adapter_layers=None):
         """Bottleneck adapters for task `name` (minadapt.methods.bottleneck): architecture
         "houlsby" (two per layer) or "pfeiffer" (one per layer, after the feed-forward block).
         bottleneck: m, default 64 for Houlsby (minadapt's own choice: AdapterHub's DoubleSeqBnConfig
         factor 16 would give H/16; methods/bottleneck.py) and H/16 for Pfeiffer (SeqBnConfig's
         reduction factor 16). preset="houlsby-paper": google-research/adapter-bert's choices (bottleneck.PRESETS).
         init: "near_identity" (W_down ~ N(0, init_std^2), W_up = 0: exactly the identity) or
-        "truncated_normal" (both ~ N(0, init_std^2) truncated at 2 std)."""
+        "truncated_normal" (both ~ N(0, init_std^2) truncated at 2 std). adapter_layers: K (the top
+        K layers) or layer indices; None: every layer."""
         if bottleneck is None:
             bottleneck = max(1, self.cfg.hidden_size // 16) if architecture == "pfeiffer" else 64
         config = AdapterConfig(name, bottleneck, non_linearity, train_layer_norms, init_std,
-                               architecture, init, preset)
+                               architecture, init, preset, adapter_layers)
         return self.add_method(name, methods.get(config.architecture), config, seed)
 
     def add_lora(self, name: str, r: int = 8, alpha: float = 16.0, dropout: float = 0.1,

@@ -77,7 +77,7 @@ def test_ops_take_their_array_module_from_the_input():
     """Forward and backward code in minadapt.nn never names NumPy: the same lines run on CuPy."""
     for name in nn.__all__:
         module = getattr(nn, name)
-        for fn_name in ("forward", "backward"):
+        for fn_name in [f for f in ("forward", "backward", "update") if hasattr(module, f)]:
             src = inspect.getsource(getattr(module, fn_name))
             names = {n.value.id for n in ast.walk(ast.parse(src))
                      if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}

@@ -257,19 +257,18 @@ def test_new_bad_inputs_are_one_clear_line(trained, checkpoint_dir, capsys, tmp_
 
 
 def test_compare_takes_the_data_options_train_takes(trained, checkpoint_dir, capsys, tmp_path):
-    from minadapt import compare
-    from minadapt.cli import build_parser
-
     root, mine, runs = trained
     data = ["--train-file", mine["para"] / "train.jsonl", "--dev-file", mine["para"] / "dev.jsonl",
             "--text-column", "first", "--text-pair-column", "second", "--label-column", "relation",
             "--max-length", "32", "--train-subset", "40"]
-    args = build_parser().parse_args(["compare", *map(str, data), "--methods", "probe"])
-    argv = compare.train_argv(compare.Run("probe"), args, tmp_path / "x")
-    for option, value in zip(data[::2], data[1::2]):  # every one reaches each run's `train`
-        assert argv[argv.index(option) + 1] == str(value), option
     out = tmp_path / "cmp"
     code, stdout, err = run(["compare", *data, "--methods", "probe", "--max-steps", "2", "--batch-size",
-                             "8", "--model", checkpoint_dir, "--out", out], capsys)
+                             "8", "--seeds", "1", "--lr-factors", "1", "--evals", "1",
+                             "--model", checkpoint_dir, "--out", out], capsys)
     assert code == 0, err
+    specs = [json.loads(s.read_text()) for s in out.rglob("spec.json")]
+    assert specs, list(out.rglob("*"))
+    for option, value in zip(data[::2], data[1::2]):  # every one reaches each run's training
+        field = option[2:].replace("-", "_")
+        assert all(str(s["train"][field]) == str(value) for s in specs), (option, specs[0]["train"])
     assert json.loads((out / "compare.json").read_text())["runs"][0]["dev_score"] is not None

@@ -17,6 +17,7 @@ Two bottleneck configs have a minadapt architecture: DoubleSeqBnConfig (Houlsby:
 output_adapter, original_ln_before=False) and SeqBnConfig (Pfeiffer: output_adapter only,
 original_ln_before=True); both with residual_before_ln=True, original_ln_after=True, no adapter
 LayerNorm, scaling 1, no gating, no PHM. Anything else is refused with the field that differs.
+`leave_out` (the layers without an adapter) is minadapt's adapter_layers, said the other way round.
 An adapter with trained LayerNorm copies has no AdapterHub config, so it is refused too.
 """
 from __future__ import annotations
@@ -50,7 +51,7 @@ ARCHITECTURES = {
     "pfeiffer": {"mh_adapter": False, "output_adapter": True, "original_ln_before": True},
 }
 # Fields whose value changes the maths: a loaded config must have these values.
-SEMANTIC = ("adapter_residual_before_ln", "is_parallel", "leave_out", "ln_after", "ln_before",
+SEMANTIC = ("adapter_residual_before_ln", "is_parallel", "ln_after", "ln_before",
             "original_ln_after", "phm_layer", "residual_before_ln", "scaling", "stochastic_depth",
             "use_gating", "cross_adapter", "inv_adapter")
 # minadapt's non-linearity -> AdapterHub's name (transformers' ACT2FN; "gelu_new" is tanh GELU)
@@ -97,7 +98,8 @@ def save_adapterhub(model, directory, adapter: str | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config = {**BN_CONFIG, **ARCHITECTURES[a.architecture],
               "non_linearity": NON_LINEARITIES[a.non_linearity],
-              "reduction_factor": _reduction_factor(model.cfg.hidden_size, a.bottleneck)}
+              "reduction_factor": _reduction_factor(model.cfg.hidden_size, a.bottleneck),
+              "leave_out": a.leave_out(model.cfg.num_hidden_layers)}
     (directory / "adapter_config.json").write_text(json.dumps(_envelope(model, name, config), indent=2))
     state, arch = model.adapter_state(name), model.cfg.arch
     save_tensors(directory / "adapter.safetensors",
@@ -132,6 +134,17 @@ def _architecture(config: dict, where: Path) -> str:
             return arch
     raise WeightsError(f"{where}: {placed} is neither Houlsby's (DoubleSeqBnConfig: "
                        f"{ARCHITECTURES['houlsby']}) nor Pfeiffer's (SeqBnConfig: {ARCHITECTURES['pfeiffer']})")
+
+
+def _adapter_layers(leave_out, num_layers: int, where: Path):
+    """AdapterHub's leave_out -> minadapt's adapter_layers (None: every layer)."""
+    if not (isinstance(leave_out, list) and all(isinstance(i, int) and 0 <= i < num_layers for i in leave_out)):
+        raise WeightsError(f"{where}: leave_out={leave_out!r}; expected a list of layer indices from 0 "
+                           f"to {num_layers - 1}")
+    layers = tuple(i for i in range(num_layers) if i not in leave_out)
+    if not layers:
+        raise WeightsError(f"{where}: leave_out={leave_out!r} leaves out every layer")
+    return layers if leave_out else None
 
 
 def read_head(directory: Path, name: str, model):
@@ -174,6 +187,7 @@ def load_adapterhub(model, directory, name: str | None = None) -> str:
     if env.get("hidden_size") not in (None, model.cfg.hidden_size):
         raise WeightsError(f"{where}: made for hidden size {env['hidden_size']}, this model's is "
                            f"{model.cfg.hidden_size}")
+    layers = _adapter_layers(env["config"].get("leave_out") or [], model.cfg.num_hidden_layers, where)
     act = env["config"].get("non_linearity", "relu")
     if act not in FROM_ADAPTERHUB:
         raise WeightsError(f"{where}: non_linearity {act!r}; minadapt has {', '.join(FROM_ADAPTERHUB)}")
@@ -186,7 +200,8 @@ def load_adapterhub(model, directory, name: str | None = None) -> str:
     head, head_tensors = read_head(directory, name, model)
 
     def build():
-        model.add_adapter(name, int(down[0].shape[0]), FROM_ADAPTERHUB[act], architecture=architecture)
+        model.add_adapter(name, int(down[0].shape[0]), FROM_ADAPTERHUB[act], architecture=architecture,
+                          adapter_layers=layers)
         if head is not None:
             model.add_classification_head(name, **head)
 

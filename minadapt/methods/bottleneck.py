@@ -8,6 +8,11 @@ houlsby   AdapterHub's DoubleSeqBnConfig: two per layer, after the attention and
 pfeiffer  AdapterHub's SeqBnConfig: one per layer after the feed-forward block, reading
           LayerNorm(o + h) (bert.ADAPTER_READS says how).
 
+Depth: `adapter_layers` puts adapters in some layers only: K (the top K layers) or the layer
+indices; AdapterHub says the same as `leave_out`, the layers without (`leave_out()` converts).
+Backward stops at the lowest layer with an adapter (Model.lowest_trainable_layer), so fewer, higher
+adapters also train faster. With train_layer_norms, every layer's LayerNorms still train.
+
 Width: `minadapt train` and `compare` use bottleneck m = 64 for both, minadapt's own choice
 (adapter-bert, Houlsby et al.'s code, uses 64). AdapterHub's reduction factor 16 (DoubleSeqBnConfig
 and SeqBnConfig) gives m = H/16 = 24 on the 384-wide MiniLM: that is what
@@ -53,6 +58,8 @@ class AdapterConfig:
     architecture: str = "houlsby"  # where adapters sit in a layer: bert.ADAPTER_SITES
     init: str = "near_identity"  # or "truncated_normal" (both projections): nn.adapter.init_params
     preset: str | None = None  # "houlsby-paper" sets the fields PRESETS names (and only those)
+    adapter_layers: int | tuple | None = None  # K: the top K layers; (i, j, ...): those layers;
+    #                                            None: every layer
 
     def __post_init__(self):
         if self.preset is not None:
@@ -75,16 +82,58 @@ class AdapterConfig:
                               f"{', '.join(bert.ADAPTER_SITES)}")
         if self.init not in adapter.INITS:
             raise ConfigError(f"init {self.init!r}: expected one of {', '.join(adapter.INITS)}")
+        layers = self.adapter_layers
+        if isinstance(layers, list):  # as JSON stores a tuple
+            layers = tuple(layers)
+            object.__setattr__(self, "adapter_layers", layers)
+        whole = lambda v, low: isinstance(v, int) and not isinstance(v, bool) and v >= low  # noqa: E731
+        if not (layers is None or whole(layers, 1)
+                or (isinstance(layers, tuple) and layers and all(whole(i, 0) for i in layers)
+                    and len(set(layers)) == len(layers))):
+            raise ConfigError(f"adapter_layers {layers!r}: expected K >= 1 (the top K layers) or "
+                              "distinct layer indices >= 0")
+        if isinstance(layers, tuple):
+            object.__setattr__(self, "adapter_layers", tuple(sorted(layers)))
+
+    def layers(self, num_layers: int) -> tuple[int, ...]:
+        """The layers that hold an adapter, of a model with `num_layers` layers."""
+        k = self.adapter_layers
+        if k is None:
+            return tuple(range(num_layers))
+        if isinstance(k, int):
+            if k > num_layers:
+                raise ConfigError(f"adapter_layers {k}: the model has only {num_layers} layers")
+            return tuple(range(num_layers - k, num_layers))
+        if max(k) >= num_layers:
+            raise ConfigError(f"adapter_layers {k}: layer {max(k)} does not exist (the model has "
+                              f"layers 0 to {num_layers - 1})")
+        return k
+
+    def leave_out(self, num_layers: int) -> list[int]:
+        """AdapterHub's leave_out: the layers without an adapter."""
+        return sorted(set(range(num_layers)) - set(self.layers(num_layers)))
+
+
+def layer_list(text: str):
+    """--adapter-layers' text: "2" -> 2 (the top 2 layers), "0,5" -> (0, 5) (those layers)."""
+    import argparse
+
+    parts = [v.strip() for v in text.split(",")]
+    if not all(v.isdigit() for v in parts if v) or not any(parts) or ("," not in text and int(text) < 1):
+        raise argparse.ArgumentTypeError(f"expected K >= 1 (the top K layers) or layer indices "
+                                         f"(4,5), got {text!r}")
+    return int(text) if "," not in text else tuple(int(v) for v in parts if v)
 
 
 def add(model, name: str, config: AdapterConfig, seed: int = 0):
-    """Adapters for task `name` at the architecture's sites in every layer (and, with
-    train_layer_norms, the task's own copies of those layers' LayerNorms, starting as the
+    """Adapters for task `name` at the architecture's sites in config.layers() (and, with
+    train_layer_norms, the task's own copies of every layer's LayerNorms, starting as the
     backbone's): they become `name`'s trainable parameters."""
     rng = np.random.default_rng(seed)
     trainable = set()
+    with_adapter = config.layers(model.cfg.num_hidden_layers)
     for i in range(model.cfg.num_hidden_layers):
-        for where in bert.ADAPTER_SITES[config.architecture]:
+        for where in bert.ADAPTER_SITES[config.architecture] if i in with_adapter else ():
             prefix = bert.adapter_prefix(i, where, name)
             values = adapter.init_params(model.cfg.hidden_size, config.bottleneck, rng, model.dtype,
                                          config.init_std, config.init)
@@ -106,6 +155,8 @@ OPTIONS = (
            choices=("swish", "gelu", "relu")),
     Option("train_layer_norms", bool, "also train the layers' LayerNorms (as Houlsby et al. did)",
            flag_only=True),
+    Option("adapter_layers", layer_list, "adapters in the top K layers only, or in the layers listed "
+           "(e.g. 4,5); backward stops at the lowest (default: every layer)", metavar="K|I,J,..."),
 )
 
 HOULSBY = Method(

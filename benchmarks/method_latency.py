@@ -1,0 +1,111 @@
+"""Inference latency of every method against the bare backbone, at several batch sizes.
+
+    python benchmarks/method_latency.py [--weights DIR] [--batches 1,8,32] [--length 64]
+                                        [--rounds 5] [--steps 3]
+                                        [--json benchmarks/results/method_latency.json]
+
+Each method of minadapt.methods.METHODS (so a method added later appears by itself) gets a task
+with its default options and a 2-label head; a method that can be merged (Method.merge: LoRA) also
+answers merged, as "<method> merged" (model.merged(name)). "probe" is the bare backbone plus the
+head: every ratio is to it. Full fine-tuning runs on a model of its own (it changes the backbone),
+so it costs what the probe costs. Inputs: random ordinary wordpieces, no padding, float32, the
+inference ops (the last layer for [CLS] only).
+
+One process; each round times every (method, batch) in a rotating order (`--steps` calls each,
+the median kept); the table gives the median over rounds and each one's ratio to the probe at the
+same batch, paired within rounds. Up-projections and LoRA's B get small random values, so nothing
+is an exact no-op (the cost would be the same at zero).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def median_ms(fn, steps: int) -> float:
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def models(weights, rng):
+    """{label: (model, task name)}: one task per method (each on the shared model, or its own
+    when it trains the backbone), and each mergeable one merged."""
+    import minadapt
+    from minadapt.methods import METHODS
+
+    shared = minadapt.load_model(weights)
+    out = {}
+    for name, m in METHODS.items():
+        model = minadapt.load_model(weights) if m.trains_backbone else shared
+        model.add_classification_head(name, num_labels=2)
+        model.add_method(name, m, m.make_config(name), seed=0)
+        for k in model.trainable_names(name):  # nothing left at an exact zero (adapter_up, lora_B)
+            if not k.startswith(("heads.", "embeddings.", "encoder.layer.")) or ".adapters." in k or "lora_" in k:
+                model.params[k][...] = 0.02 * rng.standard_normal(model.params[k].shape)
+        out[name] = (model, name)
+        if m.merge is not None:
+            out[f"{name} merged"] = (model.merged(name), name)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", help="checkpoint folder (default: weights/all-MiniLM-L6-v2, fetched)")
+    p.add_argument("--batches", default="1,8,32", help="batch sizes, comma-separated")
+    p.add_argument("--length", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3, help="timed calls per (method, batch) per round")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    import numpy as np
+
+    from minadapt.compare import machine
+
+    rng = np.random.default_rng(0)
+    batches = [int(b) for b in args.batches.split(",")]
+    inputs = {}
+    for b in batches:
+        ids = rng.integers(1000, 30000, size=(b, args.length))
+        ids[:, 0] = 101
+        inputs[b] = (ids, np.ones_like(ids))
+    found = models(args.weights, rng)
+    cases = {(label, b): (lambda m=m, n=n, b=b: m.logits(*inputs[b], adapter=n))
+             for label, (m, n) in found.items() for b in batches}
+    for fn in cases.values():  # warm-up: first-call allocations, BLAS threads
+        fn()
+    rounds, order = [], list(cases)
+    for r in range(args.rounds):
+        order = order[1:] + order[:1]  # who goes first rotates
+        rounds.append({k: median_ms(cases[k], args.steps) for k in order})
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+
+    print(f"inference ms (median of {args.rounds} rounds of {args.steps} calls), length {args.length}, "
+          "float32; in brackets: / probe (the bare backbone + head) at the same batch")
+    print(f"{'method':>16} " + " ".join(f"{'batch ' + str(b):>18}" for b in batches))
+    table = {}
+    for label in found:
+        cells = []
+        for b in batches:
+            ms = statistics.median(r[(label, b)] for r in rounds)
+            ratio = statistics.median(r[(label, b)] / r[("probe", b)] for r in rounds)
+            table.setdefault(label, {})[b] = {"ms": round(ms, 2), "ratio_to_probe": round(ratio, 3)}
+            cells.append(f"{ms:>9.1f} ({ratio:.3f})")
+        print(f"{label:>16} " + " ".join(f"{c:>18}" for c in cells))
+    if args.json:
+        result = {"command": "python benchmarks/method_latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  "length": args.length, "batches": batches, "table": table,
+                  "rounds": [{f"{k[0]}|{k[1]}": v for k, v in r.items()} for r in rounds]}
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
