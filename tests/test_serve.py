@@ -416,7 +416,7 @@ def test_a_signal_stops_the_command_cleanly_with_exit_0(checkpoint_dir, adapters
         urllib.request.urlopen(url + "/health", timeout=5)
 
 
-def test_port_in_use_exits_1_with_one_line(checkpoint_dir, adapters):
+def test_port_in_use_exits_2_with_one_line(checkpoint_dir, adapters):
     paths, _ = adapters
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -424,6 +424,6 @@ def test_port_in_use_exits_1_with_one_line(checkpoint_dir, adapters):
         port = taken.getsockname()[1]
         proc = subprocess.run([sys.executable, "-m", "minadapt.serve", "--adapter", str(paths["sst2"]),
                                "--weights", str(checkpoint_dir), "--port", str(port)], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"minadapt serve: error: 127.0.0.1:{port} is in use (another server?): stop it or pick another --port"]

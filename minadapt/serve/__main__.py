@@ -11,7 +11,7 @@ try:
     sys.exit(main(arguments))
 except MinadaptError as e:
     print(f"minadapt serve: error: {e}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(2)  # a user error, as `minadapt serve` ends it
 except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     sys.exit(130)
