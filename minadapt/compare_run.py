@@ -28,9 +28,9 @@ import numpy as np
 
 
 def holdout(examples, size: int, seed: int):
-    """(the rest, the held-out slice of `size` examples chosen by `seed`), both in file order."""
-    from .tasks.read import Examples
-
+    """(the rest, the held-out slice of `size` examples chosen by `seed`), both in file order.
+    (selection.holdout, the one `minadapt train` uses, sizes its slice by a fraction instead; the
+    two draw their slices differently, so compare's earlier results stay reproducible.)"""
     n = len(examples.labels)
     if not 1 <= size < n:
         from .errors import ConfigError
@@ -38,14 +38,7 @@ def holdout(examples, size: int, seed: int):
         raise ConfigError(f"validation size {size}: expected 1 to {n - 1} (the training set has {n} examples)")
     chosen = np.zeros(n, bool)
     chosen[np.random.default_rng(seed).permutation(n)[:size]] = True
-
-    def take(mask):
-        idx = np.flatnonzero(mask)
-        return Examples([examples.texts[i] for i in idx],
-                        None if examples.pairs is None else [examples.pairs[i] for i in idx],
-                        examples.labels[idx])
-
-    return take(~chosen), take(chosen)
+    return examples.where(~chosen), examples.where(chosen)
 
 
 def default_validation_size(n_train: int) -> int:
@@ -84,6 +77,7 @@ def run(spec: dict) -> dict:
     from .checkpoints import out_lock, prepare_out
     from .model import load_model
     from .predict import encode_examples, evaluate
+    from .selection import Keeper
     from .tasks import load_task
     from .train import (TrainConfig, as_examples, dev_metrics, log, set_up, task_record, train_step,
                         _eval_record)
@@ -102,29 +96,31 @@ def run(spec: dict) -> dict:
                    {"train": train_set, "dev": validation})
         every = max(1, math.ceil(r.total / spec["evals"]))
         names = sorted(model.trainable_names(cfg.adapter_name))
-        best = None  # (score, step, {name: host copy})
+        keeper, kept = Keeper("best"), None  # the best validation record; its parameters, on the host
         while r.step < r.total:
             train_step(r)
             if r.step % every == 0 or r.step == r.total:
                 vm = dev_metrics(r)  # r.dev is the validation slice
                 first = next(iter(vm))
-                log(r, {"kind": "validation", "step": r.step, "validation": vm, "metric": first,
-                        "validation_score": vm[first], "seconds_training": r.seconds_training})
-                if best is None or vm[first] > best[0]:
-                    best = (vm[first], r.step, {k: to_numpy(model.params[k]).copy() for k in names})
-        model.put(best[2])
-        ids, types, _ = encode_examples(model.tokenizer, as_examples(data["dev"]))
-        metrics = evaluate(model, task, ids, types, as_examples(data["dev"]).labels, cfg.adapter_name,
-                           r.runner)[0]
+                record = {"kind": "validation", "step": r.step, "validation": vm, "metric": first,
+                          "validation_score": vm[first], "seconds_training": r.seconds_training}
+                log(r, record)
+                if keeper.update(record):  # a better score (ties keep the earlier step)
+                    kept = {k: to_numpy(model.params[k]).copy() for k in names}
+        model.put(kept)
+        kept_step, kept_score = keeper.best["step"], keeper.best["validation_score"]
+        dev = as_examples(data["dev"])
+        ids, types, _ = encode_examples(model.tokenizer, dev)
+        metrics = evaluate(model, task, ids, types, dev.labels, cfg.adapter_name, r.runner)[0]
         r.runner.close()
-        record = {**_eval_record(best[1], metrics), "kept_step": best[1], "total_steps": r.total,
-                  "validation_score": best[0], "seconds_training": r.seconds_training}
+        record = {**_eval_record(kept_step, metrics), "kept_step": kept_step, "total_steps": r.total,
+                  "validation_score": kept_score, "seconds_training": r.seconds_training}
         log(r, record)
         model.save_adapter(out / "adapter.safetensors", adapter=cfg.adapter_name, extra_metadata={
             "training": cfg.to_dict(), "task": task_record(task, cfg), "dev_metrics": metrics,
-            "dev_accuracy": metrics.get("accuracy", float("nan")), "steps": best[1],
+            "dev_accuracy": metrics.get("accuracy", float("nan")), "steps": kept_step,
             "labels": list(model.heads[cfg.adapter_name].labels or []) or None,
-            "compare": {"kept_step": best[1], "validation_score": best[0],
+            "compare": {"kept_step": kept_step, "validation_score": kept_score,
                         "validation_size": spec["validation_size"], "split_seed": spec["split_seed"]}})
     return record
 

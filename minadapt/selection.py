@@ -30,14 +30,7 @@ def holdout(examples, seed: int, fraction: float = HOLDOUT_FRACTION, cap: int = 
     k = min(cap, max(1, round(fraction * n)))
     held = np.zeros(n, bool)
     held[np.random.default_rng([seed, 0x5E1EC7]).choice(n, size=k, replace=False)] = True
-
-    def take(mask):
-        idx = np.flatnonzero(mask)
-        return type(examples)([examples.texts[i] for i in idx],
-                              None if examples.pairs is None else [examples.pairs[i] for i in idx],
-                              examples.labels[idx])
-
-    return take(~held), take(held)
+    return examples.where(~held), examples.where(held)
 
 
 class Keeper:

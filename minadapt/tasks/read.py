@@ -44,6 +44,12 @@ class Examples(NamedTuple):
         """The first n examples."""
         return Examples(self.texts[:n], None if self.pairs is None else self.pairs[:n], self.labels[:n])
 
+    def where(self, mask) -> "Examples":
+        """The examples where the boolean array `mask` (N,) is true, in file order."""
+        idx = np.flatnonzero(mask)
+        return Examples([self.texts[i] for i in idx],
+                        None if self.pairs is None else [self.pairs[i] for i in idx], self.labels[idx])
+
 
 def _shorten(value, limit: int = 60) -> str:
     """repr() of a value, cut to `limit` characters, for error messages."""
