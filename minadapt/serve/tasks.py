@@ -1,31 +1,17 @@
 """What each served task answers: its label names (or a score), read from its adapter file."""
 from __future__ import annotations
 
-import json
-
 from ..errors import WeightsError
+from ..predict import apply_stored_labels, label_names as predicted_label_names
 from .app import TaskInfo
 
 
 def label_names(model, name: str, path="adapter") -> tuple | None:
-    """The names of task `name`'s labels: its file's 'labels' metadata (as `minadapt predict` reads
-    it), else its head's label names, else "0", "1", ...; None for a regression head."""
-    head = model.heads[name]
-    if head.regression:
-        return None
-    meta = model.metadata.get(name, {})
-    names = head.labels
-    if "labels" in meta:
-        try:
-            names = json.loads(meta["labels"])
-        except json.JSONDecodeError:
-            raise WeightsError(f"{path}: its metadata 'labels' is not JSON: {meta['labels'][:60]!r}") from None
-        if not isinstance(names, list) or len(names) != head.num_labels:
-            raise WeightsError(f"{path}: its metadata names labels {names!r}, but its head has "
-                               f"{head.num_labels}")
-    if names is None:
-        names = range(head.num_labels)
-    return tuple(str(x) for x in names)
+    """The names of task `name`'s labels, read as `minadapt predict` reads them: the file's 'labels'
+    metadata given to the head (predict.apply_stored_labels), else the head's names, else "0", "1",
+    ...; None for a regression head."""
+    apply_stored_labels(model, name, path)
+    return predicted_label_names(model, name)
 
 
 def task_infos(model, paths: dict | None = None) -> dict[str, TaskInfo]:
