@@ -1,20 +1,29 @@
-"""Inference latency of every method against the bare backbone, at several batch sizes.
+"""Inference cost of every method against the bare backbone, merged and not, at several batch sizes.
 
     python benchmarks/method_latency.py [--weights DIR] [--batches 1,8,32] [--length 64]
                                         [--rounds 5] [--steps 3]
                                         [--json benchmarks/results/method_latency.json]
 
-Each method of minadapt.methods.METHODS (so a method added later appears by itself) gets a task
-with its default options and a 2-label head; a method that can be merged (Method.merge: LoRA) also
-answers merged, as "<method> merged" (model.merged(name)). "probe" is the bare backbone plus the
-head: every ratio is to it. Full fine-tuning runs on a model of its own (it changes the backbone),
-so it costs what the probe costs. Inputs: random ordinary wordpieces, no padding, float32, the
-inference ops (the last layer for [CLS] only).
+Each method that `compare` runs (Method.compare: a method added later appears by itself;
+AdapterFusion, which needs trained adapters to fuse, is left out) gets a task with its default
+options and a 2-label head, and answers the same batch (random ordinary wordpieces, no padding,
+float32, the inference ops: the last layer for [CLS] only where the method allows it):
+  probe          the bare backbone + the head: every ratio is to it;
+  houlsby, ...   the method unmerged: its extra work in every layer;
+  lora merged    a method that can be merged (Method.merge: LoRA, IA3) also answers as
+                 model.merged(name): W' = W + (alpha/r) B A, or IA3's scales folded into the rows and
+                 columns of W. The bare backbone's code with other numbers in W: it should cost what
+                 the probe costs, and its logits are checked against the unmerged ones;
+  prompt         n virtual tokens: every sequence is n rows longer in every layer;
+  prefix         n more keys and values in every attention;
+  full           full fine-tuning, on a model of its own (it changes the backbone): the probe's cost.
+Prompt and prefix tuning cannot be merged: their cost is the price of the method.
 
+Every trainable number of a method but its head gets a small random value (LoRA's B and the
+up-projections start at zero, IA3 at one): nothing is an exact no-op, so merging changes W.
 One process; each round times every (method, batch) in a rotating order (`--steps` calls each,
 the median kept); the table gives the median over rounds and each one's ratio to the probe at the
-same batch, paired within rounds. Up-projections and LoRA's B get small random values, so nothing
-is an exact no-op (the cost would be the same at zero).
+same batch, paired within rounds.
 """
 from __future__ import annotations
 
@@ -44,16 +53,29 @@ def models(weights, rng):
     shared = minadapt.load_model(weights)
     out = {}
     for name, m in METHODS.items():
+        if not m.compare:  # AdapterFusion needs trained adapters to fuse: mixed_batch.py times composition
+            continue
         model = minadapt.load_model(weights) if m.trains_backbone else shared
         model.add_classification_head(name, num_labels=2)
         model.add_method(name, m, m.make_config(name), seed=0)
-        for k in model.trainable_names(name):  # nothing left at an exact zero (adapter_up, lora_B)
-            if not k.startswith(("heads.", "embeddings.", "encoder.layer.")) or ".adapters." in k or "lora_" in k:
-                model.params[k][...] = 0.02 * rng.standard_normal(model.params[k].shape)
+        if not m.trains_backbone:  # nothing left at an exact no-op (adapter_up, lora_B, IA3's ones)
+            for k in model.trainable_names(name):
+                if not k.startswith("heads."):
+                    model.params[k][...] += 0.02 * rng.standard_normal(model.params[k].shape)
         out[name] = (model, name)
         if m.merge is not None:
             out[f"{name} merged"] = (model.merged(name), name)
     return out
+
+
+def merge_gaps(found, inputs):
+    """{"lora merged": max |merged logits - unmerged logits|, ...}: a merge must not change the answer."""
+    import numpy as np
+
+    ids, mask = inputs
+    return {label: float(np.abs(m.logits(ids, mask, adapter=n)
+                                - found[label.removesuffix(" merged")][0].logits(ids, mask, adapter=n)).max())
+            for label, (m, n) in found.items() if label.endswith(" merged")}
 
 
 def main(argv=None):
@@ -77,6 +99,11 @@ def main(argv=None):
         ids[:, 0] = 101
         inputs[b] = (ids, np.ones_like(ids))
     found = models(args.weights, rng)
+    gaps = merge_gaps(found, inputs[batches[-1]])
+    for label, gap in gaps.items():
+        print(f"{label}: max |logits - unmerged logits| = {gap:.2e}", file=sys.stderr)
+        if gap > 1e-4:  # float32 sums in another order differ by ~1e-6; a wrong merge by ~1e-2
+            raise SystemExit(f"{label}: the merged model answers differently ({gap:.2e}): not timing it")
     cases = {(label, b): (lambda m=m, n=n, b=b: m.logits(*inputs[b], adapter=n))
              for label, (m, n) in found.items() for b in batches}
     for fn in cases.values():  # warm-up: first-call allocations, BLAS threads
@@ -102,7 +129,7 @@ def main(argv=None):
     if args.json:
         result = {"command": "python benchmarks/method_latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                  "length": args.length, "batches": batches, "table": table,
+                  "length": args.length, "batches": batches, "table": table, "merge_gaps": gaps,
                   "rounds": [{f"{k[0]}|{k[1]}": v for k, v in r.items()} for r in rounds]}
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 

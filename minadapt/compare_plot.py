@@ -8,7 +8,10 @@ sweep (adapters in the top K layers) a dashed line, labelled "top K". The TF-IDF
 there is one, is a horizontal grey line in both. A bare Figure (no pyplot): no display is needed."""
 from __future__ import annotations
 
+import io
 from itertools import cycle
+
+from .io.weights import atomic_write
 
 COLOURS = ("tab:gray", "tab:blue", "tab:green", "tab:orange", "tab:red", "tab:purple", "tab:brown",
            "tab:pink", "tab:olive", "tab:cyan")
@@ -78,5 +81,7 @@ def plot(rows: list[dict], header: dict, path, baseline: dict | None = None):
     left.legend(loc="best", fontsize=8)
     fig.suptitle(f"{header['task']}: {describe_settings(header)}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()  # written whole or not at all: a full disk leaves the last plot
+    fig.savefig(png, format="png", dpi=100)
+    atomic_write(path, png.getvalue())
     return path

@@ -29,7 +29,7 @@ from .checkpoints import (LOCK_NAME, Interrupted, load_training_checkpoint, out_
 from .config import Number, finite_float, fraction, non_negative_int, positive_int
 from .errors import ConfigError, MinadaptError, TrainingDiverged, WeightsError
 from .backend import to_device
-from .io.weights import read_safetensors
+from .io.weights import append_line, atomic_write, read_safetensors
 from .selection import Keeper, describe, holdout
 from .optim import AdamW, clip_grad_norm, lr_schedule
 from .parallel import join_job, launched, runner
@@ -312,9 +312,8 @@ def set_up(cfg: TrainConfig, model=None, data=None, resume: bool = False) -> Run
         if run.main:
             print(f"resuming from {run.checkpoint} at step {run.step}/{total}")
     run.keeper = Keeper(cfg.keep, cfg.early_stopping_patience, run.history)
-    if run.main:  # rewritten from the checkpoint's history: no duplicates
-        with open(run.metrics, "w") as f:
-            f.writelines(json.dumps(h) + "\n" for h in run.history)
+    if run.main:  # rewritten whole from the checkpoint's history: no duplicates, no torn last line
+        atomic_write(run.metrics, "".join(json.dumps(h) + "\n" for h in run.history).encode())
     return run
 
 
@@ -469,9 +468,8 @@ def _say_stopping(run: Run, signal_name: str):
 def log(run: Run, record: dict):
     """A line of metrics.jsonl (rank 0 writes it; every rank keeps the history)."""
     run.history.append(record)
-    if run.main:
-        with open(run.metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
+    if run.main:  # the checkpoint holds the history too: --resume rewrites this file from it
+        append_line(run.metrics, json.dumps(record))
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -501,7 +499,10 @@ def run_title(task, cfg) -> str:
 
 def plot_history(history, path, title=""):
     """Training loss (per logged interval) and the task's first dev metric against the step, as a PNG.
-    Uses a bare Figure (no pyplot): no display needed, and a notebook's backend is left alone."""
+    Uses a bare Figure (no pyplot): no display needed, and a notebook's backend is left alone.
+    Written whole or not at all (io.weights.atomic_write): a full disk leaves the last plot."""
+    import io
+
     from matplotlib.figure import Figure
 
     train = [h for h in history if h["kind"] == "train"]
@@ -519,7 +520,9 @@ def plot_history(history, path, title=""):
     ax2.set_ylabel(f"dev {metric}" + (" (%)" if scale == 100 else ""), color="tab:red")
     ax1.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    atomic_write(path, png.getvalue())
     return path
 
 

@@ -171,4 +171,31 @@ def test_a_filesystem_gone_read_only_reports_the_save_not_the_lock(checkpoint_di
                  "--out", str(out), "--max-steps", "1", "--batch-size", "4"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, err
-    assert "safetensors: not saved: Read-only file system" in err[-1] and "train.lock" not in err[-1]
+    assert ": not saved: Read-only file system" in err[-1] and "train.lock" not in err[-1]
+
+
+def test_a_full_disk_on_the_metrics_log_is_a_storage_error_naming_it(tmp_path, monkeypatch):
+    """metrics.jsonl is appended to (the checkpoint holds the history, so --resume rewrites it
+    whole): a failed append is a StorageError naming the file, not an OSError traceback."""
+    log = tmp_path / "metrics.jsonl"
+    weights.append_line(log, '{"step": 1}')
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(weights, "open", full, raising=False)
+    with pytest.raises(StorageError, match="metrics.jsonl: not saved: No space left on device"):
+        weights.append_line(log, '{"step": 2}')
+    assert log.read_text() == '{"step": 1}\n'
+
+
+def test_a_plot_meeting_a_full_disk_leaves_the_last_plot_whole(tmp_path, monkeypatch):
+    from minadapt.train import plot_history
+
+    history = [{"kind": "train", "step": 1, "loss": 0.7}, {"kind": "eval", "step": 1, "dev_score": 0.5}]
+    png = plot_history(history, tmp_path / "training.png")
+    before = png.read_bytes()
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+    with pytest.raises(StorageError, match="training.png"):
+        plot_history(history + [{"kind": "eval", "step": 2, "dev_score": 0.6}], png)
+    assert png.read_bytes() == before and leftovers(tmp_path) == []

@@ -229,23 +229,21 @@ for name in ("prompt", "prefix", "houlsby"):
         print(f"{name}: {e}")
 '''),
 md(r'''
-What each costs at inference, measured by `benchmarks/merge_lora.py` (its committed report, with
-the command and the machine that made it): every model answers the same batch of 64 tokens, and
-each time is paired with the bare backbone's in the same round. The report was made on a machine
-other runs were loading heavily (its note says so): read its ratios beside the arithmetic below.
+What each costs at inference, measured by `benchmarks/method_latency.py` (its committed report,
+with the command and the machine that made it): every method answers the same batches of 64 tokens,
+and each time is paired with the bare backbone's (the probe) in the same round. Read its ratios beside
+the arithmetic below.
 '''),
 code(r'''
 import json
 
-report = json.loads((ROOT / "benchmarks" / "results" / "family_cost.json").read_text())
+report = json.loads((ROOT / "benchmarks" / "results" / "method_latency.json").read_text())
 print(report["command"])
-print(report["machine"])
-print(report.get("note", ""))
-batches = list(report["batches"])
+print(report["machine"], report["date"])
+batches = [str(b) for b in report["batches"]]
 print(f"{'model':>12s} " + " ".join(f"{'batch ' + b + ' ms':>14s} {'/ bare':>7s}" for b in batches))
-for k in report["batches"][batches[0]]["table"]:
-    print(f"{k:>12s} " + " ".join(f"{report['batches'][b]['table'][k]['ms']:14.1f} "
-                                  f"{report['batches'][b]['table'][k]['ratio_to_bare']:7.3f}" for b in batches))
+for k, row in report["table"].items():
+    print(f"{k:>12s} " + " ".join(f"{row[b]['ms']:14.1f} {row[b]['ratio_to_probe']:7.3f}" for b in batches))
 '''),
 md(r'''
 The arithmetic does not depend on the machine. A layer's matmuls cost $2(4H^2 + 2HF)$ per row and

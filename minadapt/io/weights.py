@@ -214,6 +214,19 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def append_line(path: str | Path, line: str) -> None:
+    """`line` and a newline at the end of a log file (metrics.jsonl). A full disk or a refused
+    write is a StorageError naming `path`; a torn last line is possible there, so such a log must be
+    one its writer can rewrite whole (the training loop rewrites metrics.jsonl from the checkpoint
+    on --resume)."""
+    path = Path(path)
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        raise _storage_error(path, e) from None
+
+
 def _storage_error(path: Path, e: OSError) -> StorageError:
     cause = e.strerror or str(e)
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
