@@ -355,55 +355,89 @@ serve every task at once (lesson 9).
 
 ## 4. The full comparison: `minadapt compare`
 
-`minadapt compare TASK` trains every method at several sizes on a whole task, the same way, and
-writes a table (JSON, Markdown) and a plot to `benchmarks/results/compare_TASK.*`, together with
-the command that made them and the machine it ran on. Those numbers depend on the machine and
-the run, so they come from the committed file, never from this text. The cell below shows them
-where they are committed, and otherwise says how to make them.
+The live run above is one seed at one learning rate for a few dozen steps: it shows the machinery,
+not which method is better. `minadapt compare TASK` asks that question the way an experimenter
+would. Every configuration trains on the same data, budget and batch size, each in its own
+process. A few learning rates are tried on the first seed, and the one with the best score on a
+slice *held out of the training data* runs the other seeds. Each run keeps its best step on that
+slice: the dev score is reported, never chosen on. A TF-IDF + logistic regression row
+(`--baseline`) shows where a classical model stands on the same split.
+
+It writes a table (JSON, Markdown) and a plot to `benchmarks/results/compare_TASK*.*`, with the
+command that made them and the machine they ran on. Those numbers depend on the machine and the run,
+so they come from the committed files, never from this text. There are two per task: adapters against
+full fine-tuning over three seeds, and the whole family at one seed.
 '''),
 code(r'''
+import math
+
+
 def show_comparison(path):
-    # One compare file: the command and machine that made it, then a row per run (minadapt/compare.py).
+    # One compare file: its command and machine, then a row per configuration (minadapt/compare.py):
+    # the dev metric's mean and standard deviation over seeds, and the lr validation chose.
     result = json.loads(path.read_text())
-    machine = result["machine"]
+    machine, settings = result["machine"], result["settings"]
     print(f"{path.relative_to(ROOT)}  ({result['date']})")
     print(f"  command: {result['command']}")
     print(f"  machine: {machine['model_name']}, CPU family {machine['cpu_family']} model {machine['model']}, "
           f"{machine['cores']} cores")
+    print(f"  {settings['steps']} steps of {settings['batch_size']} ({settings['epochs']:g} epochs); the step "
+          f"and lr chosen on {settings['validation_size']} held-out training examples")
     metric = result["runs"][0]["dev_metric"]
-    print(f"  {'run':>12s} {'trainable':>12s} {'% of backbone':>14s} {'file MB':>8s} {'dev ' + metric:>14s} "
-          f"{'train s':>8s}")
+    print(f"  {'run':>12s} {'trainable':>11s} {'%':>6s} {'lr':>7s}   {'dev ' + metric + ', mean ± std (seeds)':<30s}"
+          f"{'s / run':>8s}")
     for run in result["runs"]:
-        print(f"  {run['config']:>12s} {run['trainable_params']:>12,} {run['share_pct']:>13.2f}% "
-              f"{run['file_bytes'] / 1e6:>8.2f} {run['dev_score']:>14.4f} {run['train_s']:>8.0f}")
+        cell = f"{100 * run['dev_score']:.2f} ± {100 * run['dev_std']:.2f} ({len(run['seeds'])})"
+        print(f"  {run['config']:>12s} {run['trainable_params']:>11,} {run['share_pct']:>6.2f} {run['lr']:>7.0e}   "
+              f"{cell:<30s}{run['train_s'] / len(run['seeds']):>8.0f}")
+    base = result.get("baseline")
+    if base:
+        cell = f"{100 * base['dev_score']:.2f} (deterministic)"
+        print(f"  {base['config']:>12s} {base['trainable_params']:>11,} {'-':>6s} {'C=' + format(base['C'], 'g'):>7s}   "
+              f"{cell:<30s}{base['train_s']:>8.0f}")
     fig, ax = plt.subplots(figsize=(7, 4))
-    for method in dict.fromkeys(run["method"] for run in result["runs"]):
-        mine = sorted((r["trainable_params"], r["dev_score"]) for r in result["runs"] if r["method"] == method)
-        ax.plot([n for n, _ in mine], [v for _, v in mine], "o-", label=method)
+    for run in result["runs"]:
+        ax.errorbar(run["trainable_params"], 100 * run["dev_score"], yerr=100 * run["dev_std"],
+                    fmt="o", capsize=3, label=run["config"])
+    if base:
+        ax.axhline(100 * base["dev_score"], color="grey", linestyle="-.", label="TF-IDF + logistic regression")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_ylabel(f"dev {metric}")
-    ax.set_title(f"{result['task']}: {result['settings']['steps']} steps of "
-                 f"{result['settings']['batch_size']}", fontsize=9)
+    ax.set_ylabel(f"dev {metric} (%), mean ± std")
+    ax.set_title(f"{result['task']}: {settings['epochs']:g} epochs, seeds {settings['seeds']}", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     plt.tight_layout()
     plt.show()
+    return result
 
 
-for task in ("sst2", "bbc-news"):
-    path = ROOT / "benchmarks" / "results" / f"compare_{task}.json"
+def adapter_gap(result):
+    # The best adapter (every method but full fine-tuning and the probe) against full fine-tuning:
+    # the gap in points, and in standard errors of the difference when both have several seeds.
+    full = [r for r in result["runs"] if r["method"] == "full"]
+    adapters = [r for r in result["runs"] if r["method"] not in ("full", "probe")]
+    if not full or not adapters:
+        return
+    full, best = full[0], max(adapters, key=lambda r: r["dev_score"])
+    gap = 100 * (full["dev_score"] - best["dev_score"])
+    se = 100 * math.sqrt(full["dev_std"] ** 2 / len(full["seeds"]) + best["dev_std"] ** 2 / len(best["seeds"]))
+    tail = f", {gap / se:+.1f} standard errors of the difference" if min(len(full["seeds"]), len(best["seeds"])) > 1 else ""
+    print(f"  full fine-tuning minus the best adapter ({best['config']}): {gap:+.2f} points{tail}\n")
+
+
+for name in ("sst2", "sst2_family", "bbc-news", "bbc-news_family"):
+    path = ROOT / "benchmarks" / "results" / f"compare_{name}.json"
     if path.is_file():
-        show_comparison(path)
+        adapter_gap(show_comparison(path))
     else:
-        print(f"{path.relative_to(ROOT)} is not committed yet: make it with  minadapt compare {task}")
+        print(f"{path.relative_to(ROOT)} is not committed yet: make it with  minadapt compare {name.split('_')[0]}")
 '''),
 md(r'''
-Read the table with its caveats: one seed, one learning rate per method, a fixed number of steps.
-Differences of a few tenths of a percent are within what another seed would change; the gap from
-the probe to everything else is not. The training seconds come from one run each on a shared
-two-core machine: they vary by more than the methods differ, so do not rank methods by them (lesson
-7 counts the work instead).
+Read each table with its spread. A difference under about two standard errors of the difference
+(printed under each table) is one that another three seeds could reverse. The family tables have one
+seed each: they rank the methods roughly, not finely. Training seconds are per run on the machine
+named: compare them within one file, never across machines.
 '''),
 md(r'''
 ## Summary
