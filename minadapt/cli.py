@@ -219,7 +219,8 @@ def _train_parser(sub):
                    help="AdamW's decoupled decay (not applied to biases and LayerNorms)")
     t.add_argument("--eval-every", "--eval_steps", dest="eval_every", type=rule["eval_every"],
                    default=d.eval_every,
-                   help="steps between dev evaluations and checkpoints (0: only at the end)")
+                   help="steps between evaluations (validation and dev) and checkpoints; 0: only at "
+                   f"the end (default: a {d.DEFAULT_EVALS}th of the run, as compare evaluates)")
     t.add_argument("--log-every", "--logging_steps", dest="log_every", type=rule["log_every"],
                    default=d.log_every,
                    help="steps between lines of OUT/metrics.jsonl")

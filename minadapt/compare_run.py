@@ -1,7 +1,8 @@
 """One run of `minadapt compare`, in its own process: `python -m minadapt.compare_run SPEC.json`.
 
 The reported dev set must not choose anything, so the run holds out a slice of the training data
-(`holdout`: the same slice for every run and for the baseline) and trains on the rest:
+(`selection.holdout`: the same slice for every run, the baseline and a default `minadapt train`
+run) and trains on the rest:
 
     every `every` steps      validation metrics; the best step so far keeps a copy of the
                              trainable parameters (ties keep the earlier step)
@@ -24,27 +25,7 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
-
-def holdout(examples, size: int, seed: int):
-    """(the rest, the held-out slice of `size` examples chosen by `seed`), both in file order.
-    (selection.holdout, the one `minadapt train` uses, sizes its slice by a fraction instead; the
-    two draw their slices differently, so compare's earlier results stay reproducible.)"""
-    n = len(examples.labels)
-    if not 1 <= size < n:
-        from .errors import ConfigError
-
-        raise ConfigError(f"validation size {size}: expected 1 to {n - 1} (the training set has {n} examples)")
-    chosen = np.zeros(n, bool)
-    chosen[np.random.default_rng(seed).permutation(n)[:size]] = True
-    return examples.where(~chosen), examples.where(chosen)
-
-
-def default_validation_size(n_train: int) -> int:
-    """A tenth of the training set, at most 1,000 examples (enough to rank steps; each
-    evaluation costs a forward pass over it)."""
-    return max(1, min(1000, n_train // 10))
+from .selection import holdout, validation_size
 
 
 def prepare(spec: dict) -> dict:
@@ -61,7 +42,7 @@ def prepare(spec: dict) -> dict:
     train = as_examples(data["train"])
     if cfg.train_subset:
         train = train.head(cfg.train_subset)
-    size = spec["validation_size"] or default_validation_size(len(train.labels))
+    size = spec["validation_size"] or validation_size(len(train.labels))
     rest, validation = holdout(train, size, spec["split_seed"])
     baseline = None
     if spec["baseline"]:

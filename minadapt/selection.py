@@ -15,22 +15,35 @@ from __future__ import annotations
 
 import numpy as np
 
-HOLDOUT_FRACTION = 0.05  # of the training examples, held out for validation when no file is given
-HOLDOUT_MAX = 1000  # at most this many (SST-2: 1,000 of 67,349)
-HOLDOUT_MIN_TRAIN = 200  # below this many training examples nothing is held out: the last step is kept
+VALIDATION_FRACTION, VALIDATION_MAX = 10, 1000  # a tenth of the training examples, at most 1,000
+HOLDOUT_MIN_TRAIN = 200  # below this many, `minadapt train` holds nothing out: the last step is kept
 
 
-def holdout(examples, seed: int, fraction: float = HOLDOUT_FRACTION, cap: int = HOLDOUT_MAX):
-    """(training examples, validation examples): a random `fraction` of `examples` (at most `cap`),
-    drawn with `seed`, set apart; None for the validation set when there are fewer than
-    HOLDOUT_MIN_TRAIN examples (holding out would take too much of a small set)."""
+def validation_size(n_train: int) -> int:
+    """How many training examples are held out by default: a tenth, at most 1,000 (enough to rank
+    steps and learning rates; each evaluation costs a forward pass over them)."""
+    return max(1, min(VALIDATION_MAX, n_train // VALIDATION_FRACTION))
+
+
+def holdout(examples, size: int | None = None, seed: int = 0):
+    """(the rest, the held-out slice), both in file order: `size` examples (None: validation_size,
+    or no slice at all below HOLDOUT_MIN_TRAIN examples) drawn by `seed`.
+
+    `minadapt train` and every run of `minadapt compare` draw the same slice (seed 0 unless
+    `compare --split-seed`), whatever the training seed: the seeds of a configuration are scored
+    on one validation set, and a default `train` run is the compare run of the same settings."""
     n = len(examples.labels)
-    if n < HOLDOUT_MIN_TRAIN:
-        return examples, None
-    k = min(cap, max(1, round(fraction * n)))
-    held = np.zeros(n, bool)
-    held[np.random.default_rng([seed, 0x5E1EC7]).choice(n, size=k, replace=False)] = True
-    return examples.where(~held), examples.where(held)
+    if size is None:
+        if n < HOLDOUT_MIN_TRAIN:
+            return examples, None
+        size = validation_size(n)
+    if not 1 <= size < n:
+        from .errors import ConfigError
+
+        raise ConfigError(f"validation size {size}: expected 1 to {n - 1} (the training set has {n} examples)")
+    chosen = np.zeros(n, bool)
+    chosen[np.random.default_rng(seed).permutation(n)[:size]] = True
+    return examples.where(~chosen), examples.where(chosen)
 
 
 class Keeper:

@@ -190,7 +190,7 @@ def test_the_step_kept_is_the_best_on_validation(compared):
 
 
 def test_holdout_is_the_same_slice_and_never_dev(data):
-    from minadapt.compare_run import default_validation_size, holdout
+    from minadapt.selection import holdout, validation_size
     from minadapt.tasks import load_task
 
     train_set = load_task("sst2", data)["train"]
@@ -198,7 +198,7 @@ def test_holdout_is_the_same_slice_and_never_dev(data):
     again, val2 = holdout(train_set, 2, 0)
     assert val.texts == val2.texts and len(rest.texts) == 4 and not set(val.texts) & set(rest.texts)
     assert sorted(rest.texts + val.texts) == sorted(train_set.texts)
-    assert default_validation_size(67349) == 1000 and default_validation_size(1781) == 178
+    assert validation_size(67349) == 1000 and validation_size(1781) == 178
     with pytest.raises(ConfigError, match="validation size 6"):
         holdout(train_set, 6, 0)
 
@@ -281,7 +281,7 @@ def test_plan_and_lists():
 def test_baseline_row(data):
     pytest.importorskip("sklearn")
     from minadapt.baseline import tfidf_logreg
-    from minadapt.compare_run import holdout
+    from minadapt.selection import holdout
     from minadapt.tasks import get_task, load_task
 
     task = get_task("sst2")
@@ -308,3 +308,28 @@ def test_plot_with_depth_rows_error_bars_and_the_baseline(tmp_path):
                            "max_length": 128, "seeds": [0, 1], "validation_size": 100}}
     path = plot(rows, header, tmp_path / "c.png", {"dev_score": 0.95})
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_default_train_run_is_the_compare_run_of_the_same_settings(checkpoint_dir, tmp_path):
+    """`minadapt train` with its default evaluations and held-out slice trains, keeps and scores
+    exactly what `minadapt compare`'s run of the same settings does: compare's seeds of the default
+    settings are evidence for the default run itself."""
+    from minadapt import compare_run
+    from minadapt.selection import validation_size
+
+    words = ["good", "bad", "fine", "dull", "moving", "boring", "witty", "a mess", "loved", "hated"]
+    rows = [f"{words[i % 10]} {words[(i * 7) % 10]} film {i}\t{int(i % 10 in (0, 2, 4, 6, 8))}" for i in range(240)]
+    folder = tmp_path / "sst2"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    (folder / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows[::12]) + "\n")
+    settings = dict(data_dir=str(tmp_path), weights=str(checkpoint_dir), max_steps=20, batch_size=8,
+                    max_length=16, options={"bottleneck": 4}, lr=1e-2, seed=1)
+    r = train(TrainConfig(**settings, out=str(tmp_path / "train")), progress=False)
+    spec = {"train": {**TrainConfig(**settings, out=str(tmp_path / "compare"), eval_every=0).to_dict()},
+            "validation_size": validation_size(240), "split_seed": 0, "evals": 10}
+    record = compare_run.run(spec)
+    assert r.kept["step"] == record["kept_step"] and r.kept["validation_score"] == record["validation_score"]
+    assert r.dev_metrics == record["dev"]
+    mine, theirs = (read_safetensors(p / "adapter.safetensors")[0] for p in (tmp_path / "train", tmp_path / "compare"))
+    assert mine.keys() == theirs.keys() and all(np.array_equal(mine[k], theirs[k]) for k in mine)

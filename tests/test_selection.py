@@ -40,13 +40,15 @@ def test_holdout_is_disjoint_deterministic_and_spares_small_sets():
     n = 4000
     ex = Examples([f"t{i}" for i in range(n)], None, np.arange(n))
     train_part, val = holdout(ex, seed=3)
-    assert len(val.labels) == 200 and len(train_part.labels) == n - 200  # 5%
+    assert len(val.labels) == 400 and len(train_part.labels) == n - 400  # a tenth
     assert not set(val.labels) & set(train_part.labels)
     assert np.array_equal(holdout(ex, seed=3)[1].labels, val.labels)
     assert not np.array_equal(holdout(ex, seed=4)[1].labels, val.labels)
-    assert len(holdout(Examples(["x"] * 60000, None, np.zeros(60000)), 0)[1].labels) == 1000  # capped
+    assert np.array_equal(holdout(ex)[1].labels, holdout(ex, seed=0)[1].labels)  # split seed 0 by default
+    assert len(holdout(Examples(["x"] * 60000, None, np.zeros(60000)))[1].labels) == 1000  # capped
+    assert len(holdout(ex, size=7, seed=3)[1].labels) == 7
     small = Examples(["x"] * (HOLDOUT_MIN_TRAIN - 1), None, np.zeros(HOLDOUT_MIN_TRAIN - 1))
-    assert holdout(small, 0) == (small, None)
+    assert holdout(small) == (small, None)
 
 
 def test_keeper_keeps_the_first_best_and_counts_patience():

@@ -162,9 +162,13 @@ def test_not_an_adapter_file(tmp_path, checkpoint_dir):
 
 
 def test_default_length_is_epochs_with_a_floor_of_steps():
-    """1.25 passes by default, but never fewer than DEFAULT_MIN_STEPS steps (a small training set
-    still warms up and decays); an explicit --epochs or --max-steps is obeyed exactly."""
-    assert TrainConfig().total_steps(2105) == round(1.25 * 2105) > TrainConfig.DEFAULT_MIN_STEPS
+    """2 passes by default, but never fewer than DEFAULT_MIN_STEPS steps (a small training set
+    still warms up and decays); an explicit --epochs or --max-steps is obeyed exactly. Evaluations:
+    ten a run by default (compare's), or every --eval-every steps."""
+    assert TrainConfig().total_steps(2074) == 2 * 2074 > TrainConfig.DEFAULT_MIN_STEPS
+    assert TrainConfig().eval_interval(4148) == 415 and TrainConfig().eval_interval(200) == 20
+    assert TrainConfig(eval_every=0).eval_interval(4148) == 0
+    assert TrainConfig(eval_every=7).eval_interval(4148) == 7
     assert TrainConfig().total_steps(56) == TrainConfig.DEFAULT_MIN_STEPS == 200
     assert TrainConfig(epochs=1).total_steps(56) == 56
     assert TrainConfig(epochs=3, max_steps=7).total_steps(56) == 7

@@ -232,7 +232,10 @@ around the minimum. Below, the schedule of this lesson's short run and that of t
 `minadapt train sst2`, its length and peak rate read from `TrainConfig()`.
 '''),
 code(r'''
-EPOCH = int(np.ceil(len(train_ids) / DEFAULTS.batch_size))  # steps in one pass over the training set
+from minadapt.selection import validation_size
+
+# steps in one pass over the training set, less the slice the run holds out to choose its step
+EPOCH = int(np.ceil((len(train_ids) - validation_size(len(train_ids))) / DEFAULTS.batch_size))
 FULL = DEFAULTS.total_steps(EPOCH)  # the default run: DEFAULT_EPOCHS passes (at least DEFAULT_MIN_STEPS)
 print(f"default run: {DEFAULTS.DEFAULT_EPOCHS:g} epochs of {EPOCH:,} steps = {FULL:,} steps, peak {DEFAULTS.lr:g}")
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.4))
@@ -467,7 +470,7 @@ Seeing many times the sentences of this run, it reaches a clearly higher dev acc
 '''),
 code(r'''
 print(f"defaults: bottleneck {DEFAULTS.method_config().bottleneck}, {DEFAULTS.DEFAULT_EPOCHS:g} epochs ({FULL:,} steps of "
-      f"{DEFAULTS.batch_size}), peak rate {DEFAULTS.lr:g}, evaluation and checkpoint every {DEFAULTS.eval_every} steps")
+      f"{DEFAULTS.batch_size}), peak rate {DEFAULTS.lr:g}, evaluation and checkpoint every {DEFAULTS.eval_interval(FULL)} steps")
 print(f"that is {FULL * DEFAULTS.batch_size / (STEPS * BATCH):.0f}x the sentences this lesson's run saw")
 '''),
 md(r'''
