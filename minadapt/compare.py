@@ -331,7 +331,8 @@ def run_line(row) -> str:
 
 def describe_settings(header) -> str:
     s = header["settings"]
-    budget = f"{s['epochs']:g} epochs" if s["max_steps"] is None else f"{s['max_steps']} steps"
+    budget = (f"{s['max_steps']} steps" if s["max_steps"] is not None else
+              f"{s['epochs']:g} epochs" if s["epochs"] is not None else "the default length")
     return (f"{budget} ({s['steps']} steps) of batch {s['batch_size']}, max length {s['max_length']}, "
             f"seeds {','.join(map(str, s['seeds']))}; the step kept and the lr chosen on "
             f"{s['validation_size']} held-out training examples, not on dev")
@@ -397,8 +398,10 @@ def add_arguments(c):
     c.add_argument("--adapter-layers", type=positive_ints, default=None, metavar="K,K,...",
                    help="also train each bottleneck method (at its default width) with adapters in "
                    "the top K layers only, for each K (e.g. 1,2,3,6): accuracy against training time")
-    c.add_argument("--epochs", "--num_train_epochs", dest="epochs", type=rule["epochs"], default=3.0,
-                   help="passes over the training data of every run (less the held-out validation slice)")
+    c.add_argument("--epochs", "--num_train_epochs", dest="epochs", type=rule["epochs"], default=None,
+                   help="passes over the training data of every run (less the held-out validation "
+                   f"slice) (default: `minadapt train`'s, {d.DEFAULT_EPOCHS:g} and at least "
+                   f"{d.DEFAULT_MIN_STEPS} steps: a default run of each configuration is its run here)")
     c.add_argument("--max-steps", "--max_steps", "--steps", dest="steps", type=rule["max_steps"],
                    default=None, help="training steps of every run, instead of --epochs")
     c.add_argument("--batch-size", "--per_device_train_batch_size", dest="batch_size",
@@ -472,8 +475,10 @@ def main(args, argv: list[str]) -> int:
     out = prepare_out(args.out or f"runs/compare-{task_name}")
     data = prepare(args, out)
     validation_size, baseline = data["validation_size"], data["baseline"]
-    steps = args.steps or max(1, round(args.epochs * math.ceil(
-        (data["train_size"] - validation_size) / args.batch_size)))
+    from .train import TrainConfig  # the length rule `minadapt train` uses, and each run's child
+
+    steps = TrainConfig(epochs=args.epochs, max_steps=args.steps).total_steps(
+        math.ceil((data["train_size"] - validation_size) / args.batch_size))
     backbone, num_layers = backbone_params(args.weights)
     values = {flag: getattr(args, sweep_dest(flag)) for flag in sweeps()}
     configs = plan(args.methods, values, args.adapter_layers or (), num_layers)

@@ -371,6 +371,8 @@ full fine-tuning over three seeds, and the whole family at one seed.
 code(r'''
 import math
 
+from minadapt.compare import describe_settings
+
 
 def show_comparison(path):
     # One compare file: its command and machine, then a row per configuration (minadapt/compare.py):
@@ -381,8 +383,7 @@ def show_comparison(path):
     print(f"  command: {result['command']}")
     print(f"  machine: {machine['model_name']}, CPU family {machine['cpu_family']} model {machine['model']}, "
           f"{machine['cores']} cores")
-    print(f"  {settings['steps']} steps of {settings['batch_size']} ({settings['epochs']:g} epochs); the step "
-          f"and lr chosen on {settings['validation_size']} held-out training examples")
+    print(f"  {describe_settings(result)}")
     metric = result["runs"][0]["dev_metric"]
     print(f"  {'run':>12s} {'trainable':>11s} {'%':>6s} {'lr':>7s}   {'dev ' + metric + ', mean ± std (seeds)':<30s}"
           f"{'s / run':>8s}")
@@ -404,7 +405,8 @@ def show_comparison(path):
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel(f"dev {metric} (%), mean ± std")
-    ax.set_title(f"{result['task']}: {settings['epochs']:g} epochs, seeds {settings['seeds']}", fontsize=9)
+    ax.set_title(f"{result['task']}: {settings['steps']} steps of {settings['batch_size']}, seeds "
+                 f"{settings['seeds']}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     plt.tight_layout()
