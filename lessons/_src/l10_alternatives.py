@@ -385,16 +385,16 @@ def show_comparison(path):
           f"{machine['cores']} cores")
     print(f"  {describe_settings(result)}")
     metric = result["runs"][0]["dev_metric"]
-    print(f"  {'run':>12s} {'trainable':>11s} {'%':>6s} {'lr':>7s}   {'dev ' + metric + ', mean ± std (seeds)':<30s}"
+    print(f"  {'run':>16s} {'trainable':>11s} {'%':>6s} {'lr':>7s}   {'dev ' + metric + ', mean ± std (seeds)':<30s}"
           f"{'s / run':>8s}")
     for run in result["runs"]:
         cell = f"{100 * run['dev_score']:.2f} ± {100 * run['dev_std']:.2f} ({len(run['seeds'])})"
-        print(f"  {run['config']:>12s} {run['trainable_params']:>11,} {run['share_pct']:>6.2f} {run['lr']:>7.0e}   "
+        print(f"  {run['config']:>16s} {run['trainable_params']:>11,} {run['share_pct']:>6.2f} {run['lr']:>7.0e}   "
               f"{cell:<30s}{run['train_s'] / len(run['seeds']):>8.0f}")
     base = result.get("baseline")
     if base:
         cell = f"{100 * base['dev_score']:.2f} (deterministic)"
-        print(f"  {base['config']:>12s} {base['trainable_params']:>11,} {'-':>6s} {'C=' + format(base['C'], 'g'):>7s}   "
+        print(f"  {base['config']:>16s} {base['trainable_params']:>11,} {'-':>6s} {'C=' + format(base['C'], 'g'):>7s}   "
               f"{cell:<30s}{base['train_s']:>8.0f}")
     fig, ax = plt.subplots(figsize=(7, 4))
     for run in result["runs"]:
