@@ -331,9 +331,10 @@ def run_line(row) -> str:
 
 def describe_settings(header) -> str:
     s = header["settings"]
-    budget = (f"{s['max_steps']} steps" if s["max_steps"] is not None else
-              f"{s['epochs']:g} epochs" if s["epochs"] is not None else "the default length")
-    return (f"{budget} ({s['steps']} steps) of batch {s['batch_size']}, max length {s['max_length']}, "
+    budget = (f"{s['steps']} steps" if s["max_steps"] is not None else
+              f"{s['epochs']:g} epochs ({s['steps']} steps)" if s["epochs"] is not None else
+              f"the default length ({s['steps']} steps)")
+    return (f"{budget} of batch {s['batch_size']}, max length {s['max_length']}, "
             f"seeds {','.join(map(str, s['seeds']))}; the step kept and the lr chosen on "
             f"{s['validation_size']} held-out training examples, not on dev")
 
