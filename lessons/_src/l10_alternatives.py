@@ -390,7 +390,7 @@ def show_comparison(path):
     for run in result["runs"]:
         cell = f"{100 * run['dev_score']:.2f} ± {100 * run['dev_std']:.2f} ({len(run['seeds'])})"
         print(f"  {run['config']:>16s} {run['trainable_params']:>11,} {run['share_pct']:>6.2f} {run['lr']:>7.0e}   "
-              f"{cell:<30s}{run['train_s'] / len(run['seeds']):>8.0f}")
+              f"{cell:<30s}{run['train_s']:>8.0f}")
     base = result.get("baseline")
     if base:
         cell = f"{100 * base['dev_score']:.2f} (deterministic)"
