@@ -28,11 +28,9 @@ from pathlib import Path
 from .selection import holdout, validation_size
 
 
-def prepare(spec: dict) -> dict:
-    """What compare needs of the data before any run, in a child process of its own so that compare
-    itself stays small (see compare.py): the training set's size, the held-out slice's, and the
-    TF-IDF baseline's row when spec["baseline"]. spec: {"train": TrainConfig's data fields,
-    "validation_size": N or None, "split_seed": S, "baseline": bool}."""
+def split(spec: dict):
+    """(cfg, task, data, the training set's size, the slice's size, the rest, the held-out slice):
+    the run's data as `spec` names it, less the held-out slice (the same for prepare and every run)."""
     from .tasks import load_task
     from .train import TrainConfig, as_examples
 
@@ -43,13 +41,23 @@ def prepare(spec: dict) -> dict:
     if cfg.train_subset:
         train = train.head(cfg.train_subset)
     size = spec["validation_size"] or validation_size(len(train.labels))
-    rest, validation = holdout(train, size, spec["split_seed"])
+    return (cfg, task, data, len(train.labels), size, *holdout(train, size, spec["split_seed"]))
+
+
+def prepare(spec: dict) -> dict:
+    """What compare needs of the data before any run, in a child process of its own so that compare
+    itself stays small (see compare.py): the training set's size, the held-out slice's, and the
+    TF-IDF baseline's row when spec["baseline"]. spec: {"train": TrainConfig's data fields,
+    "validation_size": N or None, "split_seed": S, "baseline": bool}."""
+    from .train import as_examples
+
+    _, task, data, n_train, size, rest, validation = split(spec)
     baseline = None
     if spec["baseline"]:
         from .baseline import tfidf_logreg
 
         baseline = tfidf_logreg(task, rest, validation, as_examples(data["dev"]))
-    return {"train_size": len(train.labels), "validation_size": size, "baseline": baseline}
+    return {"train_size": n_train, "validation_size": size, "baseline": baseline}
 
 
 def run(spec: dict) -> dict:
@@ -59,17 +67,9 @@ def run(spec: dict) -> dict:
     from .model import load_model
     from .predict import encode_examples, evaluate
     from .selection import Keeper
-    from .tasks import load_task
-    from .train import (TrainConfig, as_examples, dev_metrics, log, set_up, task_record, train_step,
-                        _eval_record)
+    from .train import _eval_record, as_examples, dev_metrics, log, set_up, task_record, train_step
 
-    cfg = TrainConfig(**spec["train"])
-    task = cfg.resolve_task()
-    data = load_task(task, cfg.data_dir)
-    full_train = as_examples(data["train"])
-    if cfg.train_subset:
-        full_train = full_train.head(cfg.train_subset)
-    train_set, validation = holdout(full_train, spec["validation_size"], spec["split_seed"])
+    cfg, task, data, _, _, train_set, validation = split(spec)
     out = prepare_out(cfg.out)
     with out_lock(out):
         model = load_model(cfg.weights, dtype="float32", device=cfg.device, seed=cfg.seed)
