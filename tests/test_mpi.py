@@ -183,9 +183,12 @@ def test_a_rank_that_dies_ends_the_job(mpiexec, tmp_path, checkpoint_dir, how):
     seconds = time.perf_counter() - t0
     assert p.returncode != 0 and result is None
     text = p.stdout + p.stderr
-    assert "BAD TERMINATION" in text or "APPLICATION TERMINATED" in text or "Abort" in text, text
-    if how == "fails":
-        assert "rank 1 fails on purpose" in text
+    if how == "killed":  # the only message there can be is mpiexec's own, about the dead process
+        assert "BAD TERMINATION" in text or "APPLICATION TERMINATED" in text, text
+    else:  # the rank's own traceback is the message; mpiexec's banner about the Abort that
+        # follows it is printed by the aborting process as it is torn down, and is not always
+        # forwarded (seen missing once in CI), so it is not what a user relies on
+        assert "rank 1 fails on purpose" in text, text
     assert seconds < 40, seconds  # 200 steps would take far longer
 
 
