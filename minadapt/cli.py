@@ -89,7 +89,7 @@ def add_data_options(p):
     p.add_argument("--dev-file", metavar="FILE",
                    help="your own dev data, in the same format (the reported scores)")
     p.add_argument("--validation-file", metavar="FILE", help="the examples that choose the step kept "
-                   "(your data's format; default: 5%% of the training data, at most 1,000, held out)")
+                   "(your data's format; default: a tenth of the training data, at most 1,000, held out)")
     p.add_argument("--text-column", default=d.text_column, help="your data's text column")
     p.add_argument("--text-pair-column", metavar="C", help="your data's second text, for pairs")
     p.add_argument("--label-column", default=d.label_column, help="your data's label column (label "
@@ -570,7 +570,7 @@ def _check_fits(path, head, task):
 def cmd_eval(args):
     from .errors import ConfigError, DataError
     from .tasks import load_task, read_examples
-    from .predict import encode_examples, evaluate
+    from .predict import encode_examples, evaluate, tokenizer_for
     from .train import format_metrics
 
     model, names = _load_adapters(args, args.with_adapters + [args.adapter])
@@ -586,10 +586,7 @@ def cmd_eval(args):
         dev = read_examples(task, task.split_files["dev"])
     else:
         dev = load_task(task, args.data_dir)["dev"]
-    record = model.metadata[name].get("task")
-    if record and json.loads(record).get("max_length"):
-        model.tokenizer.set_max_length(json.loads(record)["max_length"])
-    ids, types, _ = encode_examples(model.tokenizer, dev)
+    ids, types, _ = encode_examples(tokenizer_for(model, name), dev)
     metrics, _ = evaluate(model, task, ids, types, dev.labels, name)
     n = len(dev.labels)
     count = f"{round(metrics['accuracy'] * n)}/{n}" if "accuracy" in metrics else f"{n} examples"

@@ -24,6 +24,18 @@ def softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def tokenizer_for(model, name):
+    """The model's tokenizer cutting texts where adapter `name` was trained to see them: the
+    max_length in its task record (train --max-length), else the tokenizer's own. An adapter trained
+    on 256 tokens and read at 128 would see a different, shorter text than it learned from."""
+    record = model.metadata.get(name, {}).get("task")
+    try:
+        length = json.loads(record).get("max_length") if record else None
+    except (ValueError, AttributeError):
+        length = None
+    return model.tokenizer.cutting_at(length) if isinstance(length, int) else model.tokenizer
+
+
 def encode_split(tokenizer, sentences):
     """Token ids of each sentence (unpadded) and their lengths."""
     ids = tokenizer.ids(sentences)
@@ -70,7 +82,8 @@ def accuracy(model, ids, labels, batch_size=128, adapter=None, runner=None):
 def predict_texts(model, name, texts, pairs=None, batch_size=64) -> list[tuple]:
     """[(label, probability)] of task `name` for each text (with `pairs`, each text and its pair),
     or [(None, score)] for a regression head."""
-    ids, types = model.tokenizer.ids_and_types(list(texts), None if pairs is None else list(pairs))
+    ids, types = tokenizer_for(model, model.resolve(name)).ids_and_types(
+        list(texts), None if pairs is None else list(pairs))
     head = model.heads[model.resolve(name)]
     out = outputs(model, name, ids, types, batch_size)
     if head.regression:
@@ -202,7 +215,7 @@ def predict_items(model, names, items, batch_size=64, progress=None) -> list[dic
                 chunk = group[start:start + 256]
                 texts = [items[i][0] for i in chunk]
                 pairs = [items[i][1] for i in chunk] if group is paired else None
-                ids, types = model.tokenizer.ids_and_types(texts, pairs)
+                ids, types = tokenizer_for(model, name).ids_and_types(texts, pairs)
                 for i, row in zip(chunk, outputs(model, name, ids, types, batch_size)):
                     if labels is None:
                         records[i][name] = {"score": float(row[0])}

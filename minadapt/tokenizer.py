@@ -27,6 +27,7 @@ the odd token on the other side: the fast rule is the one matched here, and test
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -95,6 +96,23 @@ class Tokenizer:
                                  if self.positions != self.limit else ""))
         self.tk.enable_truncation(max_length, strategy="longest_first")
         self.max_length = max_length
+
+    def cutting_at(self, max_length: int) -> "Tokenizer":
+        """This tokenizer truncating at `max_length` instead: a copy, made once per length, so that
+        texts for an adapter trained at 256 tokens are cut at 256 while others are cut at 128,
+        without changing what this one does (the server tokenises for several tasks)."""
+        if max_length == self.max_length:
+            return self
+        copies = self.__dict__.setdefault("_copies", {})
+        if max_length not in copies:
+            from tokenizers import Tokenizer as HFTokenizer
+
+            other = copy.copy(self)
+            other._copies = {}
+            other.tk = HFTokenizer.from_str(self.tk.to_str())
+            other.set_max_length(max_length)
+            copies[max_length] = other
+        return copies[max_length]
 
     def _encodings(self, texts, pairs):
         """The tokenizers library's Encoding of each text (or of each (text, pair) when pairs)."""

@@ -37,9 +37,9 @@ def answer(model, task: str, texts: list, pairs: list | None = None) -> np.ndarr
     """Task `task`'s answer for each text (or pair): class probabilities (n, C), or a regression
     head's score (n, 1), by minadapt.predict (the one prediction path `minadapt predict` takes);
     one forward, padded to the longest text."""
-    from ..predict import outputs
+    from ..predict import outputs, tokenizer_for
 
-    ids, types = model.tokenizer.ids_and_types(texts, pairs)
+    ids, types = tokenizer_for(model, task).ids_and_types(texts, pairs)
     return outputs(model, task, ids, types, batch_size=len(ids))
 
 
@@ -47,9 +47,15 @@ def answer_rows(model, tasks: list, texts: list, pairs: list | None = None) -> l
     """Each row's answer under its own task, in one forward over all rows (padded to the longest):
     class probabilities (C_task,), or a regression head's score (1,). Every row equals `answer`
     for it alone to float32 rounding."""
-    from ..predict import softmax
+    from ..predict import softmax, tokenizer_for
 
-    ids, types = model.tokenizer.ids_and_types(texts, pairs)
+    ids, types = [None] * len(tasks), [None] * len(tasks)
+    for task in dict.fromkeys(tasks):  # each task's rows cut at the length it was trained on
+        rows = [r for r, t in enumerate(tasks) if t == task]
+        cut = tokenizer_for(model, task).ids_and_types([texts[r] for r in rows],
+                                                       None if pairs is None else [pairs[r] for r in rows])
+        for r, i, t in zip(rows, *cut):
+            ids[r], types[r] = i, t
     b = model.tokenizer.pad(ids, types)
     per_task = model.logits(b.input_ids, b.attention_mask, b.token_type_ids, adapter=list(tasks))
     out = [None] * len(tasks)
