@@ -4,7 +4,8 @@ error bar of one standard deviation:
     left   against trainable parameters (log scale), a vertical line at 1% of the backbone's;
     right  against training time (seconds in train steps, mean over seeds): what depth buys.
 A method's width sweep is a line through its points, each labelled by its swept value; its depth
-sweep (adapters in the top K layers) a dashed line, labelled "top K". The TF-IDF baseline, when
+sweep (adapters in the top K layers) a dashed line, labelled "top K", that ends at the same width in
+every layer. The TF-IDF baseline, when
 there is one, is a horizontal grey line in both. A bare Figure (no pyplot): no display is needed."""
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ def _panel(ax, rows, x_key, scale):
         if not mine:
             continue
         full_depth = sorted((r for r in mine if r.get("layers") is None), key=lambda r: r["trainable_params"])
-        depth = sorted((r for r in mine if r.get("layers") is not None), key=lambda r: r[x_key])
+        depth = [r for r in mine if r.get("layers") is not None]
+        if depth:  # the dashed line ends at the same width in every layer (its own label already)
+            depth += [r for r in full_depth if r["size"] == depth[0]["size"]]
+        depth = sorted(depth, key=lambda r: r[x_key])
         for group, line, label in ((full_depth, "-", method), (depth, "--", None)):
             if not group:
                 continue
@@ -45,6 +49,8 @@ def _panel(ax, rows, x_key, scale):
                         color=colour, linestyle=line if len(group) > 1 else "none", capsize=3,
                         markersize=11 if marker == "*" else 7, label=label)
             for r, xi, yi in zip(group, x, y):
+                if group is depth and r.get("layers") is None:
+                    continue  # labelled by its width, as a point of the width sweep
                 text = f"top {r['layers']}" if r.get("layers") is not None else (
                     f"{prefix}{r['size']}" if r["size"] is not None else "")
                 if text:

@@ -391,6 +391,10 @@ def show_comparison(path):
         cell = f"{100 * run['dev_score']:.2f} ± {100 * run['dev_std']:.2f} ({len(run['seeds'])})"
         print(f"  {run['config']:>16s} {run['trainable_params']:>11,} {run['share_pct']:>6.2f} {run['lr']:>7.0e}   "
               f"{cell:<30s}{run['train_s']:>8.0f}")
+    for run in result["runs"]:  # the learning rates tried on the first seed, and their validation
+        if len(run["lr_validation"]) > 1:
+            tried = ", ".join(f"{float(lr):.0e} {100 * v:.2f}%" for lr, v in run["lr_validation"].items())
+            print(f"  {run['config']:>16s} lr chosen on the held-out slice of: {tried}")
     base = result.get("baseline")
     if base:
         cell = f"{100 * base['dev_score']:.2f} (deterministic)"
