@@ -8,6 +8,7 @@ over several seeds, each with its learning rate chosen on data the reported dev 
                     step (compare_run.py); the dev set is evaluated once, at that step
     learning rate   per method, a few (--lr-factors times its default, or --lrs): each trains on
                     the first seed; the best validation score wins and trains the other seeds
+                    (a tie: the method's default, when it is among the tied)
     the row         the mean and standard deviation of the dev metric over the seeds (--seeds),
                     which lr won (and each one's validation score), trainable parameters, file
                     size, training time (train steps only), peak resident memory
@@ -225,9 +226,14 @@ def collect(job: Job, folder: Path, wall_s: float, peak_kib: int, backbone: int)
             "peak_rss_mb": peak_kib * 1024 / 1e6, "folder": str(folder)}
 
 
-def choose_lr(rows: list[dict]) -> float:
-    """The learning rate whose first-seed run has the best validation score (ties: the smaller)."""
-    return max(rows, key=lambda r: (r["validation_score"], -r["lr"]))["lr"]
+def choose_lr(rows: list[dict], default: float | None = None) -> float:
+    """The learning rate whose first-seed run has the best validation score. A tie says nothing
+    about which is better (BBC News' 178 held-out articles tied three learning rates), so it goes
+    to the method's `default` when that is among the tied (the run `minadapt train` makes), else
+    to the smaller."""
+    best = max(r["validation_score"] for r in rows)
+    tied = [r["lr"] for r in rows if r["validation_score"] == best]
+    return default if default in tied else min(tied)
 
 
 def summarise(config: Config, rows: list[dict], lr_rows: list[dict]) -> dict:
@@ -413,7 +419,8 @@ def add_arguments(c):
     c.add_argument("--seed", type=rule["seed"], default=d.seed, help="the first seed")
     c.add_argument("--lr-factors", type=positive_floats, default="0.5,1,2", metavar="F,F,...",
                    help="the learning rates tried: each method's default times each factor; the one "
-                   "with the best validation score on the first seed runs the other seeds")
+                   "with the best validation score on the first seed runs the other seeds (a tie: "
+                   "the method's default lr)")
     c.add_argument("--lrs", type=method_lrs, action="append", default=[], metavar="METHOD=LR,LR",
                    help="the learning rates tried for one method, instead of --lr-factors "
                    "(repeat for others), e.g. --lrs full=2e-5,5e-5 (default: none)")
@@ -536,7 +543,7 @@ def main(args, argv: list[str]) -> int:
     try:
         for config in configs:
             first = [run_job(Job(config, lr, seeds[0])) for lr in lrs[config.method]]
-            lr = choose_lr(first)
+            lr = choose_lr(first, methods.get(config.method).default_lr)
             chosen = [r for r in first if r["lr"] == lr]
             chosen += [run_job(Job(config, lr, s)) for s in seeds[1:]]
             rows.append(summarise(config, chosen, first))

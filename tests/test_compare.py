@@ -209,6 +209,8 @@ def test_lr_is_chosen_on_validation_and_rows_summarise_seeds():
              {"lr": 2e-3, "validation_score": 0.92, "dev_score": 0.80, "seed": 0},
              {"lr": 4e-3, "validation_score": 0.92, "dev_score": 0.99, "seed": 0}]
     assert compare.choose_lr(first) == 2e-3  # validation decides (ties: the smaller lr), never dev
+    assert compare.choose_lr(first, default=4e-3) == 4e-3  # a tie goes to the method's default
+    assert compare.choose_lr(first, default=1e-3) == 2e-3  # ... when the default is among the tied
     common = {"trainable_params": 10, "share_pct": 1.0, "file_bytes": 40, "dev_metric": "accuracy",
               "steps": 5, "kept_step": 5, "train_s": 2.0, "peak_rss_mb": 100.0}
     rows = [{**first[1], **common}, {**common, "lr": 2e-3, "seed": 1, "dev_score": 0.84,
