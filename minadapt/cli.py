@@ -524,21 +524,20 @@ def adapter_task(model, name, path, dev_file=None):
     directory with no record (saved by those libraries) is read from --dev-file's `text` and
     `label` columns. Returns a minadapt.tasks.Task."""
     from .errors import DataError
-    from .predict import label_names
+    from .predict import label_names, stored_task
     from .tasks import get_task, task_from_files
 
     meta = model.metadata.get(name, {})
-    record = meta.get("task")
+    record = stored_task(model, name)
     head = model.heads[name]
-    if not record and not meta.get("format"):
+    if record is None and not meta.get("format"):
         if dev_file is None:
             raise DataError(f"{path}: holds no task record (saved by another library): give its dev "
                             "data with --dev-file (columns text and label)")
         return task_from_files(None, dev_file, regression=head.regression, name=name,
                                labels=label_names(model, name))
-    if not record:
+    if record is None:
         return get_task("sst2")
-    record = json.loads(record)
     if record.get("builtin", True):
         return get_task(record["name"])
     files = record.get("files", {})

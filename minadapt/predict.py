@@ -24,15 +24,18 @@ def softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def stored_task(model, name) -> dict | None:
+    """Task `name`'s record as its adapter file keeps it (train.task_record: the task or its files
+    and columns, max_length), or None for a file saved without one (save_adapter, other libraries)."""
+    record = model.metadata.get(name, {}).get("task")
+    return json.loads(record) if record else None
+
+
 def tokenizer_for(model, name):
     """The model's tokenizer cutting texts where adapter `name` was trained to see them: the
     max_length in its task record (train --max-length), else the tokenizer's own. An adapter trained
     on 256 tokens and read at 128 would see a different, shorter text than it learned from."""
-    record = model.metadata.get(name, {}).get("task")
-    try:
-        length = json.loads(record).get("max_length") if record else None
-    except (ValueError, AttributeError):
-        length = None
+    length = (stored_task(model, name) or {}).get("max_length")
     return model.tokenizer.cutting_at(length) if isinstance(length, int) else model.tokenizer
 
 
@@ -125,9 +128,8 @@ def label_names(model, name) -> tuple | None:
 def takes_pairs(model, name) -> bool | None:
     """Whether task `name` reads text pairs (its record, or its built-in task, says so); None when
     nothing says (a file saved without a task record: by save_adapter, or by another library)."""
-    record = model.metadata.get(name, {}).get("task")
-    if record:
-        record = json.loads(record)
+    record = stored_task(model, name)
+    if record is not None:
         if record.get("builtin", True):
             from .tasks import TASKS
 

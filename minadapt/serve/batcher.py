@@ -49,9 +49,11 @@ def answer_rows(model, tasks: list, texts: list, pairs: list | None = None) -> l
     for it alone to float32 rounding."""
     from ..predict import softmax, tokenizer_for
 
+    rows_of: dict[str, list[int]] = {}  # each task's rows, in order
+    for r, task in enumerate(tasks):
+        rows_of.setdefault(task, []).append(r)
     ids, types = [None] * len(tasks), [None] * len(tasks)
-    for task in dict.fromkeys(tasks):  # each task's rows cut at the length it was trained on
-        rows = [r for r, t in enumerate(tasks) if t == task]
+    for task, rows in rows_of.items():  # each task's rows cut at the length it was trained on
         cut = tokenizer_for(model, task).ids_and_types([texts[r] for r in rows],
                                                        None if pairs is None else [pairs[r] for r in rows])
         for r, i, t in zip(rows, *cut):
@@ -61,7 +63,7 @@ def answer_rows(model, tasks: list, texts: list, pairs: list | None = None) -> l
     out = [None] * len(tasks)
     for task, z in per_task.items():
         z = np.asarray(z if model.heads[task].regression else softmax(z), np.float64)
-        for j, r in enumerate(r for r, t in enumerate(tasks) if t == task):
+        for j, r in enumerate(rows_of[task]):
             out[r] = z[j]
     return out
 
