@@ -165,7 +165,11 @@ def test_concurrent_requests_for_one_task_share_forwards(server, adapters):
             answers[i] = call(server, "/predict", {"task": "sst2", "texts": [TEXTS[i % 4]] * (1 + i % 2)})
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
-        for t in threads:
+        threads[0].start()  # the first request's forward starts (and is held) before the others
+        deadline = time.monotonic() + 10  # leave, else all eight can queue before the batcher
+        while not forwards and time.monotonic() < deadline:  # wakes, one forward of 12
+            time.sleep(0.005)
+        for t in threads[1:]:
             t.start()
         for t in threads:
             t.join(30)
